@@ -28,7 +28,7 @@ class DatabaseSpec(ApiModel):
     """Host name or IP address of the server."""
     port: int = Field(default=5432, ge=1, le=65535)
     """TCP port of the server."""
-    databases: list[str] = Field(default_factory=list, max_length=500)
+    databases: list[str] = Field(default_factory=list, max_length=500, json_schema_extra={"x-kubernetes-list-type": "set"})
     """Databases to back up; empty means every non-template database (logical method) plus globals."""
     credentials_secret: DatabaseCredentialsRef
     """Secret with the user and password the backup connects as."""
@@ -49,6 +49,11 @@ class DatabaseSpec(ApiModel):
 
 class S3Storage(ApiModel):
     """An S3-compatible bucket: AWS, MinIO, Ceph RGW, Hetzner, Cloudflare R2, ..."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {"rule": "!has(self.kmsKeyId) || (has(self.serverSideEncryption) && self.serverSideEncryption == 'aws:kms')",
+         "message": "kmsKeyId is set but serverSideEncryption is not 'aws:kms'"},
+    ]}}
 
     bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-_]*[a-z0-9]$")
     """Bucket name; it must exist."""
@@ -115,6 +120,13 @@ class Storage(ApiModel):
 class Compression(ApiModel):
     """Compression of every object before encryption and upload."""
 
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {"rule": "!(has(self.level) && has(self.algorithm) && self.algorithm == 'gzip' && self.level > 9)",
+         "message": "compression.level is out of range for gzip (1-9)"},
+        {"rule": "!(has(self.level) && has(self.algorithm) && self.algorithm == 'none')",
+         "message": "compression.level makes no sense with algorithm 'none'"},
+    ]}}
+
     algorithm: Literal["zstd", "gzip", "none"] = "zstd"
     """zstd (fast, recommended), gzip (compatible) or none."""
     level: int | None = Field(default=None, ge=1, le=22)
@@ -157,6 +169,11 @@ class Retention(ApiModel):
     """Which backups to keep. A backup is kept if any rule keeps it; the newest successful and the newest
     verified backup are never deleted."""
 
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {"rule": "has(self.keepLast) || has(self.daily) || has(self.weekly) || has(self.monthly) || has(self.maxAge)",
+         "message": "retention needs at least one rule: keepLast, daily, weekly, monthly or maxAge"},
+    ]}}
+
     keep_last: int | None = Field(default=None, ge=1, le=10000)
     """Keep the N newest backups."""
     daily: int | None = Field(default=None, ge=1, le=10000)
@@ -177,6 +194,11 @@ class Retention(ApiModel):
 
 class LogicalOptions(ApiModel):
     """Options of the logical method (pg_dump per database)."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {"rule": "!has(self.jobs) || self.jobs == 1 || (has(self.format) && self.format == 'directory')",
+         "message": "logical.jobs > 1 needs logical.format 'directory'"},
+    ]}}
 
     format: Literal["custom", "directory"] = "custom"
     """pg_dump format: custom streams without a temporary copy; directory allows parallel dumps (needs scratch space)."""
@@ -270,7 +292,7 @@ class Notifications(ApiModel):
 class JobTemplate(ApiModel):
     """Overrides for the backup, verification and restore Jobs."""
 
-    resources: dict[str, dict[str, str]] = Field(default_factory=dict)
+    resources: dict[str, dict[str, int | str]] = Field(default_factory=dict)
     """Container resources (requests / limits), as in a Pod spec."""
     node_selector: dict[str, str] = Field(default_factory=dict)
     """Node selector of the Job's pod."""
