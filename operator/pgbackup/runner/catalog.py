@@ -1,0 +1,302 @@
+"""The catalog: the set of manifests in a storage. Layout: <id>/manifest.json + <id>/<objects>.
+
+A backup exists once its manifest does; objects without a manifest are an unfinished (or failed) backup:
+never listed, removed after a grace period. Only directories named like backup ids are touched, so other
+data beside the backups (e.g. a wal/ archive) is safe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import BinaryIO, Literal
+
+from pydantic import ValidationError
+
+from pgbackup.runner.log import Progress, log, log_warning
+from pgbackup.runner.manifest import (
+    BACKUP_ID_PATTERN,
+    MANIFEST_NAME,
+    VERIFICATION_NAME,
+    Manifest,
+    ManifestObject,
+    backup_id_sort_key,
+    backup_id_time,
+    new_backup_id,
+)
+from pgbackup.runner.pipeline import StoredObject, open_stored
+from pgbackup.runner.storage.base import ObjectNotFound, Storage, StorageError
+
+
+class BackupNotFound(StorageError):
+    """No complete backup with that id."""
+
+
+ObjectStatus = Literal["ok", "missing", "truncated", "oversized", "corrupt", "unreadable"]
+
+
+@dataclass(frozen=True)
+class ObjectCheck:
+    key: str
+    status: ObjectStatus
+    expected_size: int
+    actual_size: int | None = None
+    expected_sha256: str = ""
+    actual_sha256: str | None = None
+    message: str = ""
+
+
+@dataclass
+class CheckReport:
+    backup_id: str
+    objects: list[ObjectCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.status == "ok" for o in self.objects)
+
+    @property
+    def problems(self) -> list[ObjectCheck]:
+        return [o for o in self.objects if o.status != "ok"]
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"backup {self.backup_id}: all {len(self.objects)} objects match their size and SHA-256"
+        lines = [f"backup {self.backup_id}: {len(self.problems)} of {len(self.objects)} objects are damaged:"]
+        lines += [f"  {p.key}: {p.status}: {p.message}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class Catalog:
+    """Backups in one storage (a policy's bucket prefix or volume directory)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    # -- naming ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def object_key(backup_id: str, name: str) -> str:
+        """Storage key of an object of a backup: '<id>/<name>'."""
+        return f"{backup_id}/{name}"
+
+    @staticmethod
+    def manifest_key(backup_id: str) -> str:
+        return f"{backup_id}/{MANIFEST_NAME}"
+
+    def new_id(self, now: datetime) -> str:
+        """A fresh backup id for `now`, not used by any complete or unfinished backup."""
+        return new_backup_id(now, self._backup_dirs())
+
+    def _backup_dirs(self) -> set[str]:
+        return {info.key.split("/", 1)[0] for info in self.storage.list() if "/" in info.key}
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _load(self, backup_id: str, *, verified: bool | None = None) -> Manifest:
+        data = self.storage.get_bytes(self.manifest_key(backup_id))
+        manifest = Manifest.model_validate_json(data)
+        if verified is None:
+            verified = self._read_verified(backup_id)
+        return manifest.model_copy(update={"verified": verified})
+
+    def _read_verified(self, backup_id: str) -> bool:
+        try:
+            data = json.loads(self.storage.get_bytes(f"{backup_id}/{VERIFICATION_NAME}"))
+        except ObjectNotFound:
+            return False
+        except (ValueError, StorageError):
+            return False
+        return isinstance(data, dict) and bool(data.get("passed", data.get("verified", False)))
+
+    def backups(self) -> list[Manifest]:
+        """Complete backups, newest first. Unreadable manifests are logged and skipped."""
+        manifests: list[str] = []
+        verifications: set[str] = set()
+        for info in self.storage.list():
+            parts = info.key.split("/")
+            if len(parts) != 2 or not BACKUP_ID_PATTERN.match(parts[0]):
+                continue
+            if parts[1] == MANIFEST_NAME:
+                manifests.append(parts[0])
+            elif parts[1] == VERIFICATION_NAME:
+                verifications.add(parts[0])
+        found: list[Manifest] = []
+        for backup_id in manifests:
+            try:
+                verified = self._read_verified(backup_id) if backup_id in verifications else False
+                found.append(self._load(backup_id, verified=verified))
+            except (ValidationError, ValueError, StorageError) as exc:
+                log_warning(
+                    "catalog.manifest_unreadable",
+                    location=self.storage.location(self.manifest_key(backup_id)),
+                    error=str(exc)[:500],
+                    hint="the backup is ignored; inspect or delete it",
+                )
+        found.sort(key=lambda m: (m.completed_at, backup_id_sort_key(m.id)), reverse=True)
+        return found
+
+    def ids(self) -> list[str]:
+        return [m.id for m in self.backups()]
+
+    def get(self, backup_id: str) -> Manifest:
+        """The manifest of a complete backup; BackupNotFound lists the nearest ids."""
+        try:
+            return self._load(backup_id)
+        except ObjectNotFound:
+            pass
+        except (ValidationError, ValueError) as exc:
+            raise StorageError(
+                f"manifest {self.storage.location(self.manifest_key(backup_id))} is unreadable: {str(exc)[:300]}"
+            ) from exc
+        known = self.ids()
+        nearest = difflib.get_close_matches(backup_id, known, n=5, cutoff=0.0) if known else []
+        hint = f"nearest ids: {', '.join(nearest)}" if nearest else "the catalog is empty"
+        raise BackupNotFound(
+            f"no complete backup {backup_id!r} in {self.storage.url} ({hint}); `pgbackup list` shows them all"
+        )
+
+    def latest(self) -> Manifest | None:
+        backups = self.backups()
+        return backups[0] if backups else None
+
+    @contextmanager
+    def open_object(
+        self, manifest: Manifest, obj: ManifestObject, *, identity: str | None = None
+    ) -> Iterator[BinaryIO]:
+        """Original bytes of one object of a backup (decrypted, decompressed, verified at the end)."""
+        stored = StoredObject(
+            key=self.object_key(manifest.id, obj.key),
+            size=obj.size,
+            raw_size=obj.raw_size,
+            sha256=obj.sha256,
+            compression=obj.compression,
+            encrypted=obj.encrypted,
+        )
+        with open_stored(self.storage, stored, identity=identity, recipients=manifest.encryption_recipients) as stream:
+            yield stream
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def write_manifest(self, manifest: Manifest) -> tuple[str, str]:
+        """Commit a backup: write its manifest (call LAST). Returns (location, SHA-256 of the manifest)."""
+        data = manifest.to_json()
+        key = self.manifest_key(manifest.id)
+        self.storage.put_bytes(key, data)
+        location = self.storage.location(key)
+        digest = hashlib.sha256(data).hexdigest()
+        log("catalog.manifest_written", backup_id=manifest.id, location=location, sha256=digest)
+        return location, digest
+
+    # -- checking -------------------------------------------------------------------------------
+
+    def check(self, backup_id: str) -> CheckReport:
+        """Re-read every object of a backup and compare its size and SHA-256 with the manifest."""
+        manifest = self.get(backup_id)
+        report = CheckReport(backup_id=backup_id)
+        progress = Progress("check", total=manifest.size_bytes, backup_id=backup_id)
+        for obj in manifest.objects:
+            report.objects.append(self._check_object(manifest.id, obj, progress))
+        progress.done()
+        level = log if report.ok else log_warning
+        level(
+            "catalog.check",
+            backup_id=backup_id,
+            ok=report.ok,
+            objects=len(report.objects),
+            problems=[f"{p.key}: {p.status}" for p in report.problems],
+        )
+        return report
+
+    def _check_object(self, backup_id: str, obj: ManifestObject, progress: Progress) -> ObjectCheck:
+        key = self.object_key(backup_id, obj.key)
+        location = self.storage.location(key)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with self.storage.open_reader(key) as reader:
+                while chunk := reader.read(1024 * 1024):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    progress.add(len(chunk))
+        except ObjectNotFound:
+            return ObjectCheck(obj.key, "missing", obj.size, None, obj.sha256, None, f"{location} does not exist")
+        except (StorageError, OSError) as exc:
+            return ObjectCheck(obj.key, "unreadable", obj.size, size, obj.sha256, None, f"{location}: {exc}")
+        actual = digest.hexdigest()
+        if size < obj.size:
+            status: ObjectStatus = "truncated"
+            message = f"{location} has {size} bytes, the manifest records {obj.size}"
+        elif size > obj.size:
+            status = "oversized"
+            message = f"{location} has {size} bytes, the manifest records {obj.size}"
+        elif actual != obj.sha256:
+            status = "corrupt"
+            message = f"{location} SHA-256 {actual} != recorded {obj.sha256}"
+        else:
+            status, message = "ok", ""
+        return ObjectCheck(obj.key, status, obj.size, size, obj.sha256, actual, message)
+
+    # -- deleting -------------------------------------------------------------------------------
+
+    def delete(self, backup_id: str) -> None:
+        """Remove a backup: the manifest first (it stops being a backup at once), then its objects."""
+        if not BACKUP_ID_PATTERN.match(backup_id):
+            raise StorageError(f"refusing to delete {backup_id!r}: not a backup id")
+        self.storage.delete([self.manifest_key(backup_id)])
+        keys = [info.key for info in self.storage.list(f"{backup_id}/")]
+        if keys:
+            self.storage.delete(keys)
+        log("catalog.deleted", backup_id=backup_id, objects=len(keys))
+
+    def unfinished(self, grace: timedelta, now: datetime) -> list[str]:
+        """Ids of backup directories without a manifest whose newest object is older than `grace`."""
+        newest: dict[str, datetime] = {}
+        complete: set[str] = set()
+        for info in self.storage.list():
+            parts = info.key.split("/", 1)
+            if len(parts) != 2 or not BACKUP_ID_PATTERN.match(parts[0]):
+                continue
+            if parts[1] == MANIFEST_NAME:
+                complete.add(parts[0])
+            if parts[0] not in newest or info.modified > newest[parts[0]]:
+                newest[parts[0]] = info.modified
+        return sorted(
+            (bid for bid, modified in newest.items() if bid not in complete and now - modified > grace),
+            key=backup_id_sort_key,
+        )
+
+    def clean_unfinished(self, grace: timedelta, now: datetime, *, dry_run: bool = False) -> list[str]:
+        """Delete the objects of unfinished backups older than `grace`; returns their ids."""
+        stale = self.unfinished(grace, now)
+        by_id: dict[str, list[str]] = defaultdict(list)
+        for backup_id in stale:
+            by_id[backup_id] = [info.key for info in self.storage.list(f"{backup_id}/")]
+        for backup_id, keys in by_id.items():
+            log("catalog.unfinished", backup_id=backup_id, objects=len(keys), dry_run=dry_run)
+            if not dry_run and keys:
+                self.storage.delete(keys)
+        if not dry_run:
+            self._abort_stale_uploads(grace, now)
+        return stale
+
+    def _abort_stale_uploads(self, grace: timedelta, now: datetime) -> None:
+        """S3 only: multipart uploads of killed Jobs are invisible to list() but cost storage."""
+        list_uploads = getattr(self.storage, "incomplete_uploads", None)
+        if list_uploads is None:
+            return
+        for upload in list_uploads():
+            backup_id = upload.key.split("/", 1)[0]
+            if not BACKUP_ID_PATTERN.match(backup_id):
+                continue
+            # The id is the backup's start time; some servers report a bogus upload initiation time.
+            started = max(upload.initiated, backup_id_time(backup_id))
+            if now - started > grace:
+                log("catalog.abort_upload", key=upload.key, initiated=upload.initiated)
+                self.storage.abort_upload(upload)  # type: ignore[attr-defined]

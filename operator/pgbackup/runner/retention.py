@@ -1,0 +1,139 @@
+"""Retention: which backups to keep, as a pure function of (backups, rules, now), plus applying it.
+
+A backup is kept if ANY rule keeps it; every decision carries its reasons. GFS periods are UTC days,
+ISO weeks and calendar months; each of the last N periods that HAVE backups keeps its newest one.
+The newest successful and the newest verified backup are never deleted, whatever the rules say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from pgbackup.api.base import parse_duration
+from pgbackup.api.policy import Retention
+from pgbackup.runner.log import log
+from pgbackup.runner.manifest import backup_id_sort_key
+
+if TYPE_CHECKING:
+    from pgbackup.runner.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    """What retention needs to know about a backup."""
+
+    id: str
+    completed_at: datetime
+    verified: bool = False
+    succeeded: bool = True
+
+
+@dataclass
+class RetentionDecision:
+    id: str
+    keep: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+NEWEST_SUCCESSFUL = "newest successful backup (never deleted)"
+NEWEST_VERIFIED = "newest verified backup (never deleted)"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _order(ref: BackupRef) -> tuple[datetime, tuple[str, int]]:
+    return _utc(ref.completed_at), backup_id_sort_key(ref.id)
+
+
+def _day(moment: datetime) -> str:
+    return moment.date().isoformat()
+
+
+def _iso_week(moment: datetime) -> str:
+    year, week, _ = moment.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _month(moment: datetime) -> str:
+    return f"{moment.year}-{moment.month:02d}"
+
+
+def _newest_per_period(
+    newest_first: Sequence[BackupRef], periods: int, period_of: Callable[[datetime], str]
+) -> dict[str, str]:
+    """id -> period label for the newest backup in each of the `periods` newest periods with backups."""
+    kept: dict[str, str] = {}
+    seen: set[str] = set()
+    for ref in newest_first:
+        period = period_of(_utc(ref.completed_at))
+        if period in seen:
+            continue
+        if len(seen) == periods:
+            break
+        seen.add(period)
+        kept[ref.id] = period
+    return kept
+
+
+def plan_retention(backups: Sequence[BackupRef], rules: Retention, now: datetime) -> list[RetentionDecision]:
+    """Keep/delete for every backup, newest first, each with the reasons it is kept (or deleted)."""
+    ordered = sorted(backups, key=_order, reverse=True)
+    good = [ref for ref in ordered if ref.succeeded]
+    reasons: dict[str, list[str]] = {ref.id: [] for ref in ordered}
+
+    if good:
+        reasons[good[0].id].append(NEWEST_SUCCESSFUL)
+    verified = [ref for ref in good if ref.verified]
+    if verified:
+        reasons[verified[0].id].append(NEWEST_VERIFIED)
+
+    if rules.keep_last:
+        for position, ref in enumerate(good[: rules.keep_last], start=1):
+            reasons[ref.id].append(f"keepLast {rules.keep_last} (#{position})")
+    if rules.daily:
+        for backup_id, label in _newest_per_period(good, rules.daily, _day).items():
+            reasons[backup_id].append(f"daily {rules.daily}: newest of {label}")
+    if rules.weekly:
+        for backup_id, label in _newest_per_period(good, rules.weekly, _iso_week).items():
+            reasons[backup_id].append(f"weekly {rules.weekly}: newest of {label}")
+    if rules.monthly:
+        for backup_id, label in _newest_per_period(good, rules.monthly, _month).items():
+            reasons[backup_id].append(f"monthly {rules.monthly}: newest of {label}")
+    if rules.max_age:
+        limit = parse_duration(rules.max_age)
+        for ref in ordered:
+            if _utc(now) - _utc(ref.completed_at) < limit:
+                reasons[ref.id].append(f"maxAge {rules.max_age}: younger than that")
+
+    decisions = []
+    for ref in ordered:
+        kept_by = reasons[ref.id]
+        if kept_by:
+            decisions.append(RetentionDecision(ref.id, True, kept_by))
+        elif not ref.succeeded:
+            decisions.append(RetentionDecision(ref.id, False, ["failed backup that no rule keeps"]))
+        else:
+            decisions.append(RetentionDecision(ref.id, False, ["no retention rule keeps it"]))
+    return decisions
+
+
+def apply_retention(catalog: Catalog, rules: Retention, now: datetime, *, dry_run: bool = False) -> list[RetentionDecision]:
+    """Plan over the catalog's complete backups and delete what no rule keeps (unless dry_run)."""
+    refs = [BackupRef(m.id, m.completed_at, m.verified, True) for m in catalog.backups()]
+    decisions = plan_retention(refs, rules, now)
+    for decision in decisions:
+        log(
+            "retention.decision",
+            backup_id=decision.id,
+            keep=decision.keep,
+            reasons=decision.reasons,
+            dry_run=dry_run,
+        )
+        if not decision.keep and not dry_run:
+            catalog.delete(decision.id)
+    return decisions

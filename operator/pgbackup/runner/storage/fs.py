@@ -1,0 +1,193 @@
+"""A directory on a mounted volume as backup storage: temp file + fsync + atomic rename, so a reader never
+sees half an object and a crash leaves at worst a temp file (listed, so the catalog can clean it up)."""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from pgbackup.runner.storage.base import ObjectInfo, ObjectNotFound, ObjectWriter, Storage, StorageError
+
+TEMP_MARKER = ".partial-"
+
+
+def is_temp_name(key: str) -> bool:
+    """Whether a key is an upload in progress (or left behind by a killed one)."""
+    return TEMP_MARKER in key.rsplit("/", 1)[-1]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _explain(exc: OSError, what: str, path: Path) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "the volume is full: free space (apply retention) or grow the PersistentVolumeClaim"
+    elif exc.errno == errno.EFBIG:
+        hint = "the file is larger than the file system or process allows (file size limit)"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "no permission: check the volume is mounted read-write and writable by the Job's user (fsGroup)"
+    else:
+        hint = "check the volume mount"
+    return StorageError(f"{what} {path} failed: {exc.strerror or exc}; {hint}")
+
+
+class _FileWriter(ObjectWriter):
+    def __init__(self, final: Path) -> None:
+        self._final = final
+        self._temp = final.with_name(f".{final.name}{TEMP_MARKER}{secrets.token_hex(4)}")
+        self._done = False
+        try:
+            self._created_dirs = _make_dirs(final.parent)
+            self._fd: int | None = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            raise _explain(exc, "creating", self._temp) from exc
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise StorageError(f"write to {self._final} after commit/abort")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.abort()
+            raise _explain(exc, "writing", self._final) from exc
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        if self._fd is None:
+            raise StorageError(f"commit of {self._final} after abort")
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            os.replace(self._temp, self._final)
+            _fsync_dir(self._final.parent)
+            for created in self._created_dirs:
+                _fsync_dir(created.parent)
+        except OSError as exc:
+            self.abort()
+            raise _explain(exc, "committing", self._final) from exc
+        self._done = True
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        try:
+            self._temp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p that reports which directories it created (their parents need an fsync)."""
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            pass
+    return list(reversed(missing))
+
+
+class FilesystemStorage(Storage):
+    """Objects are files under `root`; keys map to relative paths."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def url(self) -> str:
+        return self.root.absolute().as_uri()
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise StorageError(f"invalid object key {key!r} under {self.root}: keys are relative, '/'-separated")
+        return self.root.joinpath(*parts)
+
+    def open_writer(self, key: str) -> ObjectWriter:
+        if not self.root.is_dir():
+            raise StorageError(
+                f"backup directory {self.root} does not exist: check the volume is mounted "
+                f"(storage.volume.claimName) and the path exists"
+            )
+        return _FileWriter(self._path(key))
+
+    def open_reader(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"object {key} not found in {self.root}") from exc
+        except OSError as exc:
+            raise _explain(exc, "reading", path) from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Start the walk at the deepest directory the prefix names.
+        directory = self.root
+        head, _, _ = prefix.rpartition("/")
+        if head:
+            directory = self.root.joinpath(*head.split("/"))
+        if not directory.is_dir():
+            return
+        found: builtins.list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(directory):
+            dirnames.sort()
+            base = Path(dirpath)
+            for name in filenames:
+                path = base / name
+                key = path.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue  # deleted or renamed meanwhile
+                found.append(ObjectInfo(key=key, size=stat.st_size, modified=datetime.fromtimestamp(stat.st_mtime, UTC)))
+        yield from sorted(found, key=lambda info: info.key)
+
+    def delete(self, keys: builtins.list[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise _explain(exc, "deleting", path) from exc
+            self._remove_empty_parents(path.parent)
+
+    def _remove_empty_parents(self, directory: Path) -> None:
+        root = self.root.absolute()
+        directory = directory.absolute()
+        while directory != root and root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return  # not empty (or gone)
+            directory = directory.parent
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()

@@ -1,0 +1,335 @@
+"""S3-compatible storage through boto3: streaming multipart uploads that are aborted on any failure.
+
+Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the pod's identity),
+never from arguments; a private CA comes from AWS_CA_BUNDLE. botocore retries throttling, 5xx and
+connection errors with exponential backoff ('standard' mode) before we give up with a clear error.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from pgbackup.runner.log import log_warning
+from pgbackup.runner.storage.base import ObjectInfo, ObjectNotFound, ObjectWriter, Storage, StorageError
+
+if TYPE_CHECKING:
+    from pgbackup.api.policy import S3Storage as S3StorageSpec
+
+MIB = 1024 * 1024
+DELETE_BATCH = 1000  # the DeleteObjects limit
+ENV_MAX_ATTEMPTS = "PGBACKUP_S3_MAX_ATTEMPTS"
+ENV_RETRY_MODE = "PGBACKUP_S3_RETRY_MODE"
+DEFAULT_MAX_ATTEMPTS = 8
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
+
+
+class S3Storage(Storage):
+    """A bucket + prefix; keys are relative to the prefix."""
+
+    def __init__(
+        self,
+        spec: S3StorageSpec,
+        *,
+        max_attempts: int | None = None,
+        retry_mode: Literal["standard", "adaptive"] | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        self.spec = spec
+        self.bucket = spec.bucket
+        self.prefix = f"{spec.prefix.strip('/')}/" if spec.prefix.strip("/") else ""
+        self.part_size = spec.part_size_mib * MIB
+        attempts = max_attempts or int(os.environ.get(ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS))
+        mode = retry_mode or os.environ.get(ENV_RETRY_MODE, "standard")
+        config = Config(
+            region_name=spec.region,
+            s3={"addressing_style": "path" if spec.force_path_style else "auto"},
+            retries={"mode": mode, "total_max_attempts": attempts},
+            request_checksum_calculation=spec.request_checksum_calculation,
+            response_checksum_validation=spec.response_checksum_validation,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        self.attempts = attempts
+        # A session of its own: boto3's default session is not thread-safe to create clients from.
+        self.client = boto3.session.Session().client("s3", endpoint_url=spec.endpoint or None, config=config)
+
+    # -- naming -----------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/"):
+            raise StorageError(f"invalid object key {key!r} in {self.url}: keys are relative, '/'-separated")
+        return self.prefix + key
+
+    def _endpoint(self) -> str:
+        return self.spec.endpoint or f"AWS S3 ({self.spec.region})"
+
+    def error(self, exc: Exception, action: str, key: str | None = None) -> StorageError:
+        """A StorageError that names bucket, key and what to check."""
+        where = f"s3://{self.bucket}/{self._key(key)}" if key else self.url
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            message = exc.response.get("Error", {}).get("Message", "") or str(exc)
+            if code == "NoSuchBucket":
+                return StorageError(
+                    f"{action} {where} failed: bucket {self.bucket!r} does not exist at {self._endpoint()}; "
+                    f"create it or fix storage.s3.bucket / storage.s3.endpoint"
+                )
+            if code in _NOT_FOUND:
+                return ObjectNotFound(f"{action} {where} failed: object not found")
+            if code in _DENIED:
+                return StorageError(
+                    f"{action} {where} failed: access denied ({code}); check the Secret named by "
+                    f"storage.s3.credentialsSecret (keys accessKeyId and secretAccessKey) and the bucket policy"
+                )
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in {"SlowDown", "Throttling", "RequestLimitExceeded"} or status >= 500:
+                return StorageError(
+                    f"{action} {where} failed after {self.attempts} attempts: the service is overloaded or failing "
+                    f"({code}: {message}); retry later or lower the backup concurrency"
+                )
+            return StorageError(f"{action} {where} failed: {code}: {message}")
+        if isinstance(exc, NoCredentialsError):
+            return StorageError(
+                f"{action} {where} failed: no S3 credentials; set storage.s3.credentialsSecret "
+                f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or give the pod an identity (IRSA)"
+            )
+        if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)) or isinstance(
+            exc, (ConnectionError, OSError)
+        ):
+            return StorageError(
+                f"{action} {where} failed after {self.attempts} attempts: S3 endpoint {self._endpoint()} is "
+                f"unreachable ({exc}); check storage.s3.endpoint, DNS, network policies and the service"
+            )
+        if isinstance(exc, BotoCoreError):
+            return StorageError(f"{action} {where} failed: {exc}; check storage.s3.endpoint and region")
+        return StorageError(f"{action} {where} failed: {exc}")
+
+    def _extra_args(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.spec.storage_class:
+            extra["StorageClass"] = self.spec.storage_class
+        if self.spec.server_side_encryption:
+            extra["ServerSideEncryption"] = self.spec.server_side_encryption
+        if self.spec.kms_key_id:
+            extra["SSEKMSKeyId"] = self.spec.kms_key_id
+        return extra
+
+    # -- Storage ----------------------------------------------------------------------------------
+
+    def open_writer(self, key: str) -> ObjectWriter:
+        return _MultipartWriter(self, key)
+
+    def open_reader(self, key: str) -> BinaryIO:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self.error(exc, "reading", key) from exc
+        return io.BufferedReader(_BodyReader(self, key, response["Body"]), buffer_size=MIB)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(key=item["Key"][len(self.prefix):], size=item["Size"], modified=item["LastModified"].astimezone(UTC))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self.error(exc, "listing", prefix or None) from exc
+
+    def delete(self, keys: builtins.list[str]) -> None:
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            try:
+                response = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self._key(key)} for key in batch], "Quiet": True},
+                )
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise self.error(exc, "deleting", batch[0]) from exc
+            errors = [e for e in response.get("Errors", []) if e.get("Code") not in _NOT_FOUND]
+            if errors:
+                first = errors[0]
+                raise StorageError(
+                    f"deleting s3://{self.bucket}/{first.get('Key')} failed: {first.get('Code')}: "
+                    f"{first.get('Message')} ({len(errors)} keys not deleted); check the bucket policy allows DeleteObject"
+                )
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _NOT_FOUND:
+                return False
+            raise self.error(exc, "checking", key) from exc
+        except (BotoCoreError, OSError) as exc:
+            raise self.error(exc, "checking", key) from exc
+        return True
+
+    def incomplete_uploads(self, prefix: str = "") -> builtins.list[IncompleteUpload]:
+        """Multipart uploads started and never completed or aborted (e.g. by a killed Job)."""
+        found: builtins.list[IncompleteUpload] = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for upload in page.get("Uploads", []):
+                    found.append(
+                        IncompleteUpload(upload["Key"][len(self.prefix):], upload["UploadId"], upload["Initiated"])
+                    )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self.error(exc, "listing multipart uploads in", prefix or None) from exc
+        return found
+
+    def abort_upload(self, upload: IncompleteUpload) -> None:
+        """Abort one incomplete upload (it costs storage until aborted)."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(upload.key), UploadId=upload.upload_id)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self.error(exc, "aborting the multipart upload of", upload.key) from exc
+
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class _MultipartWriter(ObjectWriter):
+    """Buffers one part in memory; objects smaller than a part become one PutObject."""
+
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        self._storage = storage
+        self._key = key
+        self._full_key = storage._key(key)
+        self._buffer = io.BytesIO()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._finished = False
+
+    def write(self, data: bytes) -> None:
+        if self._finished:
+            raise StorageError(f"write to s3://{self._storage.bucket}/{self._full_key} after commit/abort")
+        self._buffer.write(data)
+        if self._buffer.tell() >= self._storage.part_size:
+            self._upload_buffer()
+
+    def _upload_buffer(self) -> None:
+        client = self._storage.client
+        body = self._buffer
+        self._buffer = io.BytesIO()
+        body.seek(0)
+        try:
+            if self._upload_id is None:
+                response = client.create_multipart_upload(
+                    Bucket=self._storage.bucket, Key=self._full_key, **self._storage._extra_args()
+                )
+                self._upload_id = response["UploadId"]
+            number = len(self._parts) + 1
+            response = client.upload_part(
+                Bucket=self._storage.bucket, Key=self._full_key, UploadId=self._upload_id, PartNumber=number, Body=body
+            )
+            self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self.abort()
+            raise self._storage.error(exc, "uploading", self._key) from exc
+
+    def commit(self) -> None:
+        if self._finished:
+            return
+        client = self._storage.client
+        try:
+            if self._upload_id is None:
+                self._buffer.seek(0)
+                client.put_object(
+                    Bucket=self._storage.bucket, Key=self._full_key, Body=self._buffer, **self._storage._extra_args()
+                )
+            else:
+                if self._buffer.tell() or not self._parts:
+                    self._upload_buffer()
+                client.complete_multipart_upload(
+                    Bucket=self._storage.bucket,
+                    Key=self._full_key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            self.abort()
+            raise self._storage.error(exc, "uploading", self._key) from exc
+        except BaseException:
+            self.abort()
+            raise
+        self._finished = True
+        self._buffer = io.BytesIO()
+
+    def abort(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._buffer = io.BytesIO()
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            try:
+                self._storage.client.abort_multipart_upload(
+                    Bucket=self._storage.bucket, Key=self._full_key, UploadId=upload_id
+                )
+            except (ClientError, BotoCoreError, OSError):
+                # The bucket's lifecycle rule (AbortIncompleteMultipartUpload) or the next run's
+                # abort_incomplete_uploads() cleans it up; the original error matters more.
+                log_warning(
+                    "s3.abort_failed",
+                    bucket=self._storage.bucket,
+                    key=self._full_key,
+                    upload_id=upload_id,
+                    hint="the next backup aborts incomplete uploads; a bucket lifecycle rule can too",
+                )
+
+
+class _BodyReader(io.RawIOBase):
+    """A botocore StreamingBody as a raw stream, with errors wrapped in StorageError."""
+
+    def __init__(self, storage: S3Storage, key: str, body: Any) -> None:
+        self._storage = storage
+        self._key = key
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._body.read(len(buffer))
+        except (BotoCoreError, OSError) as exc:
+            raise self._storage.error(exc, "reading", self._key) from exc
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._body.close()
+            finally:
+                super().close()

@@ -1,0 +1,172 @@
+"""The S3 backend against a real moto server: multipart, aborts, SSE, pagination and failures."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pgbackup.api.policy import Compression, Storage as StorageSpec
+from pgbackup.runner.pipeline import store_stream
+from pgbackup.runner.storage.base import ObjectNotFound, StorageError
+from pgbackup.runner.storage.factory import open_storage
+from pgbackup.runner.storage.s3 import S3Storage
+from tests.fixtures.s3 import FlakyProxy, MotoServer, S3Bucket, free_port, make_bucket, s3_env
+from tests.runner.storage_support import s3_storage  # noqa: F401 - fixture
+
+MIB = 1024 * 1024
+NONE = Compression(algorithm="none")
+
+
+def test_small_object_is_one_put_under_the_prefix(s3_bucket: S3Bucket, s3_storage: S3Storage) -> None:
+    s3_storage.put_bytes("20260101T000000Z/globals.sql", b"-- roles")
+    assert s3_bucket.keys() == ["team/orders-db/20260101T000000Z/globals.sql"]
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key="team/orders-db/20260101T000000Z/globals.sql")
+    assert "-" not in head["ETag"], "no multipart upload for an object smaller than a part"
+    assert s3_storage.get_bytes("20260101T000000Z/globals.sql") == b"-- roles"
+    assert s3_storage.location("x/y") == f"s3://{s3_bucket.bucket}/team/orders-db/x/y"
+
+
+def test_large_object_is_a_multipart_upload(s3_bucket: S3Bucket, s3_storage: S3Storage) -> None:
+    data = os.urandom(12 * MIB)
+    stored = store_stream(io.BytesIO(data), s3_storage, "20260101T000000Z/base.tar", compression=NONE)
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key=f"team/orders-db/{stored.key}")
+    assert head["ETag"].endswith('-3"'), "12 MiB in 5 MiB parts = 3 parts"
+    assert head["ContentLength"] == len(data)
+    assert s3_storage.get_bytes(stored.key) == data
+    assert s3_bucket.incomplete_uploads() == []
+
+
+def test_failing_source_aborts_the_multipart_upload(s3_bucket: S3Bucket, s3_storage: S3Storage) -> None:
+    def dump_killed_after_7_mib() -> Iterator[bytes]:
+        for _ in range(7):
+            yield os.urandom(MIB)
+        raise BrokenPipeError("pg_dump was killed")
+
+    with pytest.raises(BrokenPipeError, match="pg_dump was killed"):
+        store_stream(dump_killed_after_7_mib(), s3_storage, "20260101T000000Z/orders.dump", compression=NONE)
+    assert s3_bucket.keys() == []
+    assert s3_bucket.incomplete_uploads() == [], "the started multipart upload was aborted"
+
+
+def test_storage_class_and_server_side_encryption_are_requested(s3_bucket: S3Bucket) -> None:
+    storage = S3Storage(s3_bucket.spec(storage_class="STANDARD_IA", server_side_encryption="AES256"), max_attempts=2)
+    storage.put_bytes("small", b"x")
+    store_stream(io.BytesIO(os.urandom(6 * MIB)), storage, "large", compression=NONE)
+    for key in ("small", "large"):
+        head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key=f"team/orders-db/{key}")
+        assert head["StorageClass"] == "STANDARD_IA"
+        assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_list_paginates_and_delete_batches(s3_bucket: S3Bucket, s3_storage: S3Storage) -> None:
+    keys = [f"20260101T000000Z/wal/{n:06d}" for n in range(1005)]  # more than one page / one DeleteObjects call
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: s3_bucket.client.put_object(Bucket=s3_bucket.bucket, Key=f"team/orders-db/{key}", Body=b"w"), keys))
+    s3_storage.put_bytes("other/keep", b"k")
+    assert [info.key for info in s3_storage.list("20260101T000000Z/")] == keys
+    s3_storage.delete(keys + ["missing/key"])
+    assert [info.key for info in s3_storage.list()] == ["other/keep"]
+
+
+def test_missing_object_and_exists(s3_storage: S3Storage) -> None:
+    assert not s3_storage.exists("nope")
+    with pytest.raises(ObjectNotFound):
+        s3_storage.open_reader("nope")
+    s3_storage.put_bytes("yes", b"1")
+    assert s3_storage.exists("yes")
+
+
+def test_missing_bucket_is_named_with_what_to_do(s3_bucket: S3Bucket) -> None:
+    storage = S3Storage(s3_bucket.spec(bucket="no-such-bucket"), max_attempts=2)
+    with pytest.raises(StorageError) as failure:
+        storage.put_bytes("20260101T000000Z/manifest.json", b"{}")
+    message = str(failure.value)
+    assert "no-such-bucket" in message and "does not exist" in message and "storage.s3.bucket" in message
+    assert "20260101T000000Z/manifest.json" in message
+
+
+def test_missing_credentials_are_explained(s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    storage = S3Storage(s3_bucket.spec(), max_attempts=1)
+    with pytest.raises(StorageError, match="no S3 credentials.*credentialsSecret"):
+        storage.put_bytes("x", b"1")
+
+
+def test_unreachable_endpoint_fails_after_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    s3_env(monkeypatch)
+    spec = StorageSpec.model_validate(
+        {"s3": {"bucket": "backups", "endpoint": f"http://127.0.0.1:{free_port()}", "forcePathStyle": True}}
+    )
+    storage = open_storage(spec)
+    assert isinstance(storage, S3Storage)
+    storage = S3Storage(spec.s3, max_attempts=2, connect_timeout=1)  # type: ignore[arg-type]
+    with pytest.raises(StorageError, match=r"s3://backups/x.*unreachable.*storage.s3.endpoint"):
+        storage.put_bytes("x", b"1")
+
+
+def test_server_stopped_mid_upload_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    s3_env(monkeypatch)
+    server = MotoServer.start()
+    try:
+        bucket = make_bucket(server.endpoint)
+        storage = S3Storage(bucket.spec(), max_attempts=3, connect_timeout=1, read_timeout=5)
+
+        def source() -> Iterator[bytes]:
+            for n in range(12):
+                if n == 6:  # one 5 MiB part is already uploaded
+                    server.stop()
+                yield os.urandom(MIB)
+
+        with pytest.raises(StorageError) as failure:
+            store_stream(source(), storage, "20260101T000000Z/base.tar", compression=NONE)
+        message = str(failure.value)
+        assert f"s3://{bucket.bucket}/team/orders-db/20260101T000000Z/base.tar" in message
+        assert "after 3 attempts" in message and "unreachable" in message
+    finally:
+        server.stop()
+
+
+def test_access_denied_names_the_credentials_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    s3_env(monkeypatch)
+    server = MotoServer.start(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # moto now checks credentials
+    try:
+        spec = StorageSpec.model_validate(
+            {"s3": {"bucket": "backups", "prefix": "shop", "endpoint": server.endpoint, "forcePathStyle": True}}
+        )
+        storage = S3Storage(spec.s3, max_attempts=2)  # type: ignore[arg-type]
+        with pytest.raises(StorageError) as failure:
+            storage.put_bytes("20260101T000000Z/manifest.json", b"{}")
+        message = str(failure.value)
+        assert "s3://backups/shop/20260101T000000Z/manifest.json" in message
+        assert "access denied" in message and "credentialsSecret" in message
+        assert "testing" not in message.replace("InvalidAccessKeyId", "")
+    finally:
+        server.stop()
+
+
+def test_throttling_and_5xx_are_retried(s3_bucket: S3Bucket, moto_server: MotoServer) -> None:
+    proxy = FlakyProxy(moto_server.port, failures=1)  # SlowDown, then through to moto
+    try:
+        storage = S3Storage(s3_bucket.spec(endpoint=proxy.endpoint), max_attempts=3)
+        storage.put_bytes("20260101T000000Z/globals.sql", b"-- roles")
+        assert proxy.requests == 2
+        assert s3_bucket.keys() == ["team/orders-db/20260101T000000Z/globals.sql"]
+    finally:
+        proxy.close()
+
+
+def test_persistent_5xx_fails_after_retries_naming_the_object(s3_bucket: S3Bucket, moto_server: MotoServer) -> None:
+    proxy = FlakyProxy(moto_server.port, failures=1000, status=500, code="InternalError")
+    try:
+        storage = S3Storage(s3_bucket.spec(endpoint=proxy.endpoint), max_attempts=2)
+        with pytest.raises(StorageError, match=r"uploading s3://.*/20260101T000000Z/x failed after 2 attempts.*InternalError"):
+            storage.put_bytes("20260101T000000Z/x", b"1")
+        assert proxy.requests == 2
+    finally:
+        proxy.close()
