@@ -1,0 +1,7 @@
+"""`python -m pgbackup.runner ...` = the `pgbackup` command."""
+
+import sys
+
+from pgbackup.runner.cli import main
+
+sys.exit(main())

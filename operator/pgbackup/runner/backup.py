@@ -1,0 +1,208 @@
+"""One backup, start to finish (barman's sequence): connect -> copy (pg_dump / pg_basebackup through the
+pipeline) -> finalize (manifest written LAST, the commit marker) -> retention. A failed run leaves no
+manifest, so it is never listed as a backup; its objects are cleaned after a grace period.
+
+The JobSummary the operator reads is written as the container's termination message, also on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from pgbackup.api import jobenv
+from pgbackup.api.summary import TERMINATION_MESSAGE_PATH, JobSummary
+from pgbackup.runner.config import PolicyConfig, RunnerError, scratch_dir
+from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.log import log, log_error, log_warning, redact
+from pgbackup.runner.logical import DumpedObject, StreamTarget, run_logical
+from pgbackup.runner.manifest import DatabaseInfo, Manifest, ManifestObject, PhysicalInfo, new_backup_id
+from pgbackup.runner.pg import ConnParams, find_tools, server_info
+from pgbackup.runner.physical import run_physical
+from pgbackup.runner.retention import apply_retention
+from pgbackup.runner.storage.base import Storage, StorageError
+from pgbackup.runner.storage.factory import open_storage
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    manifest: Manifest
+    location: str
+    sha256: str
+
+
+def _runner_version() -> str:
+    try:
+        return version("pgbackup-operator")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def open_policy_storage(policy: PolicyConfig, environ: Mapping[str, str] | None = None) -> Storage:
+    environ = os.environ if environ is None else environ
+    root = environ.get(jobenv.ENV_VOLUME_ROOT)
+    return open_storage(policy.spec.storage, volume_root=Path(root) if root else None)
+
+
+def _fresh_backup_id(storage: Storage, now: datetime) -> str:
+    """A new id; never one whose directory already holds objects (an unfinished run in the same second)."""
+    base = new_backup_id(now)
+    taken = {info.key.split("/", 1)[0] for info in storage.list(base)}
+    return new_backup_id(now, taken)
+
+
+def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str, str] | None = None) -> BackupOutcome:
+    """Run one backup of `policy` into `storage`; the manifest is the last thing written."""
+    environ = os.environ if environ is None else environ
+    spec = policy.spec
+    catalog = Catalog(storage)
+    started_at = datetime.now(UTC)
+    clock = time.monotonic()
+    params = ConnParams.from_spec(spec.database, environ)
+    with params.connect("postgres") as conn:
+        server = server_info(conn)
+    tools = find_tools(server.major, environ)
+    backup_id = _fresh_backup_id(storage, started_at)
+    recipients = list(spec.encryption.recipients) if spec.encryption else []
+    target = StreamTarget(storage=storage, key_for=lambda name: f"{backup_id}/{name}",
+                          compression=spec.compression, recipients=recipients)
+    log("backup.start", backup_id=backup_id, policy=policy.name, namespace=policy.namespace, method=spec.method,
+        server=params.describe(), server_version=server.version, tools=str(tools.bindir), storage=storage.url)
+
+    dumped: list[DumpedObject]
+    databases: list[DatabaseInfo] = []
+    physical: PhysicalInfo | None = None
+    tool_versions = {"pgbackup": _runner_version()}
+    if spec.method == "logical":
+        result = run_logical(params, tools, spec, target, scratch=scratch_dir(environ))
+        dumped = result.objects
+        databases = [DatabaseInfo(name=d.facts.name, size_bytes=d.facts.size_bytes, extensions=d.facts.extensions,
+                                  row_counts=d.facts.row_counts, dump_format=d.dump_format) for d in result.databases]
+        tool_versions.update({"pg_dump": tools.version, "pg_dumpall": tools.version})
+    else:
+        base, facts = run_physical(params, tools, server, target)
+        dumped = [base]
+        physical = PhysicalInfo(start_lsn=facts.start_lsn, stop_lsn=facts.stop_lsn, timeline=facts.timeline,
+                                start_wal_segment=facts.start_wal_segment, stop_wal_segment=facts.stop_wal_segment,
+                                backup_label=facts.backup_label)
+        tool_versions["pg_basebackup"] = tools.version
+
+    completed_at = datetime.now(UTC)
+    manifest = Manifest(
+        id=backup_id,
+        policy=policy.name,
+        namespace=policy.namespace,
+        method=spec.method,
+        started_at=started_at,
+        completed_at=completed_at,
+        duration_seconds=round(time.monotonic() - clock, 3),
+        objects=[ManifestObject.from_stored(d.stored, backup_id, kind=d.kind, database=d.database)  # type: ignore[arg-type]
+                 for d in dumped],
+        databases=databases,
+        server_version=server.version,
+        tools=tool_versions,
+        compression=spec.compression.algorithm,
+        encryption_recipients=recipients,
+        physical=physical,
+    )
+    location, sha256 = catalog.write_manifest(manifest)
+    log("backup.done", backup_id=backup_id, manifest=location, size_bytes=manifest.size_bytes,
+        raw_size_bytes=manifest.raw_size_bytes, duration_seconds=manifest.duration_seconds)
+    return BackupOutcome(manifest=manifest, location=location, sha256=sha256)
+
+
+def summary_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """$PGBACKUP_SUMMARY_FILE, else /dev/termination-log when writable (inside a pod), else nowhere."""
+    environ = os.environ if environ is None else environ
+    configured = environ.get(jobenv.ENV_SUMMARY_FILE)
+    if configured:
+        return Path(configured)
+    default = Path(TERMINATION_MESSAGE_PATH)
+    if default.exists() and os.access(default, os.W_OK):
+        return default
+    return None
+
+
+def write_summary(summary: JobSummary, environ: Mapping[str, str] | None = None) -> None:
+    path = summary_path(environ)
+    if path is None:
+        return
+    try:
+        path.write_text(summary.to_termination_message())
+    except OSError as exc:
+        log_warning("summary.write_failed", path=str(path), error=exc.strerror)
+
+
+def failure_summary(kind: str, exc: BaseException, started_at: datetime, method: str | None = None) -> JobSummary:
+    """The Failed summary: the error text (already secret-free by construction, redacted again) and a reason."""
+    reason = getattr(exc, "reason", None) or ("StorageFailed" if isinstance(exc, StorageError) else "InternalError")
+    text = redact(str(exc) or type(exc).__name__)
+    completed = datetime.now(UTC)
+    return JobSummary(kind=kind, phase="Failed", method=method, started_at=started_at,  # type: ignore[arg-type]
+                      completed_at=completed, duration_seconds=round((completed - started_at).total_seconds(), 3),
+                      error=text[:1400], reason=reason)
+
+
+_NETWORK_ERRORS = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"}
+
+
+def _network_failure(exc: BaseException) -> bool:
+    """A storage error caused by the endpoint being unreachable (connection refused, timeouts)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionError) or type(seen).__name__ in _NETWORK_ERRORS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code: 1 failed, 2 network, 3 usage, 4 unexpected."""
+    if isinstance(exc, RunnerError):
+        return exc.exit_code
+    if isinstance(exc, StorageError):
+        explicit = getattr(exc, "exit_code", None)
+        if isinstance(explicit, int):
+            return explicit
+        return jobenv.EXIT_NETWORK if _network_failure(exc) else jobenv.EXIT_FAILED
+    return jobenv.EXIT_GENERAL
+
+
+def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
+                   environ: Mapping[str, str] | None = None) -> tuple[int, JobSummary]:
+    """`pgbackup backup`: the backup, its summary (always), then retention (after success only)."""
+    environ = os.environ if environ is None else environ
+    started_at = datetime.now(UTC)
+    try:
+        storage = storage or open_policy_storage(policy, environ)
+        outcome = take_backup(policy, storage, environ=environ)
+    except Exception as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
+        summary = failure_summary("backup", exc, started_at, policy.spec.method)
+        log_error("backup.failed", reason=summary.reason, error=summary.error)
+        write_summary(summary, environ)
+        return exit_code_for(exc), summary
+    manifest = outcome.manifest
+    summary = JobSummary(kind="backup", phase="Completed", backup_id=manifest.id, method=manifest.method,
+                         started_at=manifest.started_at, completed_at=manifest.completed_at,
+                         size_bytes=manifest.size_bytes, duration_seconds=manifest.duration_seconds,
+                         manifest=outcome.location, manifest_sha256=outcome.sha256)
+    write_summary(summary, environ)
+    run_retention_after_backup(policy, storage)
+    return jobenv.EXIT_OK, summary
+
+
+def run_retention_after_backup(policy: PolicyConfig, storage: Storage) -> None:
+    """Retention failures are logged, not fatal: the backup itself is good and recorded."""
+    try:
+        decisions = apply_retention(Catalog(storage), policy.spec.retention, datetime.now(UTC), dry_run=False)
+        log("retention.done", kept=[d.id for d in decisions if d.keep], deleted=[d.id for d in decisions if not d.keep])
+    except Exception as exc:  # noqa: BLE001
+        log_error("retention.failed", error=exc,
+                  hint="the backup succeeded; old backups were not pruned, run `pgbackup retention` to retry")

@@ -1,0 +1,224 @@
+"""`pgbackup`: the backup runner's command line.
+
+Exit codes (barman's convention, pgbackup.api.jobenv): 0 ok, 1 failed (backup/restore/check failed, damaged
+backup, row count mismatch), 2 network (database or storage unreachable), 3 usage (bad arguments or policy,
+unknown backup id), 4 general (unexpected internal error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from pgbackup.api import jobenv
+from pgbackup.runner.backup import backup_command, exit_code_for, failure_summary, open_policy_storage, write_summary
+from pgbackup.runner.catalog import BackupNotFound, Catalog
+from pgbackup.runner.config import PolicyConfig, RunnerError, UsageError, load_policy, scratch_dir
+from pgbackup.runner.log import log_error
+from pgbackup.runner.pg import ConnParams
+
+EXIT_CODES_HELP = """exit codes:
+  0  success
+  1  failed: the backup/restore failed, `check` found damage, row counts differ
+  2  network: PostgreSQL or the storage could not be reached
+  3  usage: bad arguments, invalid policy, unknown backup id
+  4  general: unexpected internal error
+
+The policy comes from --policy FILE (YAML or JSON: a BackupPolicy, its spec, or {name, namespace, spec}) or
+from $PGBACKUP_POLICY. Database credentials come from $PGUSER/$PGPASSWORD, S3 credentials from
+$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, the age identity (restore of encrypted backups) from
+$PGBACKUP_AGE_IDENTITY_FILE or --identity-file. Logs are JSON lines on stderr; results go to stdout."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on bad arguments; our contract says 3 (usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(jobenv.EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pgbackup", description="PostgreSQL backups streamed compressed, encrypted and checksummed "
+                     "to S3 or a volume, with a catalog of manifests.", epilog=EXIT_CODES_HELP,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--policy", metavar="FILE", help=f"policy YAML/JSON (default: ${jobenv.ENV_POLICY})")
+        return sub
+
+    command("backup", "take a backup as the policy says, write the summary, then apply retention")
+    listing = command("list", "list the catalog: id, method, time, size, verified")
+    listing.add_argument("--json", action="store_true", help="print the manifests as JSON")
+    show = command("show", "print the manifest of a backup")
+    show.add_argument("backup_id", metavar="ID")
+    check = command("check", "re-read every object of a backup and compare sizes and SHA-256 (exit 1 on damage)")
+    check.add_argument("backup_id", metavar="ID")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    retention = command("retention", "apply the policy's retention rules: what is kept or deleted and why")
+    retention.add_argument("--dry-run", action="store_true", help="only print the decisions, delete nothing")
+    restore = command("restore", "restore a backup: logical into a NEW database, physical into a new data dir")
+    restore.add_argument("backup_id", metavar="ID", help="backup id, or 'latest'")
+    where = restore.add_mutually_exclusive_group(required=True)
+    where.add_argument("--target-database", metavar="NAME", help="new database to create (logical backups)")
+    where.add_argument("--target-dir", metavar="DIR", type=Path, help="new, empty data directory (physical backups)")
+    restore.add_argument("--source-database", metavar="NAME", help="which database of the backup (when it holds several)")
+    restore.add_argument("--target-host", help="server to restore into (default: the policy's database host)")
+    restore.add_argument("--target-port", type=int, help="its port (default: the policy's)")
+    restore.add_argument("--globals", action="store_true", help="also replay roles and tablespaces (pg_dumpall globals)")
+    restore.add_argument("--jobs", type=int, default=1, help="pg_restore -j for directory-format dumps")
+    restore.add_argument("--identity-file", metavar="FILE",
+                         help=f"age identity for encrypted backups (default: ${jobenv.ENV_AGE_IDENTITY_FILE})")
+    restore.add_argument("--allow-empty-target", action="store_true",
+                         help="restore into an existing database that holds no tables (else it must not exist)")
+    restore.add_argument("--json", action="store_true", help="print the row count comparison as JSON")
+    return parser
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _catalog(policy: PolicyConfig) -> Catalog:
+    return Catalog(open_policy_storage(policy))
+
+
+def cmd_list(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    backups = _catalog(policy).backups()
+    if args.json:
+        print(json.dumps([json.loads(m.model_dump_json()) for m in backups], indent=2))
+        return jobenv.EXIT_OK
+    print(f"{'ID':<22} {'METHOD':<9} {'COMPLETED (UTC)':<20} {'SIZE':>10} {'DURATION':>9} VERIFIED")
+    for m in backups:
+        completed = m.completed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{m.id:<22} {m.method:<9} {completed:<20} {_human_size(m.size_bytes):>10} "
+              f"{m.duration_seconds:>8.1f}s {'yes' if m.verified else 'no'}")
+    return jobenv.EXIT_OK
+
+
+def cmd_show(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    print(_catalog(policy).get(args.backup_id).model_dump_json(indent=2))
+    return jobenv.EXIT_OK
+
+
+def cmd_check(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    report = _catalog(policy).check(args.backup_id)
+    if args.json:
+        print(json.dumps({"backup_id": report.backup_id, "ok": report.ok,
+                          "objects": [vars(o) for o in report.objects]}, indent=2))
+    else:
+        print(report.summary())
+    return jobenv.EXIT_OK if report.ok else jobenv.EXIT_FAILED
+
+
+def cmd_retention(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    from pgbackup.runner.retention import apply_retention
+
+    decisions = apply_retention(_catalog(policy), policy.spec.retention, datetime.now(UTC), dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for decision in decisions:
+        print(f"{decision.id:<22} {'keep' if decision.keep else verb:<12} {'; '.join(decision.reasons)}")
+    return jobenv.EXIT_OK
+
+
+def cmd_backup(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    code, summary = backup_command(policy)
+    print(summary.to_termination_message())
+    return code
+
+
+def _identity(args: argparse.Namespace) -> str | None:
+    from pgbackup.runner.pipeline import load_identity
+
+    if args.identity_file:
+        return load_identity(args.identity_file)
+    if os.environ.get(jobenv.ENV_AGE_IDENTITY_FILE):
+        return load_identity()
+    return None
+
+
+def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    from pgbackup.runner.restore import restore_backup, restore_physical
+
+    catalog = _catalog(policy)
+    identity = _identity(args)
+    if args.backup_id == "latest":
+        newest = catalog.latest()
+        if newest is None:
+            raise UsageError(f"the catalog at {catalog.storage.url} holds no backup to restore")
+        args.backup_id = newest.id
+    if args.target_dir is not None:
+        path = restore_physical(catalog, args.backup_id, args.target_dir, identity)
+        print(f"backup {args.backup_id} restored into {path}; start it with: pg_ctl -D {path} start")
+        return jobenv.EXIT_OK
+    source = ConnParams.from_spec(policy.spec.database)
+    target = ConnParams(host=args.target_host or source.host, port=args.target_port or source.port, user=source.user,
+                        password=source.password, sslmode=source.sslmode, sslrootcert=source.sslrootcert,
+                        credentials_hint=source.credentials_hint)
+    report = restore_backup(catalog, args.backup_id, target, args.target_database, identity,
+                            source_database=args.source_database, with_globals=args.globals, jobs=args.jobs,
+                            scratch=scratch_dir(), allow_empty_target=args.allow_empty_target)
+    if args.json:
+        print(json.dumps({"backup_id": report.backup_id, "source_database": report.source_database,
+                          "target_database": report.target_database, "ok": report.ok,
+                          "duration_seconds": report.duration_seconds,
+                          "tables": [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok}
+                                     for t in report.tables]}, indent=2))
+    else:
+        for check in report.tables:
+            mark = "ok" if check.ok else "MISMATCH"
+            print(f"{check.table:<50} expected {check.expected!s:>10} restored {check.actual!s:>10} {mark}")
+        print(f"{'restored' if report.ok else 'restored WITH MISMATCHES'}: backup {report.backup_id} database "
+              f"{report.source_database!r} -> {report.target_database!r}, {len(report.tables)} tables compared, "
+              f"{report.duration_seconds:.1f}s")
+    return jobenv.EXIT_OK if report.ok else jobenv.EXIT_FAILED
+
+
+COMMANDS = {"backup": cmd_backup, "list": cmd_list, "show": cmd_show, "check": cmd_check,
+            "retention": cmd_retention, "restore": cmd_restore}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code) if isinstance(exit_.code, int) else jobenv.EXIT_USAGE
+    try:
+        try:
+            policy = load_policy(args.policy)
+        except RunnerError as exc:
+            if args.command == "backup":  # the operator still gets a Failed summary
+                write_summary(failure_summary("backup", exc, datetime.now(UTC)))
+            raise
+        return COMMANDS[args.command](policy, args)
+    except BackupNotFound as exc:
+        log_error(f"{args.command}.failed", error=str(exc))
+        print(f"pgbackup {args.command}: {exc}", file=sys.stderr)
+        return jobenv.EXIT_USAGE
+    except (RunnerError, UsageError) as exc:
+        log_error(f"{args.command}.failed", reason=exc.reason, error=str(exc))
+        print(f"pgbackup {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - mapped to the documented exit codes
+        log_error(f"{args.command}.failed", error=exc)
+        print(f"pgbackup {args.command}: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

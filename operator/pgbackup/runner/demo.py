@@ -1,0 +1,252 @@
+"""`make demo`: a real backup and restore on this machine, end to end, in about ten seconds.
+
+Starts a throwaway PostgreSQL (Debian's, on a free 127.0.0.1 port) with sample data, or uses $DATABASE_URL;
+takes a logical backup (zstd, age-encrypted for a freshly generated key) into .demo/backups; restores it into
+a new database; compares the row counts; prints the catalog and a summary; stops and removes the server.
+Exit status 0 only when every table's row count matches.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pyrage
+
+from pgbackup.api import jobenv
+from pgbackup.runner.backup import backup_command
+from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.config import policy_from_document
+from pgbackup.runner.pg import ConnParams, installed_tools
+from pgbackup.runner.restore import restore_backup
+from pgbackup.runner.storage.fs import FilesystemStorage
+
+DEMO_DIR = Path(".demo")
+SERVICE_USER = "pgbackup-demo"
+DEMO_USER = "demo_admin"
+
+SAMPLE_SQL = """
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text, created_at timestamptz DEFAULT now());
+INSERT INTO customers (name, email)
+  SELECT 'Kunde ' || i || ' – Grüße ✓', CASE WHEN i % 7 = 0 THEN NULL ELSE 'c' || i || '@example.org' END
+  FROM generate_series(1, 5000) AS i;
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int REFERENCES customers(id), amount numeric(10,2),
+  note text);
+INSERT INTO orders (customer_id, amount, note)
+  SELECT 1 + i % 5000, (i % 1000) * 1.5, 'order note ' || md5(i::text) FROM generate_series(1, 50000) AS i;
+CREATE INDEX orders_note_trgm ON orders USING gin (note gin_trgm_ops);
+CREATE TABLE attachments (id int PRIMARY KEY, data bytea);
+INSERT INTO attachments SELECT i, decode(repeat(md5(i::text), 64), 'hex') FROM generate_series(1, 200) AS i;
+"""
+
+
+@dataclass
+class DemoServer:
+    params: ConnParams
+    database: str
+    datadir: Path | None = None
+    bindir: Path | None = None
+    account: tuple[int, int] | None = None
+
+    def stop(self) -> None:
+        if self.datadir is None or self.bindir is None:
+            return
+        _run_as(self.account, [str(self.bindir / "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", str(self.datadir)])
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _account() -> tuple[int, int] | None:
+    """PostgreSQL refuses to run as root: use an unprivileged system user then."""
+    if os.geteuid() != 0:
+        return None
+    for name in (SERVICE_USER, "postgres"):
+        try:
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+        except KeyError:
+            continue
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+                   capture_output=True)
+    entry = pwd.getpwnam(SERVICE_USER) if _user_exists(SERVICE_USER) else pwd.getpwnam("nobody")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _run_as(account: tuple[int, int] | None, args: list[str]) -> subprocess.CompletedProcess[str]:
+    extra: dict[str, object] = {}
+    if account is not None:
+        extra = {"user": account[0], "group": account[1], "extra_groups": []}
+    return subprocess.run(args, capture_output=True, text=True, cwd="/", **extra)  # type: ignore[call-overload]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def throwaway_server() -> Iterator[DemoServer]:
+    tools = sorted(installed_tools(), key=lambda t: (t.bindir.parts[:3] != ("/", "usr", "lib"), -t.major))
+    tools = [t for t in tools if (t.bindir / "initdb").exists() and (t.bindir / "postgres").exists()]
+    if not tools:
+        raise SystemExit("no PostgreSQL server binaries found: run `make deps` (scripts/install-deps.sh) first, "
+                         "or set DATABASE_URL to use an existing server")
+    bindir = tools[0].bindir
+    account = _account()
+    workdir = Path(tempfile.mkdtemp(prefix="pgbackup-demo-"))
+    os.chmod(workdir, 0o755)
+    datadir = workdir / "data"
+    password = secrets.token_urlsafe(18)
+    pwfile = workdir / "pwfile"
+    pwfile.write_text(password + "\n")
+    os.chmod(pwfile, 0o600)
+    if account is not None:
+        os.chown(workdir, *account)
+        os.chown(pwfile, *account)
+    server: DemoServer | None = None
+    try:
+        done = _run_as(account, [str(bindir / "initdb"), "-D", str(datadir), "-U", DEMO_USER, "--pwfile", str(pwfile),
+                                 "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--no-sync"])
+        pwfile.unlink()
+        if done.returncode != 0:
+            raise SystemExit(f"initdb failed: {done.stderr}")
+        port = _free_port()
+        with open(datadir / "postgresql.conf", "a") as conf:
+            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{datadir}'\n"
+                       "fsync = off\nwal_level = replica\n")
+        server = DemoServer(ConnParams(host="127.0.0.1", port=port, user=DEMO_USER, password=password), "shop",
+                            datadir, bindir, account)
+        done = _run_as(account, [str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(datadir),
+                                 "-l", str(workdir / "server.log")])
+        if done.returncode != 0:
+            log = (workdir / "server.log").read_text(errors="replace")[-2000:] if (workdir / "server.log").exists() else ""
+            raise SystemExit(f"PostgreSQL did not start: {done.stderr}\n{log}")
+        _say(f"• started PostgreSQL {tools[0].version} on 127.0.0.1:{port} (data in {datadir})")
+        with server.params.connect("postgres") as conn:
+            conn.execute('CREATE DATABASE "shop"')
+        with server.params.connect("shop") as conn:
+            conn.execute(SAMPLE_SQL)  # type: ignore[arg-type]
+        _say("• loaded sample data into database 'shop'")
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        _say("• stopped and removed the throwaway server")
+
+
+@contextmanager
+def existing_server(url: str) -> Iterator[DemoServer]:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    params = ConnParams(host=str(info.get("host") or "127.0.0.1"), port=int(info.get("port") or 5432),
+                        user=str(info.get("user") or os.environ.get("PGUSER") or "postgres"),
+                        password=str(info["password"]) if info.get("password") else os.environ.get("PGPASSWORD"),
+                        sslmode=str(info.get("sslmode") or "prefer"))
+    _say(f"• using DATABASE_URL: {params.describe()}")
+    yield DemoServer(params, str(info.get("dbname") or "postgres"))
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:.2f} MiB" if n >= 1024 * 1024 else f"{n / 1024:.1f} KiB"
+
+
+def run_demo() -> int:
+    backups = DEMO_DIR / "backups"
+    backups.mkdir(parents=True, exist_ok=True)
+    identity = pyrage.x25519.Identity.generate()
+    identity_file = DEMO_DIR / "age-identity.txt"
+    identity_file.write_text(f"# public key: {identity.to_public()}\n{identity}\n")
+    identity_file.chmod(0o600)
+    url = os.environ.get("DATABASE_URL")
+    with (existing_server(url) if url else throwaway_server()) as server:
+        params = server.params
+        os.environ[jobenv.ENV_DB_USER] = params.user
+        if params.password:
+            os.environ[jobenv.ENV_DB_PASSWORD] = params.password
+        os.environ[jobenv.ENV_VOLUME_ROOT] = str(DEMO_DIR.resolve())
+        os.environ.pop(jobenv.ENV_SUMMARY_FILE, None)
+        document = {"name": "demo", "namespace": "default", "spec": {
+            "database": {"host": params.host, "port": params.port, "databases": [server.database],
+                         "credentialsSecret": {"name": "demo-db"}, "sslMode": params.sslmode},
+            "schedule": "0 2 * * *",
+            "storage": {"volume": {"claimName": "demo", "path": "backups"}},
+            "compression": {"algorithm": "zstd"},
+            "encryption": {"recipients": [str(identity.to_public())]},
+            "retention": {"keepLast": 10},
+        }}
+        started = time.monotonic()
+        code, summary = backup_command(policy_from_document(document, "demo"))
+        if code != 0:
+            _say(f"✗ backup failed ({summary.reason}): {summary.error}")
+            return code
+        backup_seconds = time.monotonic() - started
+        backup_id = str(summary.backup_id)
+        catalog = Catalog(FilesystemStorage(backups))
+        manifest = catalog.get(backup_id)
+        _say(f"• backup {backup_id}: {_size(manifest.raw_size_bytes)} dumped -> {_size(manifest.size_bytes)} stored "
+             f"(zstd + age) in {backup_seconds:.1f}s")
+        target_db = f"{server.database}_restored_{backup_id.lower().replace('-', '_')}"
+        report = restore_backup(catalog, backup_id, params, target_db, str(identity))
+        _say(f"• restored into new database {target_db!r} in {report.duration_seconds:.1f}s")
+        if url:
+            with params.connect("postgres") as conn:
+                conn.execute(f'DROP DATABASE "{target_db}"')  # type: ignore[arg-type]
+    _say("\nCatalog (.demo/backups):")
+    _say(f"  {'ID':<20} {'METHOD':<8} {'SIZE':>10} {'DURATION':>9} VERIFIED")
+    for entry in catalog.backups():
+        _say(f"  {entry.id:<20} {entry.method:<8} {_size(entry.size_bytes):>10} {entry.duration_seconds:>8.1f}s "
+             f"{'yes' if entry.verified else 'no'}")
+    rows = sum(t.expected or 0 for t in report.tables)
+    _say(f"\nRow counts compared: {len(report.tables)} tables, {rows} rows.")
+    for check in report.mismatches:
+        _say(f"  MISMATCH {check.table}: backed up {check.expected}, restored {check.actual}")
+    if not report.ok:
+        _say("✗ the restored database differs from the backup")
+        return jobenv.EXIT_FAILED
+    _say(f"✓ round trip OK. Decrypt by hand: age -d -i {identity_file} .demo/backups/{backup_id}/"
+         f"databases/{server.database}.dump.zst.age | zstd -d | pg_restore -l")
+    return jobenv.EXIT_OK
+
+
+def main() -> int:
+    """Run the demo with the runner's JSON log lines in .demo/demo.log, keeping the terminal readable."""
+    from pgbackup.runner.log import set_stream
+
+    DEMO_DIR.mkdir(exist_ok=True)
+    with open(DEMO_DIR / "demo.log", "a") as log_file:
+        set_stream(log_file)
+        try:
+            code = run_demo()
+        finally:
+            set_stream(None)
+    _say(f"(runner log lines: {DEMO_DIR / 'demo.log'})")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

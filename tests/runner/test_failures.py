@@ -1,0 +1,230 @@
+"""Failure behaviour against real servers: unreachable, wrong password, pg_dump killed mid-stream, existing
+restore target. Each must fail cleanly: no manifest, the right exit code, an error that names the server and
+never the password."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from pgbackup.api import jobenv
+from pgbackup.runner.backup import backup_command
+from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.config import UsageError, policy_from_document
+from pgbackup.runner.log import set_stream
+from pgbackup.runner.pg import ConnParams
+from pgbackup.runner.restore import restore_backup
+from pgbackup.runner.storage.base import ObjectInfo, ObjectWriter, Storage
+from pgbackup.runner.storage.fs import FilesystemStorage
+from tests.fixtures.postgres import PgServer, backup_policy, free_port, runner_env
+
+
+class _HookedWriter(ObjectWriter):
+    def __init__(self, inner: ObjectWriter, on_write: Callable[[], None]) -> None:
+        self.inner = inner
+        self.on_write = on_write
+
+    def write(self, data: bytes) -> None:
+        self.on_write()
+        self.inner.write(data)
+
+    def commit(self) -> None:
+        self.inner.commit()
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+
+class HookedStorage(Storage):
+    """A real storage whose writers call a hook before each write: lets a test act while a dump streams."""
+
+    def __init__(self, inner: Storage, on_write: Callable[[str], None]) -> None:
+        self.inner = inner
+        self.on_write = on_write
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def open_writer(self, key: str) -> ObjectWriter:
+        return _HookedWriter(self.inner.open_writer(key), lambda: self.on_write(key))
+
+    def open_reader(self, key: str) -> BinaryIO:
+        return self.inner.open_reader(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def delete(self, keys: list[str]) -> None:
+        self.inner.delete(keys)
+
+
+def children_named(name: str) -> list[int]:
+    """PIDs of our child processes running `name`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if comm == name and ppid == os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def captured_log(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "runner.log"
+    with path.open("w") as stream:
+        set_stream(stream)
+        try:
+            yield path
+        finally:
+            set_stream(None)
+
+
+def test_unreachable_server_names_host_port_user(pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 captured_log: Path) -> None:
+    port = free_port()  # nothing listens here
+    document = backup_policy(pg15, {"volume": {"claimName": "backups"}})
+    document["spec"]["database"]["port"] = port
+    summary_file = runner_env(pg15, monkeypatch, tmp_path)
+
+    code, summary = backup_command(policy_from_document(document, "test"))
+
+    assert code == jobenv.EXIT_NETWORK
+    assert summary.phase == "Failed" and summary.reason == "DatabaseUnreachable"
+    assert f"host 127.0.0.1 port {port} user {pg15.user}" in str(summary.error)
+    assert json.loads(summary_file.read_text())["reason"] == "DatabaseUnreachable"
+    assert list((tmp_path / "volume").iterdir()) == []
+
+
+def test_wrong_password_is_named_but_never_shown(pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 captured_log: Path) -> None:
+    wrong = "Wr0ng-Passw0rd-in-the-Secret"
+    document = backup_policy(pg15, {"volume": {"claimName": "backups"}})
+    summary_file = runner_env(pg15, monkeypatch, tmp_path, password=wrong)
+
+    code, summary = backup_command(policy_from_document(document, "test"))
+
+    assert code == jobenv.EXIT_FAILED
+    assert summary.reason == "AuthenticationFailed"
+    error = str(summary.error)
+    assert f"host 127.0.0.1 port {pg15.port} user {pg15.user}" in error
+    assert "Secret 'db-credentials'" in error
+    for text in (error, summary_file.read_text(), captured_log.read_text()):
+        assert wrong not in text
+        assert pg15.password not in text
+    assert list((tmp_path / "volume").iterdir()) == []
+
+
+def test_password_reaches_pg_dump_through_env_not_argv(sample_db: tuple[PgServer, str], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    server, db = sample_db
+    document = backup_policy(server, {"volume": {"claimName": "backups"}}, databases=[db], logical={"globals": False},
+                             compression={"algorithm": "none"})
+    runner_env(server, monkeypatch, tmp_path)
+    seen: list[tuple[bytes, bytes]] = []
+
+    def inspect(key: str) -> None:
+        for pid in children_named("pg_dump"):
+            try:
+                seen.append((Path(f"/proc/{pid}/cmdline").read_bytes(), Path(f"/proc/{pid}/environ").read_bytes()))
+            except OSError:
+                pass
+
+    storage = HookedStorage(FilesystemStorage(tmp_path / "volume"), inspect)
+    code, summary = backup_command(policy_from_document(document, "test"), storage=storage)
+
+    assert code == 0, summary.error
+    assert seen, "pg_dump was never seen running"
+    for cmdline, environ in seen:
+        assert b"pg_dump" in cmdline
+        assert server.password.encode() not in cmdline
+        assert f"PGPASSWORD={server.password}".encode() in environ.split(b"\0")
+
+
+@pytest.mark.parametrize("where", ["volume", "s3"])
+def test_pg_dump_killed_mid_stream_leaves_no_backup(sample_db: tuple[PgServer, str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, where: str,
+                                                     request: pytest.FixtureRequest) -> None:
+    from pgbackup.runner.storage.factory import open_storage
+
+    server, db = sample_db
+    bucket = request.getfixturevalue("s3_bucket") if where == "s3" else None
+    storage_spec = {"s3": bucket.wire()} if bucket else {"volume": {"claimName": "backups"}}
+    document = backup_policy(server, storage_spec, databases=[db], logical={"globals": False},
+                             compression={"algorithm": "none"})
+    runner_env(server, monkeypatch, tmp_path)
+    policy = policy_from_document(document, "test")
+    killed: list[int] = []
+
+    def kill_pg_dump(key: str) -> None:
+        if killed:
+            return
+        for pid in children_named("pg_dump"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}/stat").exists() and ") Z" not in Path(f"/proc/{pid}/stat").read_text()
+                  for pid in killed) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    inner = open_storage(policy.spec.storage, volume_root=tmp_path / "volume")
+    code, summary = backup_command(policy, storage=HookedStorage(inner, kill_pg_dump))
+
+    assert killed, "pg_dump had finished before the first write"
+    assert code == jobenv.EXIT_FAILED
+    assert summary.phase == "Failed"
+    assert f"database '{db}'" in str(summary.error) and "killed by signal 9" in str(summary.error)
+    assert Catalog(inner).backups() == []
+    if bucket is not None:
+        assert bucket.keys() == []
+        assert bucket.incomplete_uploads() == []
+    else:
+        assert [p for p in (tmp_path / "volume").rglob("*") if p.is_file()] == []
+
+
+def test_restore_refuses_an_existing_database(sample_db: tuple[PgServer, str], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    server, db = sample_db
+    document = backup_policy(server, {"volume": {"claimName": "backups"}}, databases=[db], logical={"globals": False})
+    runner_env(server, monkeypatch, tmp_path)
+    code, summary = backup_command(policy_from_document(document, "test"))
+    assert code == 0, summary.error
+    before = server.query("SELECT count(*) FROM customers", db)
+    params = ConnParams(host=server.host, port=server.port, user=server.user, password=server.password)
+
+    with pytest.raises(UsageError, match=f"database '{db}' already exists") as raised:
+        restore_backup(Catalog(FilesystemStorage(tmp_path / "volume")), str(summary.backup_id), params, db)
+
+    assert raised.value.exit_code == jobenv.EXIT_USAGE
+    assert server.query("SELECT count(*) FROM customers", db) == before
+
+
+def test_storage_unreachable_exits_with_the_network_code(pg15: PgServer, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fixtures.postgres import load_sample
+    from tests.fixtures.s3 import s3_env
+
+    server, db = pg15, load_sample(pg15)
+    s3_env(monkeypatch)
+    storage = {"s3": {"bucket": "backups", "endpoint": f"http://127.0.0.1:{free_port()}", "forcePathStyle": True}}
+    document = backup_policy(server, storage, databases=[db], logical={"globals": False})
+    runner_env(server, monkeypatch, tmp_path)
+
+    code, summary = backup_command(policy_from_document(document, "test"))
+
+    assert code == jobenv.EXIT_NETWORK, summary.error
+    assert summary.phase == "Failed" and "backups" in str(summary.error)
