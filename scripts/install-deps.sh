@@ -29,7 +29,10 @@ if [ ! -f "$stamp" ]; then
   echo "install-deps: building virtualenv $VENV"
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-  "$VENV/bin/pip" install -q -e '.[test]' 2>&1 | grep -v "is ignored" || true
+  if ! "$VENV/bin/pip" install -q -e '.[test]' > "$VENV/install.log" 2>&1; then
+    grep -v "is ignored" "$VENV/install.log" | tail -40 >&2
+    echo "install-deps: pip install failed (full log: $VENV/install.log)" >&2; exit 1
+  fi
   "$VENV/bin/python" -c "import pgbackup, kopf, kmock, moto, psycopg, pyrage, zstandard, pgserver" \
     || { echo "install-deps: virtualenv is incomplete" >&2; exit 1; }
   rm -f "$VENV"/.installed-*; touch "$stamp"

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from pgbackup.api.base import StatusModel
+from pgbackup.api.restore import CheckResult, RestorePlan, RestoreResult
 
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 MAX_SUMMARY_BYTES = 4096
@@ -46,14 +47,25 @@ class JobSummary(StatusModel):
     """Why it failed: what, where, and what to do next."""
     reason: str | None = None
     """One CamelCase word for the failure or verification outcome."""
+    restore_seconds: float | None = None
+    """Verification Jobs: wall time of the restore into the throwaway server (the measured RTO)."""
+    plan: RestorePlan | None = None
+    """Restore Jobs: what the restore did or (dry run) would do; lists may be shortened to fit 4096 bytes."""
+    result: RestoreResult | None = None
+    """Restore Jobs: what the restore did; failed checks are kept first when the list has to be shortened."""
 
     def to_termination_message(self) -> str:
-        """Serialise within the 4096-byte limit, shortening the error if needed."""
+        """Serialise within the 4096-byte limit: shorten a restore's plan/result lists, then the error."""
         text = self.model_dump_json(by_alias=True, exclude_none=True)
         if len(text.encode()) <= MAX_SUMMARY_BYTES:
             return text
+        shrunk = _shrink_restore_details(self)
+        text = shrunk.model_dump_json(by_alias=True, exclude_none=True)
+        if len(text.encode()) <= MAX_SUMMARY_BYTES:
+            return text
         overflow = len(text.encode()) - MAX_SUMMARY_BYTES + 20
-        shorter = self.model_copy(update={"error": (self.error or "")[: max(0, len(self.error or "") - overflow)] + "..."})
+        error = shrunk.error or ""
+        shorter = shrunk.model_copy(update={"error": error[: max(0, len(error) - overflow)] + "..."})
         return shorter.model_dump_json(by_alias=True, exclude_none=True)
 
     @classmethod
@@ -63,3 +75,51 @@ class JobSummary(StatusModel):
             return cls.model_validate_json(text)
         except ValueError:
             return None
+
+
+def _fits(summary: JobSummary) -> bool:
+    return len(summary.model_dump_json(by_alias=True, exclude_none=True).encode()) <= MAX_SUMMARY_BYTES
+
+
+def _cut_strings(items: list[str], keep: int) -> list[str]:
+    return items if len(items) <= keep else [*items[:keep], f"... {len(items) - keep} more (see the Job's log)"]
+
+
+def _with_checks(result: RestoreResult, checks: list[CheckResult], keep: int) -> RestoreResult:
+    """`checks` cut to `keep` entries plus one '...' entry counting what was left out."""
+    kept, dropped = checks[:keep], checks[keep:]
+    if dropped:
+        kept = [*kept, CheckResult(name="...", passed=all(c.passed for c in dropped),
+                                   message=f"{len(dropped)} more check(s) not shown: see the Job's log")]
+    return result.model_copy(update={"checks": kept, "row_counts": dict(list(result.row_counts.items())[:keep])})
+
+
+def _shrink_restore_details(summary: JobSummary) -> JobSummary:
+    """Shorten a restore's plan and result step by step until the summary fits: first the messages of passed
+    checks, then passed checks, row counts and plan lists together; failed checks go last."""
+    plan, result = summary.plan, summary.result
+    if plan is None and result is None:
+        return summary
+    ordered: list[CheckResult] = []
+    if result is not None:
+        # failed first, otherwise in order; passed ones lose their message first
+        ordered = [c if not c.passed else c.model_copy(update={"message": ""})
+                   for c in sorted(result.checks, key=lambda c: c.passed)]
+        summary = summary.model_copy(update={"result": result.model_copy(update={"checks": ordered})})
+    failures = sum(1 for c in ordered if not c.passed)
+    for keep in (64, 32, 16, 8, 4, 2, 1, 0):
+        if _fits(summary):
+            return summary
+        update: dict[str, object] = {}
+        if result is not None:
+            update["result"] = _with_checks(result, ordered, failures + keep)
+        if plan is not None:
+            update["plan"] = plan.model_copy(update={"objects": _cut_strings(plan.objects, keep),
+                                                     "steps": _cut_strings(plan.steps, keep)})
+        summary = summary.model_copy(update=update)
+    if result is not None:
+        for keep in (16, 8, 4, 2, 1, 0):
+            if _fits(summary):
+                return summary
+            summary = summary.model_copy(update={"result": _with_checks(result, ordered, min(keep, failures))})
+    return summary
