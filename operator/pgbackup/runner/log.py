@@ -7,6 +7,7 @@ Kubernetes collects stderr; a person reads it with `kubectl logs ... | jq`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -33,23 +34,25 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
         ),
         r"\g<key>\g<quote>" + _REDACTED,
     ),
-    # AWS secret access keys: 40 base64-ish characters standing alone (see _looks_like_aws_secret)
+    # Credentials the runner itself holds (below) are scrubbed by value: no guessing from a string's shape,
+    # which would also hide innocent names and paths.
 ]
-_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_SECRET_ENV_VARS = ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGBACKUP_WEBHOOK_URL")
 
 
-def _looks_like_aws_secret(match: re.Match[str]) -> str:
-    text = match.group(0)
-    mixed = any(c.isupper() for c in text) and any(c.islower() for c in text) and any(c.isdigit() for c in text)
-    # Paths such as /var/lib/postgresql/data/base/16384 are not keys.
-    return _REDACTED if mixed and not text.startswith("/") and "//" not in text else text
+def _held_secrets() -> list[str]:
+    """The secret values in this process's environment, longest first (a value may contain a shorter one)."""
+    values = {os.environ.get(name, "") for name in _SECRET_ENV_VARS}
+    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
 
 def redact(text: str) -> str:
     """Scrub passwords, AWS secret keys, age identities and URL credentials from a message."""
+    for secret in _held_secrets():
+        text = text.replace(secret, _REDACTED)
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
-    return _AWS_SECRET.sub(_looks_like_aws_secret, text)
+    return text
 
 
 _SECRET_FIELD = re.compile(r"pass(word|wd)?$|secret|token|private|credential_value|identity$", re.IGNORECASE)
