@@ -44,3 +44,12 @@ def test_import_layers_hold() -> None:
         lint = Path(lint_path)
     result = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_unused_imports_or_undefined_names() -> None:
+    """ruff's pyflakes rules: dead imports and names that would fail at run time."""
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        pytest.skip("ruff is not installed (make deps installs it)")
+    result = subprocess.run([str(ruff), "check", "operator", "tests"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,6 +1,7 @@
 """One backup, start to finish (barman's sequence): connect -> copy (pg_dump / pg_basebackup through the
 pipeline) -> finalize (manifest written LAST, the commit marker) -> retention. A failed run leaves no
-manifest, so it is never listed as a backup; its objects are cleaned after a grace period.
+manifest, so it is never listed as a backup; its objects are removed by a later successful backup once they
+are older than the Job's activeDeadlineSeconds + 1 h (so a backup still running elsewhere is never touched).
 
 The JobSummary the operator reads is written as the container's termination message, also on failure.
 """
@@ -11,7 +12,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -21,12 +22,15 @@ from pgbackup.runner.config import PolicyConfig, RunnerError, scratch_dir
 from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.log import log, log_error, log_warning, redact
 from pgbackup.runner.logical import DumpedObject, StreamTarget, run_logical
-from pgbackup.runner.manifest import DatabaseInfo, Manifest, ManifestObject, PhysicalInfo, new_backup_id
+from pgbackup.runner.manifest import DatabaseInfo, Manifest, ManifestObject, PhysicalInfo
 from pgbackup.runner.pg import ConnParams, find_tools, server_info
 from pgbackup.runner.physical import run_physical
 from pgbackup.runner.retention import apply_retention
-from pgbackup.runner.storage.base import Storage, StorageError
+from pgbackup.runner.storage.base import Storage, StorageError, StorageUnreachable
 from pgbackup.runner.storage.factory import open_storage
+from pgbackup.runner.termination import Terminated
+
+
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,6 @@ def open_policy_storage(policy: PolicyConfig, environ: Mapping[str, str] | None 
     return open_storage(policy.spec.storage, volume_root=Path(root) if root else None)
 
 
-def _fresh_backup_id(storage: Storage, now: datetime) -> str:
-    """A new id; never one whose directory already holds objects (an unfinished run in the same second)."""
-    base = new_backup_id(now)
-    taken = {info.key.split("/", 1)[0] for info in storage.list(base)}
-    return new_backup_id(now, taken)
-
-
 def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str, str] | None = None) -> BackupOutcome:
     """Run one backup of `policy` into `storage`; the manifest is the last thing written."""
     environ = os.environ if environ is None else environ
@@ -67,7 +64,7 @@ def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str,
     with params.connect("postgres") as conn:
         server = server_info(conn)
     tools = find_tools(server.major, environ)
-    backup_id = _fresh_backup_id(storage, started_at)
+    backup_id = catalog.new_id(started_at)
     recipients = list(spec.encryption.recipients) if spec.encryption else []
     target = StreamTarget(storage=storage, key_for=lambda name: f"{backup_id}/{name}",
                           compression=spec.compression, recipients=recipients)
@@ -148,30 +145,15 @@ def failure_summary(kind: str, exc: BaseException, started_at: datetime, method:
                       error=text[:1400], reason=reason)
 
 
-_NETWORK_ERRORS = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"}
-
-
-def _network_failure(exc: BaseException) -> bool:
-    """A storage error caused by the endpoint being unreachable (connection refused, timeouts)."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionError) or type(seen).__name__ in _NETWORK_ERRORS:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code: 1 failed, 2 network, 3 usage, 4 unexpected."""
-    if isinstance(exc, RunnerError):
+    if isinstance(exc, (RunnerError, Terminated)):
         return exc.exit_code
     if isinstance(exc, StorageError):
         explicit = getattr(exc, "exit_code", None)
         if isinstance(explicit, int):
             return explicit
-        return jobenv.EXIT_NETWORK if _network_failure(exc) else jobenv.EXIT_FAILED
+        return jobenv.EXIT_NETWORK if isinstance(exc, StorageUnreachable) else jobenv.EXIT_FAILED
     return jobenv.EXIT_GENERAL
 
 
@@ -183,7 +165,7 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
     try:
         storage = storage or open_policy_storage(policy, environ)
         outcome = take_backup(policy, storage, environ=environ)
-    except Exception as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
+    except (Exception, Terminated) as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
         summary = failure_summary("backup", exc, started_at, policy.spec.method)
         log_error("backup.failed", reason=summary.reason, error=summary.error)
         write_summary(summary, environ)
@@ -194,7 +176,12 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
                          size_bytes=manifest.size_bytes, duration_seconds=manifest.duration_seconds,
                          manifest=outcome.location, manifest_sha256=outcome.sha256)
     write_summary(summary, environ)
-    run_retention_after_backup(policy, storage)
+    try:
+        run_retention_after_backup(policy, storage)
+        clean_unfinished_after_backup(policy, storage)
+    except Terminated as exc:  # the backup is complete and recorded: only the housekeeping was cut short
+        log_warning("backup.housekeeping_terminated", backup_id=manifest.id, signal=exc.signal_name,
+                    hint="retention and cleanup run again after the next backup")
     return jobenv.EXIT_OK, summary
 
 
@@ -206,3 +193,25 @@ def run_retention_after_backup(policy: PolicyConfig, storage: Storage) -> None:
     except Exception as exc:  # noqa: BLE001
         log_error("retention.failed", error=exc,
                   hint="the backup succeeded; old backups were not pruned, run `pgbackup retention` to retry")
+
+
+UNFINISHED_GRACE_MARGIN = timedelta(hours=1)
+
+
+def unfinished_grace(policy: PolicyConfig) -> timedelta:
+    """How old an unfinished backup must be before it is removed: longer than a backup Job may run
+    (activeDeadlineSeconds) plus a margin, so the objects of a backup still running elsewhere are never touched."""
+    return timedelta(seconds=policy.spec.job_template.active_deadline_seconds) + UNFINISHED_GRACE_MARGIN
+
+
+def clean_unfinished_after_backup(policy: PolicyConfig, storage: Storage, now: datetime | None = None) -> list[str]:
+    """Remove the objects of failed or killed backups (no manifest) older than the grace period; not fatal."""
+    grace = unfinished_grace(policy)
+    try:
+        removed = Catalog(storage).clean_unfinished(grace, now or datetime.now(UTC))
+    except Exception as exc:  # noqa: BLE001 - the backup itself is good and recorded
+        log_error("unfinished.clean_failed", error=exc,
+                  hint="the backup succeeded; leftovers of failed backups stay until the next successful backup")
+        return []
+    log("unfinished.cleaned", removed=removed, grace_seconds=int(grace.total_seconds()))
+    return removed

@@ -91,11 +91,12 @@ class Catalog:
         return f"{backup_id}/{MANIFEST_NAME}"
 
     def new_id(self, now: datetime) -> str:
-        """A fresh backup id for `now`, not used by any complete or unfinished backup."""
-        return new_backup_id(now, self._backup_dirs())
-
-    def _backup_dirs(self) -> set[str]:
-        return {info.key.split("/", 1)[0] for info in self.storage.list() if "/" in info.key}
+        """A fresh backup id for `now`, not used by any complete or unfinished backup (e.g. a run that failed
+        in the same second). Only keys starting with the id's time are listed: every candidate ('<time>',
+        '<time>-1', ...) shares that prefix, and the rest of the storage (other backups, a WAL archive) can be big."""
+        base = new_backup_id(now)
+        taken = {info.key.split("/", 1)[0] for info in self.storage.list(base) if "/" in info.key}
+        return new_backup_id(now, taken)
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Exit codes (barman's convention, pgbackup.api.jobenv): 0 ok, 1 failed (backup/restore/check failed, damaged
 backup, row count mismatch), 2 network (database or storage unreachable), 3 usage (bad arguments or policy,
-unknown backup id), 4 general (unexpected internal error).
+unknown backup id), 4 general (unexpected internal error). SIGTERM unwinds (aborts uploads, stops child
+programs, writes a Failed summary with reason Terminated) and exits with 1.
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ from pathlib import Path
 from typing import NoReturn
 
 from pgbackup.api import jobenv
-from pgbackup.runner.backup import backup_command, exit_code_for, failure_summary, open_policy_storage, write_summary
+from pgbackup.runner.backup import (
+    backup_command,
+    exit_code_for,
+    failure_summary,
+    open_policy_storage,
+    write_summary,
+)
 from pgbackup.runner.catalog import BackupNotFound, Catalog
 from pgbackup.runner.config import PolicyConfig, RunnerError, UsageError, load_policy, scratch_dir
 from pgbackup.runner.log import log_error
 from pgbackup.runner.pg import ConnParams
+from pgbackup.runner.restore_request import add_restore_request_parser, cmd_restore_request
+from pgbackup.runner.termination import Terminated, terminate_gracefully
+from pgbackup.runner.verify import add_verify_parser, cmd_verify
 
 EXIT_CODES_HELP = """exit codes:
   0  success
@@ -29,6 +39,10 @@ EXIT_CODES_HELP = """exit codes:
   2  network: PostgreSQL or the storage could not be reached
   3  usage: bad arguments, invalid policy, unknown backup id
   4  general: unexpected internal error
+
+SIGTERM (Kubernetes stopping the pod: activeDeadlineSeconds, drain, eviction) stops a run cleanly: uploads
+are aborted, pg_dump/pg_basebackup are stopped, no manifest is written, a Failed summary with reason
+Terminated is left and the exit code is 1.
 
 The policy comes from --policy FILE (YAML or JSON: a BackupPolicy, its spec, or {name, namespace, spec}) or
 from $PGBACKUP_POLICY. Database credentials come from $PGUSER/$PGPASSWORD, S3 credentials from
@@ -82,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--allow-empty-target", action="store_true",
                          help="restore into an existing database that holds no tables (else it must not exist)")
     restore.add_argument("--json", action="store_true", help="print the row count comparison as JSON")
+    add_verify_parser(commands)
+    add_restore_request_parser(commands)
     return parser
 
 
@@ -190,7 +206,7 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"backup": cmd_backup, "list": cmd_list, "show": cmd_show, "check": cmd_check,
-            "retention": cmd_retention, "restore": cmd_restore}
+            "retention": cmd_retention, "restore": cmd_restore, "verify": cmd_verify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,6 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code) if isinstance(exit_.code, int) else jobenv.EXIT_USAGE
+    try:
+        with terminate_gracefully():
+            return _run(args)
+    except Terminated as exc:  # stopped outside a backup's own handling (another command, or while loading)
+        if args.command == "backup":
+            write_summary(failure_summary("backup", exc, datetime.now(UTC)))
+        log_error(f"{args.command}.failed", reason=exc.reason, error=str(exc))
+        print(f"pgbackup {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "restore-request":  # the policy travels inside the request (PGBACKUP_RESTORE)
+        return cmd_restore_request(args)
     try:
         try:
             policy = load_policy(args.policy)

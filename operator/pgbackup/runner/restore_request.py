@@ -57,7 +57,7 @@ from pgbackup.runner.backup import (
     write_summary,
 )
 from pgbackup.runner.catalog import BackupNotFound, Catalog
-from pgbackup.runner.checks import EXTENSION_PREFIX, check_extensions, compare_row_counts, failed, run_sql_checks
+from pgbackup.runner.checks import check_extensions, compare_row_counts, failed, run_sql_checks
 from pgbackup.runner.config import PolicyConfig, RunnerError, UsageError, policy_from_document, scratch_dir
 from pgbackup.runner.log import log, log_error, log_warning
 from pgbackup.runner.pg import ConnParams

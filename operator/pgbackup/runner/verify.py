@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -57,6 +56,7 @@ from pgbackup.runner.pg import ConnParams, PgTools
 from pgbackup.runner.pipeline import DecryptionError, IdentityError, IntegrityError, load_identity
 from pgbackup.runner.restore import restore_backup, restore_globals, restore_physical
 from pgbackup.runner.storage.base import Storage
+from pgbackup.runner.termination import Terminated
 
 # RunnerError reasons that mean this environment cannot verify, not that the backup is broken.
 _ENVIRONMENT_REASONS = frozenset({"ServerBinariesMissing", "ToolsMissing", "VerificationLoginFailed", "Terminated"})
@@ -438,7 +438,7 @@ def run_verification_command(policy: PolicyConfig, backup_id: str | None = None,
         method = manifest.method
         outcome = verify_backup(catalog, resolved, policy.spec.verify, identity=_identity(identity_file, environ),
                                 scratch_dir=default_scratch_dir(environ), environ=environ)
-    except Exception as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
+    except (Exception, Terminated) as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
         summary = failure_summary("verify", exc, started_at, method)
         code = exit_code_for(exc)
         # Both are fixed by the user (another id, the identity Secret), not by retrying.
@@ -463,24 +463,9 @@ def run_verification_command(policy: PolicyConfig, backup_id: str | None = None,
     return (jobenv.EXIT_OK if record.passed else jobenv.EXIT_FAILED), summary, outcome
 
 
-class Terminated(RunnerError):
-    """SIGTERM (Job deleted or past its deadline): unwind so the throwaway server is stopped and removed."""
-
-    reason = "Terminated"
-    exit_code = jobenv.EXIT_GENERAL
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated("the verification was terminated (SIGTERM) before it finished; nothing was recorded")
-
-
 def cmd_verify(policy: PolicyConfig, args: argparse.Namespace) -> int:
     """The `verify` sub-command's handler (cli.COMMANDS['verify'])."""
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        code, summary, outcome = run_verification_command(policy, args.backup_id, identity_file=args.identity_file)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    code, summary, outcome = run_verification_command(policy, args.backup_id, identity_file=args.identity_file)
     if outcome is None:
         print(f"pgbackup verify: {summary.error}", file=sys.stderr)
         return code

@@ -21,6 +21,14 @@ class ObjectNotFound(StorageError):
     """The key does not exist."""
 
 
+class StorageUnreachable(StorageError):
+    """The storage could not be reached (endpoint down, connection refused or reset, timeouts), after retries.
+
+    A network problem rather than a problem with the data or the credentials: the runner exits with the
+    network exit code (pgbackup.api.jobenv.EXIT_NETWORK) so the operator and the user look at connectivity.
+    """
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str

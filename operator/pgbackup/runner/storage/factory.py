@@ -25,4 +25,4 @@ def open_storage(spec: StorageSpec, *, volume_root: Path | None = None) -> Stora
     from pgbackup.runner.storage.fs import FilesystemStorage
 
     root = volume_root if volume_root is not None else default_volume_root()
-    return FilesystemStorage(root / spec.volume.path if spec.volume.path else root)
+    return FilesystemStorage(root / spec.volume.path if spec.volume.path else root, volume_root=root)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from pgbackup.api import jobenv
 from pgbackup.runner.storage.base import ObjectInfo, ObjectNotFound, ObjectWriter, Storage, StorageError
 
 TEMP_MARKER = ".partial-"
@@ -116,8 +117,38 @@ def _make_dirs(path: Path) -> list[Path]:
 class FilesystemStorage(Storage):
     """Objects are files under `root`; keys map to relative paths."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, volume_root: Path | None = None) -> None:
+        """`volume_root`: where the volume is mounted when `root` is a directory on it. Then a missing `root`
+        (the first backup to a new path) is created, while a missing volume root is reported as not mounted."""
         self.root = Path(root)
+        self.volume_root = Path(volume_root) if volume_root is not None else None
+
+    def _not_mounted(self) -> StorageError | None:
+        if self.volume_root is None or self.volume_root.is_dir():
+            return None
+        return StorageError(
+            f"the backup volume is not mounted at {self.volume_root} (backup directory {self.root}): check "
+            f"storage.volume.claimName names an existing PersistentVolumeClaim and the Job mounts it there "
+            f"(${jobenv.ENV_VOLUME_ROOT} overrides the mount path)"
+        )
+
+    def _ensure_root(self) -> None:
+        """Create the backup directory on a mounted volume at the first backup; refuse to write elsewhere."""
+        if self.root.is_dir():
+            return
+        unmounted = self._not_mounted()
+        if unmounted is not None:
+            raise unmounted
+        if self.volume_root is None:
+            raise StorageError(
+                f"backup directory {self.root} does not exist: check the volume is mounted "
+                f"(storage.volume.claimName) and the path exists"
+            )
+        try:
+            for created in _make_dirs(self.root):
+                _fsync_dir(created.parent)
+        except OSError as exc:
+            raise _explain(exc, "creating the backup directory", self.root) from exc
 
     @property
     def url(self) -> str:
@@ -130,12 +161,9 @@ class FilesystemStorage(Storage):
         return self.root.joinpath(*parts)
 
     def open_writer(self, key: str) -> ObjectWriter:
-        if not self.root.is_dir():
-            raise StorageError(
-                f"backup directory {self.root} does not exist: check the volume is mounted "
-                f"(storage.volume.claimName) and the path exists"
-            )
-        return _FileWriter(self._path(key))
+        path = self._path(key)
+        self._ensure_root()
+        return _FileWriter(path)
 
     def open_reader(self, key: str) -> BinaryIO:
         path = self._path(key)
@@ -147,15 +175,21 @@ class FilesystemStorage(Storage):
             raise _explain(exc, "reading", path) from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        # Start the walk at the deepest directory the prefix names.
+        unmounted = self._not_mounted()
+        if unmounted is not None:
+            raise unmounted
+        # Start the walk at the deepest directory the prefix names, and enter only the directories there
+        # that match the rest of it (a prefix like a backup id must not walk a whole WAL archive).
         directory = self.root
-        head, _, _ = prefix.rpartition("/")
+        head, _, rest = prefix.rpartition("/")
         if head:
             directory = self.root.joinpath(*head.split("/"))
         if not directory.is_dir():
             return
         found: builtins.list[ObjectInfo] = []
         for dirpath, dirnames, filenames in os.walk(directory):
+            if rest and dirpath == str(directory):
+                dirnames[:] = [name for name in dirnames if name.startswith(rest)]
             dirnames.sort()
             base = Path(dirpath)
             for name in filenames:

@@ -21,13 +21,22 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from pgbackup.runner.log import log_warning
-from pgbackup.runner.storage.base import ObjectInfo, ObjectNotFound, ObjectWriter, Storage, StorageError
+from pgbackup.runner.storage.base import (
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectWriter,
+    Storage,
+    StorageError,
+    StorageUnreachable,
+)
 
 if TYPE_CHECKING:
     from pgbackup.api.policy import S3Storage as S3StorageSpec
@@ -38,6 +47,9 @@ ENV_MAX_ATTEMPTS = "PGBACKUP_S3_MAX_ATTEMPTS"
 ENV_RETRY_MODE = "PGBACKUP_S3_RETRY_MODE"
 DEFAULT_MAX_ATTEMPTS = 8
 
+# Endpoint unreachable, connection refused/reset/closed, connect or read timeouts (botocore has already
+# retried them): a network failure, not a problem with the data or the credentials.
+_NETWORK_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError, OSError)
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
 
@@ -117,10 +129,13 @@ class S3Storage(Storage):
                 f"{action} {where} failed: no S3 credentials; set storage.s3.credentialsSecret "
                 f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or give the pod an identity (IRSA)"
             )
-        if isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)) or isinstance(
-            exc, (ConnectionError, OSError)
-        ):
+        if isinstance(exc, SSLError):
             return StorageError(
+                f"{action} {where} failed: TLS with {self._endpoint()} failed ({exc}); if the endpoint uses a private "
+                f"CA, set storage.s3.caBundleSecret to its certificate"
+            )
+        if isinstance(exc, _NETWORK_ERRORS):
+            return StorageUnreachable(
                 f"{action} {where} failed after {self.attempts} attempts: S3 endpoint {self._endpoint()} is "
                 f"unreachable ({exc}); check storage.s3.endpoint, DNS, network policies and the service"
             )
