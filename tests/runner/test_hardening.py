@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from pgbackup.runner.storage.factory import open_storage
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from tests.fixtures.postgres import PgServer, backup_policy, free_port, load_sample, runner_env
-from tests.fixtures.s3 import TEST_CREDENTIALS, S3Bucket, make_bucket
+from tests.fixtures.s3 import TEST_CREDENTIALS, RelayProxy, S3Bucket, make_bucket
 from tests.runner.storage_support import fs_storage, s3_storage  # noqa: F401 - fixtures
 
 
@@ -78,52 +77,18 @@ def test_backup_removes_stale_unfinished_backups_and_keeps_one_that_may_still_ru
 # --- 2. SIGTERM --------------------------------------------------------------------------------------
 
 
-class SlowPartProxy:
-    """An HTTP proxy in front of the real moto server that holds every multipart UploadPart for `delay`
-    seconds: a slow link, so a test can act while a backup is mid-upload."""
+class SlowPartProxy(RelayProxy):
+    """Holds every multipart UploadPart for `delay` seconds on its way to the real moto server: a slow link,
+    so a test can act while a backup is mid-upload."""
 
     def __init__(self, upstream_port: int, delay: float) -> None:
-        import http.client
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.delay = delay
+        super().__init__(upstream_port, timeout=60)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if self.command == "PUT" and "partNumber=" in self.path:
-                    time.sleep(delay)
-                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-                try:
-                    upstream.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
-                    response = upstream.getresponse()
-                    data = response.read()
-                except (http.client.HTTPException, OSError):  # e.g. a part of an upload aborted meanwhile
-                    self.send_error(502)
-                    return
-                finally:
-                    upstream.close()
-                self.send_response(response.status)
-                for name, value in response.getheaders():
-                    if name.lower() not in ("transfer-encoding", "content-length", "connection", "server", "date"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def intercept(self, request: Any) -> bool:
+        if request.command == "PUT" and "partNumber=" in request.path:
+            time.sleep(self.delay)
+        return False
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 from dataclasses import replace
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -27,16 +24,6 @@ from tests.fixtures.postgres import bindir_for
 VERSIONS = [pytest.param(v, id=f"pg{v}", marks=pytest.mark.skipif(bindir_for(v) is None,
                                                                    reason=f"PostgreSQL {v} is not installed"))
             for v in ("15", "18")]
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pgbackup-instance-test-"))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -12,8 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,17 +78,6 @@ def backups(sample_db: tuple[PgServer, str], tmp_path_factory: pytest.TempPathFa
             ids[name] = str(summary.backup_id)
     return Backups(server, db, root / "volume", document, ids["logical"], ids["physical"], ids["all"],
                    ids["no-globals"], ids["encrypted"], identity_file)
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """Scratch space the server account can reach (pytest's tmp dirs are root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="pgbackup-verify-test-"))
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def storage_copy(backups: Backups, tmp_path: Path) -> FilesystemStorage:

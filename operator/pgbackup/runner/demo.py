@@ -9,12 +9,8 @@ Exit status 0 only when every table's row count matches.
 from __future__ import annotations
 
 import os
-import pwd
 import secrets
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,12 +24,12 @@ from pgbackup.api import jobenv
 from pgbackup.runner.backup import backup_command
 from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.pg import ConnParams, installed_tools
+from pgbackup.runner.instance import ThrowawayPostgres, ThrowawayServerError, server_installations
+from pgbackup.runner.pg import ConnParams, PgTools
 from pgbackup.runner.restore import restore_backup
 from pgbackup.runner.storage.fs import FilesystemStorage
 
 DEMO_DIR = Path(".demo")
-SERVICE_USER = "pgbackup-demo"
 DEMO_USER = "demo_admin"
 
 SAMPLE_SQL = """
@@ -56,97 +52,35 @@ INSERT INTO attachments SELECT i, decode(repeat(md5(i::text), 64), 'hex') FROM g
 class DemoServer:
     params: ConnParams
     database: str
-    datadir: Path | None = None
-    bindir: Path | None = None
-    account: tuple[int, int] | None = None
-
-    def stop(self) -> None:
-        if self.datadir is None or self.bindir is None:
-            return
-        _run_as(self.account, [str(self.bindir / "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", str(self.datadir)])
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _account() -> tuple[int, int] | None:
-    """PostgreSQL refuses to run as root: use an unprivileged system user then."""
-    if os.geteuid() != 0:
-        return None
-    for name in (SERVICE_USER, "postgres"):
-        try:
-            entry = pwd.getpwnam(name)
-            return entry.pw_uid, entry.pw_gid
-        except KeyError:
-            continue
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-                   capture_output=True)
-    entry = pwd.getpwnam(SERVICE_USER) if _user_exists(SERVICE_USER) else pwd.getpwnam("nobody")
-    return entry.pw_uid, entry.pw_gid
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
-
-
-def _run_as(account: tuple[int, int] | None, args: list[str]) -> subprocess.CompletedProcess[str]:
-    extra: dict[str, object] = {}
-    if account is not None:
-        extra = {"user": account[0], "group": account[1], "extra_groups": []}
-    return subprocess.run(args, capture_output=True, text=True, cwd="/", **extra)  # type: ignore[call-overload]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _demo_tools() -> PgTools:
+    """Debian's server packages first (what `make deps` installs), the newest major among them."""
+    found = sorted(server_installations(), key=lambda t: (t.bindir.parts[:3] != ("/", "usr", "lib"), -t.major))
+    if not found:
+        raise SystemExit("no PostgreSQL server binaries found: run `make deps` (scripts/install-deps.sh) first, "
+                         "or set DATABASE_URL to use an existing server")
+    return found[0]
 
 
 @contextmanager
 def throwaway_server() -> Iterator[DemoServer]:
-    tools = sorted(installed_tools(), key=lambda t: (t.bindir.parts[:3] != ("/", "usr", "lib"), -t.major))
-    tools = [t for t in tools if (t.bindir / "initdb").exists() and (t.bindir / "postgres").exists()]
-    if not tools:
-        raise SystemExit("no PostgreSQL server binaries found: run `make deps` (scripts/install-deps.sh) first, "
-                         "or set DATABASE_URL to use an existing server")
-    bindir = tools[0].bindir
-    account = _account()
-    workdir = Path(tempfile.mkdtemp(prefix="pgbackup-demo-"))
-    os.chmod(workdir, 0o755)
-    datadir = workdir / "data"
-    password = secrets.token_urlsafe(18)
-    pwfile = workdir / "pwfile"
-    pwfile.write_text(password + "\n")
-    os.chmod(pwfile, 0o600)
-    if account is not None:
-        os.chown(workdir, *account)
-        os.chown(pwfile, *account)
-    server: DemoServer | None = None
+    tools = _demo_tools()
+    instance: ThrowawayPostgres | None = None
     try:
-        done = _run_as(account, [str(bindir / "initdb"), "-D", str(datadir), "-U", DEMO_USER, "--pwfile", str(pwfile),
-                                 "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--no-sync"])
-        pwfile.unlink()
-        if done.returncode != 0:
-            raise SystemExit(f"initdb failed: {done.stderr}")
-        port = _free_port()
-        with open(datadir / "postgresql.conf", "a") as conf:
-            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{datadir}'\n"
-                       "fsync = off\nwal_level = replica\n")
-        server = DemoServer(ConnParams(host="127.0.0.1", port=port, user=DEMO_USER, password=password), "shop",
-                            datadir, bindir, account)
-        done = _run_as(account, [str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(datadir),
-                                 "-l", str(workdir / "server.log")])
-        if done.returncode != 0:
-            log = (workdir / "server.log").read_text(errors="replace")[-2000:] if (workdir / "server.log").exists() else ""
-            raise SystemExit(f"PostgreSQL did not start: {done.stderr}\n{log}")
-        _say(f"• started PostgreSQL {tools[0].version} on 127.0.0.1:{port} (data in {datadir})")
+        try:
+            instance = ThrowawayPostgres.create(tools=tools, superuser=DEMO_USER,
+                                                password=secrets.token_urlsafe(18), settings={"wal_level": "replica"})
+            instance.stop_modes = ("immediate",)  # the demo's data is thrown away: no shutdown checkpoint
+            instance.start()
+        except ThrowawayServerError as exc:
+            raise SystemExit(f"PostgreSQL did not start: {exc}") from None
+        _say(f"• started PostgreSQL {tools.version} on 127.0.0.1:{instance.port} (data in {instance.datadir})")
+        server = DemoServer(instance.conn_params(), "shop")
         with server.params.connect("postgres") as conn:
             conn.execute('CREATE DATABASE "shop"')
         with server.params.connect("shop") as conn:
@@ -154,9 +88,8 @@ def throwaway_server() -> Iterator[DemoServer]:
         _say("• loaded sample data into database 'shop'")
         yield server
     finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if instance is not None:
+            instance.close()
         _say("• stopped and removed the throwaway server")
 
 

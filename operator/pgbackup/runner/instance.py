@@ -33,6 +33,7 @@ SERVICE_USER = "pgbackup-test"
 """The system user the server runs as when we are root (created when missing, else `nobody`)."""
 DEFAULT_SUPERUSER = "pgbackup"
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+_STOP_WAIT_SECONDS = {"fast": 30, "immediate": 15}
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; '/.s.PGSQL.65535' is appended
 
 _BASE_SETTINGS: dict[str, str] = {
@@ -232,6 +233,8 @@ class ThrowawayPostgres:
         self._running = False
         self._login_roles: list[str] = []
         self.password: str | None = None
+        self.stop_modes: tuple[str, ...] = ("fast", "immediate")
+        """pg_ctl stop modes tried in turn; ("immediate",) suits a server whose data is thrown away anyway."""
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -406,7 +409,8 @@ class ThrowawayPostgres:
         if not (self.datadir / "postmaster.pid").exists():
             self._running = False
             return
-        for mode, wait in (("fast", 30), ("immediate", 15)):
+        for mode in self.stop_modes:
+            wait = _STOP_WAIT_SECONDS.get(mode, 30)
             try:
                 done = self._run([self.tools.path("pg_ctl"), "stop", "-m", mode, "-w", "-t", str(wait),
                                   "-D", str(self.datadir)], timeout=wait + 10)

@@ -10,10 +10,10 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from psycopg import sql
 
@@ -74,22 +74,29 @@ def _feed(catalog: Catalog, manifest: Manifest, obj: ManifestObject, identity: s
           proc: subprocess.Popen[bytes], progress: Progress) -> int:
     """Stream an object's original bytes into a program's stdin; returns bytes written."""
     assert proc.stdin is not None
-    written = 0
     with catalog.open_object(manifest, obj, identity=identity) as stream:
+        return feed_stdin(stream, proc.stdin, progress.add)
+
+
+def feed_stdin(stream: BinaryIO, stdin: IO[bytes], on_chunk: Callable[[int], None] | None = None) -> int:
+    """Copy `stream` into a program's stdin and close it; returns bytes written. `stream` is read to the end
+    either way, so its checksum is still verified."""
+    written = 0
+    try:
+        while chunk := stream.read(CHUNK):
+            stdin.write(chunk)
+            written += len(chunk)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+    except BrokenPipeError:
+        # The program stopped reading: its exit status says why. Read on so the checksum is still verified.
+        while stream.read(CHUNK):
+            pass
+    finally:
         try:
-            while chunk := stream.read(CHUNK):
-                proc.stdin.write(chunk)
-                written += len(chunk)
-                progress.add(len(chunk))
+            stdin.close()
         except BrokenPipeError:
-            # The program stopped reading: its exit status says why. Read on so the checksum is still verified.
-            while stream.read(CHUNK):
-                pass
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
+            pass
     return written
 
 

@@ -54,7 +54,7 @@ from pgbackup.runner.log import log, log_error, log_warning
 from pgbackup.runner.manifest import VERIFICATION_NAME, Manifest
 from pgbackup.runner.pg import ConnParams, PgTools
 from pgbackup.runner.pipeline import DecryptionError, IdentityError, IntegrityError, load_identity
-from pgbackup.runner.restore import restore_backup, restore_globals, restore_physical
+from pgbackup.runner.restore import feed_stdin, restore_backup, restore_globals, restore_physical
 from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.termination import Terminated
 
@@ -307,17 +307,7 @@ def _pipe_into(args: list[str], stream: BinaryIO, errors: Path) -> subprocess.Co
     with open(errors, "wb") as stderr, subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                                          stderr=stderr) as proc:
         assert proc.stdin is not None
-        try:
-            while chunk := stream.read(1 << 20):
-                proc.stdin.write(chunk)
-        except BrokenPipeError:
-            while stream.read(1 << 20):
-                pass
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
+        feed_stdin(stream, proc.stdin)
     return subprocess.CompletedProcess(args, proc.returncode, "", errors.read_text(errors="replace"))
 
 
