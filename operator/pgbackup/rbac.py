@@ -1,5 +1,6 @@
 """The Kubernetes API rights the operator's code uses: the chart's ClusterRole is generated from this list
-(`make crds`), and the handler tests check that every request the operator makes is covered by it.
+(`make crds`), and the handler tests (tests/handlers/test_rbac.py) check that every request the operator
+makes is covered by it and that it grants nothing the operator does not use.
 
 Each rule says why it is needed; remove a rule when the code stops making that call.
 """
@@ -19,16 +20,18 @@ class Rule:
 
 OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("pgbackup.dev", ("backuppolicies", "restorerequests"), ("get", "list", "watch", "patch"),
-         "watch the custom resources; kopf patches its annotations"),
-    Rule("pgbackup.dev", ("backuppolicies/status", "restorerequests/status"), ("get", "patch"),
+         "watch the custom resources; kopf keeps its progress in their annotations (kopf.pgbackup.dev/*)"),
+    Rule("pgbackup.dev", ("backuppolicies/status", "restorerequests/status"), ("patch",),
          "status is written only through the status subresource"),
-    Rule("batch", ("cronjobs",), ("get", "list", "watch", "create", "patch"), "the CronJob of each policy"),
-    Rule("batch", ("jobs",), ("get", "list", "watch", "create", "patch"), "on-demand backups, restores; read back results"),
-    Rule("", ("pods",), ("get", "list"), "read a finished Job's termination message and failure reason"),
+    Rule("batch", ("cronjobs",), ("get", "create", "patch"),
+         "the CronJob of each policy: read to skip unchanged ones, server-side apply, create"),
+    Rule("batch", ("jobs",), ("list", "watch", "create", "patch"),
+         "on-demand backups and restores; read back finished Jobs and mark them recorded"),
+    Rule("", ("pods",), ("list",), "read a finished Job's termination message and failure reason"),
     Rule("", ("secrets",), ("get",), "check that referenced Secrets and keys exist (values are never read into status)"),
-    Rule("", ("events",), ("create",), "Events on the custom resources"),
-    Rule("events.k8s.io", ("events",), ("create",), "Events on the custom resources (newer API)"),
-    Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("get", "list", "watch"), "kopf discovers the CRDs"),
-    Rule("", ("namespaces",), ("get", "list", "watch"), "kopf watches all namespaces in cluster-wide mode"),
-    Rule("coordination.k8s.io", ("leases",), ("get", "create", "update"), "leader election between replicas"),
+    Rule("", ("events",), ("create",), "Events on the custom resources (kopf posts core/v1 Events)"),
+    Rule("", ("namespaces",), ("get", "list", "watch"), "kopf follows the namespaces listed in WATCH_NAMESPACES"),
+    Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), "kopf discovers the CRDs"),
+    Rule("coordination.k8s.io", ("leases",), ("get", "create", "update"),
+         "leader election between replicas (handlers/election.py; namespaced to the operator's namespace)"),
 )

@@ -2,47 +2,43 @@
 
 {{/* Every rule the operator needs: the ClusterRole in cluster-wide mode. */}}
 {{- define "pgbackup-operator.rules.all" }}
-# watch the custom resources; kopf patches its annotations
+# watch the custom resources; kopf keeps its progress in their annotations (kopf.pgbackup.dev/*)
 - apiGroups: ["pgbackup.dev"]
   resources: [backuppolicies, restorerequests]
   verbs: [get, list, watch, patch]
 # status is written only through the status subresource
 - apiGroups: ["pgbackup.dev"]
   resources: [backuppolicies/status, restorerequests/status]
-  verbs: [get, patch]
-# the CronJob of each policy
+  verbs: [patch]
+# the CronJob of each policy: read to skip unchanged ones, server-side apply, create
 - apiGroups: ["batch"]
   resources: [cronjobs]
-  verbs: [get, list, watch, create, patch]
-# on-demand backups, restores; read back results
+  verbs: [get, create, patch]
+# on-demand backups and restores; read back finished Jobs and mark them recorded
 - apiGroups: ["batch"]
   resources: [jobs]
-  verbs: [get, list, watch, create, patch]
+  verbs: [list, watch, create, patch]
 # read a finished Job's termination message and failure reason
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list]
+  verbs: [list]
 # check that referenced Secrets and keys exist (values are never read into status)
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Events on the custom resources
+# Events on the custom resources (kopf posts core/v1 Events)
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# Events on the custom resources (newer API)
-- apiGroups: ["events.k8s.io"]
-  resources: [events]
-  verbs: [create]
-# kopf discovers the CRDs
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: [customresourcedefinitions]
-  verbs: [get, list, watch]
-# kopf watches all namespaces in cluster-wide mode
+# kopf follows the namespaces listed in WATCH_NAMESPACES
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [get, list, watch]
-# leader election between replicas
+# kopf discovers the CRDs
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+# leader election between replicas (handlers/election.py; namespaced to the operator's namespace)
 - apiGroups: ["coordination.k8s.io"]
   resources: [leases]
   verbs: [get, create, update]
@@ -50,55 +46,51 @@
 
 {{/* Rules on namespaced resources: a Role in each watched namespace. */}}
 {{- define "pgbackup-operator.rules.namespaced" }}
-# watch the custom resources; kopf patches its annotations
+# watch the custom resources; kopf keeps its progress in their annotations (kopf.pgbackup.dev/*)
 - apiGroups: ["pgbackup.dev"]
   resources: [backuppolicies, restorerequests]
   verbs: [get, list, watch, patch]
 # status is written only through the status subresource
 - apiGroups: ["pgbackup.dev"]
   resources: [backuppolicies/status, restorerequests/status]
-  verbs: [get, patch]
-# the CronJob of each policy
+  verbs: [patch]
+# the CronJob of each policy: read to skip unchanged ones, server-side apply, create
 - apiGroups: ["batch"]
   resources: [cronjobs]
-  verbs: [get, list, watch, create, patch]
-# on-demand backups, restores; read back results
+  verbs: [get, create, patch]
+# on-demand backups and restores; read back finished Jobs and mark them recorded
 - apiGroups: ["batch"]
   resources: [jobs]
-  verbs: [get, list, watch, create, patch]
+  verbs: [list, watch, create, patch]
 # read a finished Job's termination message and failure reason
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list]
+  verbs: [list]
 # check that referenced Secrets and keys exist (values are never read into status)
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Events on the custom resources
+# Events on the custom resources (kopf posts core/v1 Events)
 - apiGroups: [""]
-  resources: [events]
-  verbs: [create]
-# Events on the custom resources (newer API)
-- apiGroups: ["events.k8s.io"]
   resources: [events]
   verbs: [create]
 {{- end }}
 
 {{/* Rules on cluster-scoped resources: a ClusterRole also when only some namespaces are watched. */}}
 {{- define "pgbackup-operator.rules.cluster" }}
-# kopf discovers the CRDs
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: [customresourcedefinitions]
-  verbs: [get, list, watch]
-# kopf watches all namespaces in cluster-wide mode
+# kopf follows the namespaces listed in WATCH_NAMESPACES
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [get, list, watch]
+# kopf discovers the CRDs
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
 {{- end }}
 
 {{/* Rules for leader election: a Role in the release namespace. */}}
 {{- define "pgbackup-operator.rules.leader-election" }}
-# leader election between replicas
+# leader election between replicas (handlers/election.py; namespaced to the operator's namespace)
 - apiGroups: ["coordination.k8s.io"]
   resources: [leases]
   verbs: [get, create, update]

@@ -1,0 +1,1 @@
+"""Thin kopf handlers and the operator entry point; the only package that imports kopf and kubernetes."""

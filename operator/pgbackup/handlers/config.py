@@ -1,0 +1,59 @@
+"""Operator configuration from the environment (the Helm chart sets these variables)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from pgbackup.builders.cronjob import JobSettings
+
+
+def _default_image() -> str:
+    try:
+        tag = version("pgbackup-operator")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        tag = "dev"
+    return f"ghcr.io/pgbackup/pgbackup-operator:{tag}"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    image: str
+    """PGBACKUP_IMAGE: the image backup Jobs run (the operator's own image by default)."""
+    job_service_account: str | None
+    """PGBACKUP_JOB_SERVICE_ACCOUNT: ServiceAccount of backup Jobs unless a policy names its own."""
+    namespaces: tuple[str, ...]
+    """WATCH_NAMESPACES: comma-separated namespaces to watch; empty = all namespaces."""
+    secret_retry_seconds: float
+    """PGBACKUP_SECRET_RETRY_SECONDS: how soon a policy with a missing Secret is checked again."""
+    log_format: str
+    """LOG_FORMAT: 'json' for one JSON object per line, anything else for plain text."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
+        return cls(
+            image=env.get("PGBACKUP_IMAGE") or _default_image(),
+            job_service_account=env.get("PGBACKUP_JOB_SERVICE_ACCOUNT") or None,
+            namespaces=tuple(ns.strip() for ns in env.get("WATCH_NAMESPACES", "").split(",") if ns.strip()),
+            secret_retry_seconds=float(env.get("PGBACKUP_SECRET_RETRY_SECONDS") or 30),
+            log_format=(env.get("LOG_FORMAT") or "plain").lower(),
+        )
+
+    def job_settings(self) -> JobSettings:
+        return JobSettings(image=self.image, service_account=self.job_service_account)
+
+
+_current: OperatorConfig | None = None
+
+
+def load() -> OperatorConfig:
+    """Read the environment (once per operator start)."""
+    global _current
+    _current = OperatorConfig.from_env()
+    return _current
+
+
+def current() -> OperatorConfig:
+    return _current or load()

@@ -1,0 +1,188 @@
+"""The few Kubernetes API calls the handlers make, through the official client. Every call here must be
+allowed by pgbackup.rbac.OPERATOR_RULES (the handler tests check that)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+
+from pgbackup.api.base import GROUP, VERSION
+from pgbackup.builders.cronjob import ANNOTATION_SPEC_HASH
+from pgbackup.builders.secrets import SecretKeyUse
+
+POLICIES = "backuppolicies"
+FIELD_MANAGER = "pgbackup-operator"
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+USER_AGENT = "pgbackup-operator"
+
+_configuration: kubernetes.client.Configuration | None = None
+_headers: dict[str, str] = {}
+_client: kubernetes.client.ApiClient | None = None
+
+
+def configure(configuration: kubernetes.client.Configuration | None, headers: dict[str, str] | None = None) -> None:
+    """Use this configuration (and extra request headers) instead of the in-cluster / kubeconfig one
+    (tests point it at an emulator)."""
+    global _configuration, _client, _headers
+    _configuration, _client, _headers = configuration, None, dict(headers or {})
+
+
+def explicit_configuration() -> kubernetes.client.Configuration | None:
+    return _configuration
+
+
+def client() -> kubernetes.client.ApiClient:
+    global _client
+    if _client is None:
+        configuration = _configuration or kubernetes.client.Configuration.get_default_copy()
+        _client = kubernetes.client.ApiClient(configuration)
+        _client.user_agent = USER_AGENT  # tells the operator's requests apart in audit logs (and tests)
+        for name, value in _headers.items():
+            _client.set_default_header(name, value)
+    return _client
+
+
+def reset() -> None:
+    """Forget the client so that the next call picks up freshly loaded credentials."""
+    global _client
+    _client = None
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(response.data)
+    return data
+
+
+def is_status(error: ApiException, *codes: int) -> bool:
+    return error.status in codes
+
+
+# ------------------------------------------------------------------ Secrets
+
+
+def missing_secret_keys(namespace: str, uses: list[SecretKeyUse]) -> list[tuple[SecretKeyUse, bool]]:
+    """The referenced keys that cannot be used, each with True when the whole Secret is missing.
+    Only key names are looked at; values never leave this function."""
+    core = kubernetes.client.CoreV1Api(client())
+    keys_by_secret: dict[str, set[str] | None] = {}
+    for name in dict.fromkeys(use.secret for use in uses):
+        try:
+            secret = _json(core.read_namespaced_secret(name, namespace, _preload_content=False))
+        except ApiException as error:
+            if not is_status(error, 404):
+                raise
+            keys_by_secret[name] = None
+            continue
+        keys_by_secret[name] = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+    missing = []
+    for use in uses:
+        keys = keys_by_secret[use.secret]
+        if keys is None or use.key not in keys:
+            missing.append((use, keys is None))
+    return missing
+
+
+# ------------------------------------------------------------------ CronJobs and Jobs
+
+
+def apply_cronjob(desired: dict[str, Any]) -> bool:
+    """Make the CronJob match `desired`; True when something was written. An unchanged CronJob (same
+    spec hash annotation) is left alone, so reconciling an unchanged policy writes nothing."""
+    batch = kubernetes.client.BatchV1Api(client())
+    meta = desired["metadata"]
+    try:
+        existing = _json(batch.read_namespaced_cron_job(meta["name"], meta["namespace"], _preload_content=False))
+    except ApiException as error:
+        if not is_status(error, 404):
+            raise
+        existing = None
+    if existing is not None:
+        current_hash = (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+        if current_hash == meta["annotations"][ANNOTATION_SPEC_HASH]:
+            return False
+    try:
+        # Server-side apply: fields the operator stops setting are removed, others' fields are kept.
+        batch.patch_namespaced_cron_job(meta["name"], meta["namespace"], desired, field_manager=FIELD_MANAGER,
+                                        force=True, _content_type=APPLY_PATCH)
+    except ApiException as error:
+        if not is_status(error, 404):  # servers that cannot create by apply
+            raise
+        batch.create_namespaced_cron_job(meta["namespace"], desired, field_manager=FIELD_MANAGER)
+    return True
+
+
+def create_job_once(job: dict[str, Any]) -> bool:
+    """Create the Job; False when a Job of that name exists already (409 Conflict)."""
+    batch = kubernetes.client.BatchV1Api(client())
+    try:
+        batch.create_namespaced_job(job["metadata"]["namespace"], job, field_manager=FIELD_MANAGER)
+    except ApiException as error:
+        if is_status(error, 409):
+            return False
+        raise
+    return True
+
+
+def annotate_job(namespace: str, name: str, annotations: dict[str, str]) -> None:
+    batch = kubernetes.client.BatchV1Api(client())
+    batch.patch_namespaced_job(name, namespace, {"metadata": {"annotations": annotations}}, _content_type=MERGE_PATCH)
+
+
+def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
+    core = kubernetes.client.CoreV1Api(client())
+    pods = _json(core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}", _preload_content=False))
+    # Filtered again here: the label selector is the server's job, but an emulator may ignore it.
+    return [pod for pod in pods.get("items") or []
+            if (pod.get("metadata", {}).get("labels") or {}).get("job-name") == job_name]
+
+
+# ------------------------------------------------------------------ BackupPolicies
+
+
+def get_policy(namespace: str, name: str) -> dict[str, Any] | None:
+    custom = kubernetes.client.CustomObjectsApi(client())
+    try:
+        return _json(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, POLICIES, name, _preload_content=False))
+    except ApiException as error:
+        if is_status(error, 404):
+            return None
+        raise
+
+
+def update_policy_status(namespace: str, name: str,
+                         changes: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+                         attempts: int = 5) -> dict[str, Any] | None:
+    """Read-modify-write of a policy's status: `changes(policy, status)` returns the fields to merge-patch
+    (empty: nothing to write). Two writers (the policy and the Job handlers) share `status.conditions`, so
+    each write carries the resourceVersion it was computed from and is retried on 409 Conflict.
+    Returns the policy as read, or None when it no longer exists."""
+    for _attempt in range(attempts):
+        policy = get_policy(namespace, name)
+        if policy is None:
+            return None
+        patch = changes(policy, policy.get("status") or {})
+        if not patch:
+            return policy
+        try:
+            patch_policy_status(namespace, name, patch, policy.get("metadata", {}).get("resourceVersion"))
+            return policy
+        except ApiException as error:
+            if not is_status(error, 409):
+                raise
+    raise RuntimeError(f"BackupPolicy {namespace}/{name} changed {attempts} times while its status was written")
+
+
+def patch_policy_status(namespace: str, name: str, status: dict[str, Any], resource_version: str | None) -> None:
+    """Merge-patch status through the status subresource; with a resourceVersion, a concurrent change
+    makes the server answer 409 so the caller can re-read and retry instead of losing an update."""
+    custom = kubernetes.client.CustomObjectsApi(client())
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICIES, name, body,
+                                                 _content_type=MERGE_PATCH)

@@ -1,0 +1,109 @@
+"""BackupPolicy handlers: validate the spec, check its Secrets, own a CronJob, run on-demand backups."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from pgbackup.api import BackupPolicySpec
+from pgbackup.api.base import GROUP
+from pgbackup.builders.conditions import READY, Check, set_condition, summarise_ready
+from pgbackup.builders.cronjob import ANNOTATION_BACKUP_NOW, build_backup_now_job, build_cronjob
+from pgbackup.builders.secrets import SecretKeyUse, referenced_secret_keys
+from pgbackup.builders.validation import describe_validation_error
+from pgbackup.handlers import config, kube
+
+
+@kopf.on.resume(GROUP, kube.POLICIES)
+@kopf.on.create(GROUP, kube.POLICIES)
+@kopf.on.update(GROUP, kube.POLICIES)
+def reconcile_policy(
+    body: kopf.Body, name: str, namespace: str | None, uid: str, meta: kopf.Meta, status: kopf.Status,
+    logger: kopf.Logger, **_: Any,
+) -> None:
+    """Spec valid? Secrets there? Then the CronJob matches the spec, and a requested backup-now ran once."""
+    assert namespace is not None  # BackupPolicy is namespaced (CRD scope)
+    generation = meta.get("generation")
+    try:
+        spec = BackupPolicySpec.model_validate(_plain(body.get("spec") or {}))
+    except ValidationError as error:
+        message = f"BackupPolicy {namespace}/{name} is invalid, no backups are scheduled: " \
+                  f"{describe_validation_error(error)}. Fix the spec and apply it again."
+        _write_status(namespace, name, generation, Check(False, "InvalidSpec", message))
+        raise kopf.PermanentError(message) from None
+
+    missing = kube.missing_secret_keys(namespace, referenced_secret_keys(spec))
+    if missing:
+        checks = _missing_secret_checks(namespace, missing)
+        _write_status(namespace, name, generation, *checks)
+        raise kopf.TemporaryError("; ".join(c.message for c in checks), delay=config.current().secret_retry_seconds)
+
+    cronjob = build_cronjob(name, namespace, uid, spec, config.current().job_settings())
+    if kube.apply_cronjob(cronjob):
+        logger.info(f"CronJob {namespace}/{cronjob['metadata']['name']} reconciled (schedule {spec.schedule!r}, "
+                    f"suspend={spec.suspend}).")
+
+    backup_now = (meta.get("annotations") or {}).get(ANNOTATION_BACKUP_NOW)
+    if backup_now and backup_now != status.get("backupNowHandled"):
+        job = build_backup_now_job(cronjob, backup_now)
+        if kube.create_job_once(job):
+            kopf.info(body, reason="BackupRequested", message=f"on-demand backup Job {job['metadata']['name']} "
+                                                              f"created for {ANNOTATION_BACKUP_NOW}={backup_now}")
+
+    _write_status(namespace, name, generation, cron_job_name=cronjob["metadata"]["name"],
+                  backup_now_handled=backup_now)
+
+
+def _missing_secret_checks(namespace: str, missing: list[tuple[SecretKeyUse, bool]]) -> list[Check]:
+    """One check per missing Secret (naming the keys it needs) and one per missing key."""
+    absent: dict[str, list[SecretKeyUse]] = {}
+    key_checks: list[Check] = []
+    for use, whole_secret in missing:
+        if whole_secret:
+            absent.setdefault(use.secret, []).append(use)
+        else:
+            key_checks.append(Check(False, "SecretKeyMissing",
+                                f"Secret {namespace}/{use.secret} has no key {use.key!r} (referenced by {use.field}); "
+                                f"add the key or fix the reference"))
+    secret_checks = [
+        Check(False, "SecretNotFound",
+              f"Secret {namespace}/{secret} (referenced by "
+              f"{', '.join(dict.fromkeys(use.field.rsplit('.', 1)[0] for use in uses))}) does not exist; "
+              f"create it with keys {', '.join(repr(use.key) for use in uses)}")
+        for secret, uses in absent.items()
+    ]
+    return secret_checks + key_checks
+
+
+def _write_status(namespace: str, name: str, generation: int | None, *failed: Check,
+                  cron_job_name: str | None = None, backup_now_handled: str | None = None) -> None:
+    """Set Ready (and friends) through the status subresource, writing only fields whose value changes.
+    Read fresh rather than from the event: the Job handler writes status.conditions too."""
+    ready, reason, message = summarise_ready(list(failed), "Reconciled", "the CronJob matches the policy")
+
+    def changes(_policy: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        wanted: dict[str, Any] = {
+            "conditions": set_condition(list(status.get("conditions") or []), READY, ready, reason, message,
+                                        generation, now),
+            "observedGeneration": generation,
+            "cronJobName": cron_job_name,
+            "backupNowHandled": backup_now_handled,
+        }
+        return {key: value for key, value in wanted.items() if value is not None and status.get(key) != value}
+
+    kube.update_policy_status(namespace, name, changes)
+
+
+def _plain(value: Any) -> Any:
+    """kopf hands out read-only views; pydantic and comparisons want plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return copy.copy(value)

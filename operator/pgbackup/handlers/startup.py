@@ -1,0 +1,56 @@
+"""Operator-wide kopf settings and login."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import kubernetes.client
+
+from pgbackup.handlers import config, kube
+
+# Not "pgbackup.dev": kopf leaves every annotation under its storage prefix out of the diff it reacts to,
+# which would hide pgbackup.dev/backup-now from the update handler.
+STORAGE_PREFIX = "kopf.pgbackup.dev"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    """Read the configuration; keep kopf's own bookkeeping in annotations so status stays schema-clean."""
+    current = config.load()
+    kube.reset()  # a fresh connection pool per operator run
+    if current.log_format == "json":
+        kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=STORAGE_PREFIX)
+    settings.persistence.finalizer = "pgbackup.dev/kopf-finalizer"  # unused: no deletion handlers
+    settings.posting.enabled = True
+    settings.execution.max_workers = 4
+    settings.watching.server_timeout = 300
+    logger.info(f"pgbackup operator: backup image {current.image}, "
+                f"namespaces {', '.join(current.namespaces) or 'all'}")
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The kubernetes client's credentials (in-cluster or kubeconfig), shared by kopf and the handlers."""
+    explicit = kube.explicit_configuration()
+    if explicit is not None:
+        return _connection_info(explicit)
+    info = kopf.login_via_client(**kwargs)
+    kube.reset()  # the client library has just loaded (possibly refreshed) credentials
+    return info
+
+
+def _connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )

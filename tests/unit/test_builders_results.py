@@ -1,0 +1,80 @@
+"""Reading finished Jobs back: summary or failure reason -> status fields and Event text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgbackup.api import BackupPolicyStatus, JobSummary
+from pgbackup.builders.results import read_result, record_result
+
+NOW = "2026-11-23T10:00:00Z"
+
+
+def job(condition: str | None, reason: str | None = None) -> dict[str, Any]:
+    conditions = [{"type": condition, "status": "True", "reason": reason}] if condition else []
+    return {"metadata": {"name": "orders-backup-123"}, "status": {"conditions": conditions}}
+
+
+def pod(terminated: str | None = None, waiting: str | None = None) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    if terminated is not None:
+        state["terminated"] = {"exitCode": 0, "message": terminated}
+    if waiting is not None:
+        state["waiting"] = {"reason": waiting, "message": f"{waiting}: image not found"}
+    return {"metadata": {"creationTimestamp": NOW}, "status": {"containerStatuses": [{"name": "backup", "state": state}]}}
+
+
+def summary(backup_id: str, phase: str = "Completed", **extra: Any) -> str:
+    return JobSummary(kind="backup", phase=phase, backup_id=backup_id, size_bytes=5 * 1024 * 1024,
+                      duration_seconds=12.0, **extra).to_termination_message()
+
+
+def test_running_job_has_no_result() -> None:
+    assert read_result(job(None), []) is None
+
+
+def test_completed_job_with_summary_records_backup_and_condition() -> None:
+    result = read_result(job("Complete"), [pod(summary("20261123T020000Z", manifest="s3://b/p/m.json"))])
+    assert result is not None and result.phase == "Completed"
+    patch = record_result({}, result, 3, NOW)
+    assert patch["lastBackup"]["id"] == "20261123T020000Z"
+    assert patch["lastBackup"]["size"] == "5.0 MiB"
+    assert patch["backups"][0]["manifest"] == "s3://b/p/m.json"
+    assert patch["conditions"][0]["type"] == "LastBackupSucceeded" and patch["conditions"][0]["status"] == "True"
+    assert "5.0 MiB" in patch["conditions"][0]["message"] and "12s" in patch["conditions"][0]["message"]
+    BackupPolicyStatus.model_validate(patch)  # schema-clean
+
+
+def test_backups_are_newest_first_deduplicated_and_capped() -> None:
+    status: dict[str, Any] = {}
+    for day in range(1, 26):
+        result = read_result(job("Complete"), [pod(summary(f"202611{day:02d}T020000Z"))])
+        assert result is not None
+        status.update(record_result(status, result, 1, NOW))
+    again = read_result(job("Complete"), [pod(summary("20261125T020000Z"))])
+    assert again is not None
+    status.update(record_result(status, again, 1, NOW))
+    ids = [b["id"] for b in status["backups"]]
+    assert len(ids) == 20 and ids == sorted(ids, reverse=True) and len(set(ids)) == 20
+    assert ids[0] == "20261125T020000Z"
+
+
+def test_failed_job_without_summary_takes_the_job_reason() -> None:
+    result = read_result(job("Failed", "BackoffLimitExceeded"), [pod(terminated="Traceback: boom")])
+    assert result is not None and (result.phase, result.reason) == ("Failed", "BackoffLimitExceeded")
+    patch = record_result({}, result, 1, NOW)
+    assert patch["lastBackup"]["phase"] == "Failed"
+    assert patch["conditions"][0]["status"] == "False" and patch["conditions"][0]["reason"] == "BackoffLimitExceeded"
+
+
+def test_image_pull_errors_are_named() -> None:
+    result = read_result(job("Failed", "DeadlineExceeded"), [pod(waiting="ImagePullBackOff")])
+    assert result is not None and result.reason == "ImagePullBackOff"
+
+
+def test_failed_summary_error_is_reported() -> None:
+    text = summary("20261123T020000Z", phase="Failed", error="connection to db:5432 refused; check the host",
+                   reason="DatabaseUnreachable")
+    result = read_result(job("Failed", "BackoffLimitExceeded"), [pod(terminated=text)])
+    assert result is not None and result.reason == "DatabaseUnreachable"
+    assert "connection to db:5432 refused" in record_result({}, result, 1, NOW)["lastBackup"]["error"]
