@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from pgbackup.api import BackupPolicySpec, jobenv
-from pgbackup.builders.cronjob import JobSettings, build_backup_now_job, build_cronjob, manifest_hash
+from pgbackup.builders.cronjob import build_backup_now_job, build_cronjob, manifest_hash
+from pgbackup.builders.pod import JobSettings
 from pgbackup.builders.names import cronjob_name, label_value, policy_labels
 from pgbackup.builders.secrets import referenced_secrets
 from pgbackup.builders.validation import describe_validation_error

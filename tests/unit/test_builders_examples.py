@@ -45,7 +45,8 @@ def test_every_referenced_secret_key_is_provided_with_a_placeholder() -> None:
 def test_each_example_policy_builds_a_cronjob(doc: dict) -> None:
     import json
 
-    from pgbackup.builders.cronjob import JobSettings, build_cronjob
+    from pgbackup.builders.cronjob import build_cronjob
+    from pgbackup.builders.pod import JobSettings
 
     policy = BackupPolicy.model_validate(doc)
     cronjob = build_cronjob(doc["metadata"]["name"], doc["metadata"]["namespace"], "uid-1", policy.spec,

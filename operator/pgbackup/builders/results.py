@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pgbackup.api.summary import JobSummary
 from pgbackup.builders.conditions import LAST_BACKUP_SUCCEEDED, set_condition
-from pgbackup.builders.cronjob import CONTAINER_NAME
+from pgbackup.builders.pod import CONTAINER_NAME
 
 MAX_BACKUPS_IN_STATUS = 20
 ANNOTATION_RECORDED = "pgbackup.dev/recorded"

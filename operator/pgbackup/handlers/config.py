@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from pgbackup.builders.cronjob import JobSettings
+from pgbackup.builders.pod import JobSettings
 
 
 def _default_image() -> str:

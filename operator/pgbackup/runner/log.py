@@ -37,7 +37,7 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Credentials the runner itself holds (below) are scrubbed by value: no guessing from a string's shape,
     # which would also hide innocent names and paths.
 ]
-_SECRET_ENV_VARS = ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGBACKUP_WEBHOOK_URL")
+_SECRET_ENV_VARS = ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 def _held_secrets() -> list[str]:
