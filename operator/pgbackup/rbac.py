@@ -23,8 +23,9 @@ OPERATOR_RULES: tuple[Rule, ...] = (
          "watch the custom resources; kopf keeps its progress in their annotations (kopf.pgbackup.dev/*)"),
     Rule("pgbackup.dev", ("backuppolicies/status", "restorerequests/status"), ("patch",),
          "status is written only through the status subresource"),
-    Rule("batch", ("cronjobs",), ("get", "create", "patch"),
-         "the CronJob of each policy: read to skip unchanged ones, server-side apply, create"),
+    Rule("batch", ("cronjobs",), ("get", "create", "patch", "delete"),
+         "the CronJobs of each policy: read to skip unchanged ones, server-side apply, create; delete the "
+         "verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes)"),
     Rule("batch", ("jobs",), ("list", "watch", "create", "patch"),
          "on-demand backups and restores; read back finished Jobs and mark them recorded"),
     Rule("", ("pods",), ("list",), "read a finished Job's termination message and failure reason"),

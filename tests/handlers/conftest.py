@@ -22,7 +22,10 @@ from kubernetes.client.exceptions import ApiException
 
 import pgbackup.handlers.jobs  # noqa: F401  (registers handlers)
 import pgbackup.handlers.policy  # noqa: F401
+import pgbackup.handlers.restore  # noqa: F401
 import pgbackup.handlers.startup  # noqa: F401
+import pgbackup.handlers.objectives  # noqa: F401
+import pgbackup.handlers.verification  # noqa: F401
 from pgbackup.handlers import kube
 from tests.handlers.rbac_check import denied_requests
 

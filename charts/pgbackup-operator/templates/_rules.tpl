@@ -10,10 +10,10 @@
 - apiGroups: ["pgbackup.dev"]
   resources: [backuppolicies/status, restorerequests/status]
   verbs: [patch]
-# the CronJob of each policy: read to skip unchanged ones, server-side apply, create
+# the CronJobs of each policy: read to skip unchanged ones, server-side apply, create; delete the verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes)
 - apiGroups: ["batch"]
   resources: [cronjobs]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 # on-demand backups and restores; read back finished Jobs and mark them recorded
 - apiGroups: ["batch"]
   resources: [jobs]
@@ -54,10 +54,10 @@
 - apiGroups: ["pgbackup.dev"]
   resources: [backuppolicies/status, restorerequests/status]
   verbs: [patch]
-# the CronJob of each policy: read to skip unchanged ones, server-side apply, create
+# the CronJobs of each policy: read to skip unchanged ones, server-side apply, create; delete the verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes)
 - apiGroups: ["batch"]
   resources: [cronjobs]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 # on-demand backups and restores; read back finished Jobs and mark them recorded
 - apiGroups: ["batch"]
   resources: [jobs]

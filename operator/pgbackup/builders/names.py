@@ -47,6 +47,21 @@ def backup_now_job_name(cronjob: str, value: str) -> str:
     return f"{prefix}-now-{short_hash(cronjob, value)}"
 
 
+def verify_cronjob_name(policy_name: str) -> str:
+    """Name of a policy's scheduled-verification CronJob: '<policy>-verify', at most 52 characters."""
+    return _fit(f"{policy_name}-verify", CRONJOB_NAME_MAX)
+
+
+def verify_job_name(policy_name: str, backup_id: str) -> str:
+    """Name of the Job verifying one backup: the same policy and backup id always give the same name."""
+    readable = re.sub(r"[^a-z0-9-]+", "-", backup_id.lower()).strip("-")
+    text = f"{policy_name}-verify-{readable}"
+    if readable != backup_id.lower() or len(text) > JOB_NAME_MAX:  # ids that had to be rewritten get a hash too
+        prefix = text[: JOB_NAME_MAX - HASH_CHARS - 1].rstrip("-._")
+        return f"{prefix}-{short_hash(policy_name, backup_id)}"
+    return text
+
+
 def label_value(text: str) -> str:
     """A valid label value (at most 63 characters) for `text`, shortened with a hash suffix when longer."""
     value = _fit(text, LABEL_VALUE_MAX)

@@ -60,7 +60,7 @@ def termination_message(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _failure_without_summary(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, str]:
+def failure_without_summary(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, str]:
     for status in _backup_container_statuses(pods):
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _IMAGE_PULL_REASONS:
@@ -86,7 +86,7 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]]) -> BackupResult
         return BackupResult(name, phase, summary, reason, summary.error or "")
     if outcome == "Completed":
         return BackupResult(name, "Completed", None, "NoSummary", "the Job completed but left no backup summary")
-    reason, message = _failure_without_summary(job, pods)
+    reason, message = failure_without_summary(job, pods)
     return BackupResult(name, "Failed", None, reason, message)
 
 

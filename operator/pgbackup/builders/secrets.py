@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pgbackup.api.policy import BackupPolicySpec
+from pgbackup.builders.conditions import Check
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,24 @@ def referenced_secret_keys(spec: BackupPolicySpec) -> list[SecretKeyUse]:
 def referenced_secrets(spec: BackupPolicySpec) -> list[tuple[str, str]]:
     """(Secret name, key) pairs the spec refers to."""
     return [(use.secret, use.key) for use in referenced_secret_keys(spec)]
+
+
+def missing_secret_checks(namespace: str, missing: list[tuple[SecretKeyUse, bool]]) -> list[Check]:
+    """One check per missing Secret (naming the keys it needs) and one per missing key."""
+    absent: dict[str, list[SecretKeyUse]] = {}
+    key_checks: list[Check] = []
+    for use, whole_secret in missing:
+        if whole_secret:
+            absent.setdefault(use.secret, []).append(use)
+        else:
+            key_checks.append(Check(False, "SecretKeyMissing",
+                                f"Secret {namespace}/{use.secret} has no key {use.key!r} (referenced by {use.field}); "
+                                f"add the key or fix the reference"))
+    secret_checks = [
+        Check(False, "SecretNotFound",
+              f"Secret {namespace}/{secret} (referenced by "
+              f"{', '.join(dict.fromkeys(use.field.rsplit('.', 1)[0] for use in uses))}) does not exist; "
+              f"create it with keys {', '.join(repr(use.key) for use in uses)}")
+        for secret, uses in absent.items()
+    ]
+    return secret_checks + key_checks

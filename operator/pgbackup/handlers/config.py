@@ -30,6 +30,8 @@ class OperatorConfig:
     """PGBACKUP_SECRET_RETRY_SECONDS: how soon a policy with a missing Secret is checked again."""
     log_format: str
     """LOG_FORMAT: 'json' for one JSON object per line, anything else for plain text."""
+    objectives_interval_seconds: float = 60.0
+    """PGBACKUP_OBJECTIVES_INTERVAL_SECONDS: how often ObjectivesMet is evaluated (the RPO grows with time)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
@@ -39,6 +41,7 @@ class OperatorConfig:
             namespaces=tuple(ns.strip() for ns in env.get("WATCH_NAMESPACES", "").split(",") if ns.strip()),
             secret_retry_seconds=float(env.get("PGBACKUP_SECRET_RETRY_SECONDS") or 30),
             log_format=(env.get("LOG_FORMAT") or "plain").lower(),
+            objectives_interval_seconds=float(env.get("PGBACKUP_OBJECTIVES_INTERVAL_SECONDS") or 60),
         )
 
     def job_settings(self) -> JobSettings:

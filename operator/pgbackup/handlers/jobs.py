@@ -10,7 +10,7 @@ import kopf
 from pgbackup.builders.cronjob import ANNOTATION_POLICY_NAME
 from pgbackup.builders.names import LABEL_COMPONENT, LABEL_POLICY
 from pgbackup.builders.results import ANNOTATION_RECORDED, BackupResult, event_for, job_outcome, read_result, record_result
-from pgbackup.handlers import kube
+from pgbackup.handlers import kube, notify
 
 
 # Only backup Jobs: restore and verification Jobs of a policy carry other components.
@@ -35,6 +35,8 @@ def record_finished_job(body: kopf.Body, type: str, name: str, namespace: str | 
         post = kopf.info if result.phase == "Completed" else kopf.warn
         post(cast(kopf.Body, policy), reason=reason, message=message)  # kopf only reads its metadata
         logger.info(f"{reason}: {message}")
+        notify.notify(policy, reason, reason=result.reason, message=message,  # BackupSucceeded / BackupFailed
+                      backup_id=result.summary.backup_id if result.summary else None)
     kube.annotate_job(namespace, name, {ANNOTATION_RECORDED: result.phase})
 
 

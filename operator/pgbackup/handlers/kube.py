@@ -3,6 +3,7 @@ allowed by pgbackup.rbac.OPERATOR_RULES (the handler tests check that)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from pgbackup.api.base import GROUP, VERSION
-from pgbackup.builders.cronjob import ANNOTATION_SPEC_HASH
+from pgbackup.builders.cronjob import ANNOTATION_POLICY_NAME, ANNOTATION_SPEC_HASH
 from pgbackup.builders.secrets import SecretKeyUse
 
 POLICIES = "backuppolicies"
@@ -87,6 +88,20 @@ def missing_secret_keys(namespace: str, uses: list[SecretKeyUse]) -> list[tuple[
     return missing
 
 
+def read_secret_value(namespace: str, name: str, key: str) -> str | None:
+    """One Secret value (e.g. a webhook URL), None when the Secret or key is missing. The caller uses it
+    and forgets it: it never goes into status, Events or logs."""
+    core = kubernetes.client.CoreV1Api(client())
+    try:
+        secret = _json(core.read_namespaced_secret(name, namespace, _preload_content=False))
+    except ApiException as error:
+        if is_status(error, 404):
+            return None
+        raise
+    encoded = (secret.get("data") or {}).get(key)
+    return base64.b64decode(encoded).decode() if encoded else None
+
+
 # ------------------------------------------------------------------ CronJobs and Jobs
 
 
@@ -113,6 +128,27 @@ def apply_cronjob(desired: dict[str, Any]) -> bool:
         if not is_status(error, 404):  # servers that cannot create by apply
             raise
         batch.create_namespaced_cron_job(meta["namespace"], desired, field_manager=FIELD_MANAGER)
+    return True
+
+
+def delete_owned_cronjob(namespace: str, name: str, policy_name: str) -> bool:
+    """Delete CronJob `name` when it exists and was made for `policy_name`; True when it was deleted.
+    Read first, so that reconciling a policy that has none writes nothing."""
+    batch = kubernetes.client.BatchV1Api(client())
+    try:
+        existing = _json(batch.read_namespaced_cron_job(name, namespace, _preload_content=False))
+    except ApiException as error:
+        if is_status(error, 404):
+            return False
+        raise
+    if (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_POLICY_NAME) != policy_name:
+        return False  # not ours: never delete a user's object that happens to have the name
+    try:
+        batch.delete_namespaced_cron_job(name, namespace, propagation_policy="Background")
+    except ApiException as error:
+        if is_status(error, 404):
+            return False
+        raise
     return True
 
 
@@ -186,3 +222,47 @@ def patch_policy_status(namespace: str, name: str, status: dict[str, Any], resou
         body["metadata"] = {"resourceVersion": resource_version}
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICIES, name, body,
                                                  _content_type=MERGE_PATCH)
+
+
+# ------------------------------------------------------------------ RestoreRequests
+
+RESTORES = "restorerequests"
+
+
+def get_restore_request(namespace: str, name: str) -> dict[str, Any] | None:
+    custom = kubernetes.client.CustomObjectsApi(client())
+    try:
+        return _json(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, RESTORES, name,
+                                                         _preload_content=False))
+    except ApiException as error:
+        if is_status(error, 404):
+            return None
+        raise
+
+
+def update_restore_status(namespace: str, name: str,
+                          changes: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+                          attempts: int = 5) -> dict[str, Any] | None:
+    """Read-modify-write of a RestoreRequest's status, as update_policy_status: the request handler and the
+    restore-Job handler both write it, so each write carries its resourceVersion and is retried on 409.
+    Returns the request as read, or None when it no longer exists."""
+    custom = kubernetes.client.CustomObjectsApi(client())
+    for _attempt in range(attempts):
+        request = get_restore_request(namespace, name)
+        if request is None:
+            return None
+        patch = changes(request, request.get("status") or {})
+        if not patch:
+            return request
+        body: dict[str, Any] = {"status": patch}
+        resource_version = request.get("metadata", {}).get("resourceVersion")
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, RESTORES, name, body,
+                                                         _content_type=MERGE_PATCH)
+            return request
+        except ApiException as error:
+            if not is_status(error, 409):
+                raise
+    raise RuntimeError(f"RestoreRequest {namespace}/{name} changed {attempts} times while its status was written")

@@ -17,7 +17,10 @@ import kubernetes.config
 
 import pgbackup.handlers.jobs  # noqa: F401  (registers handlers)
 import pgbackup.handlers.policy  # noqa: F401
+import pgbackup.handlers.restore  # noqa: F401
 import pgbackup.handlers.startup  # noqa: F401
+import pgbackup.handlers.objectives  # noqa: F401
+import pgbackup.handlers.verification  # noqa: F401
 from pgbackup.handlers import config, kube
 from pgbackup.handlers.election import LeaseConfig, LeaseElection
 

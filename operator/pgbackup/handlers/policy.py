@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,9 +12,10 @@ from pgbackup.api import BackupPolicySpec
 from pgbackup.api.base import GROUP
 from pgbackup.builders.conditions import READY, Check, set_condition, summarise_ready
 from pgbackup.builders.cronjob import ANNOTATION_BACKUP_NOW, build_backup_now_job, build_cronjob
-from pgbackup.builders.secrets import SecretKeyUse, referenced_secret_keys
+from pgbackup.builders.secrets import missing_secret_checks, referenced_secret_keys
 from pgbackup.builders.validation import describe_validation_error
-from pgbackup.handlers import config, kube
+from pgbackup.handlers import config, kube, verification
+from pgbackup.handlers.common import plain
 
 
 @kopf.on.resume(GROUP, kube.POLICIES)
@@ -30,7 +29,7 @@ def reconcile_policy(
     assert namespace is not None  # BackupPolicy is namespaced (CRD scope)
     generation = meta.get("generation")
     try:
-        spec = BackupPolicySpec.model_validate(_plain(body.get("spec") or {}))
+        spec = BackupPolicySpec.model_validate(plain(body.get("spec") or {}))
     except ValidationError as error:
         message = f"BackupPolicy {namespace}/{name} is invalid, no backups are scheduled: " \
                   f"{describe_validation_error(error)}. Fix the spec and apply it again."
@@ -39,7 +38,7 @@ def reconcile_policy(
 
     missing = kube.missing_secret_keys(namespace, referenced_secret_keys(spec))
     if missing:
-        checks = _missing_secret_checks(namespace, missing)
+        checks = missing_secret_checks(namespace, missing)
         _write_status(namespace, name, generation, *checks)
         raise kopf.TemporaryError("; ".join(c.message for c in checks), delay=config.current().secret_retry_seconds)
 
@@ -47,6 +46,7 @@ def reconcile_policy(
     if kube.apply_cronjob(cronjob):
         logger.info(f"CronJob {namespace}/{cronjob['metadata']['name']} reconciled (schedule {spec.schedule!r}, "
                     f"suspend={spec.suspend}).")
+    verification.reconcile_verify_cronjob(name, namespace, uid, spec, logger)
 
     backup_now = (meta.get("annotations") or {}).get(ANNOTATION_BACKUP_NOW)
     if backup_now and backup_now != status.get("backupNowHandled"):
@@ -57,27 +57,6 @@ def reconcile_policy(
 
     _write_status(namespace, name, generation, cron_job_name=cronjob["metadata"]["name"],
                   backup_now_handled=backup_now)
-
-
-def _missing_secret_checks(namespace: str, missing: list[tuple[SecretKeyUse, bool]]) -> list[Check]:
-    """One check per missing Secret (naming the keys it needs) and one per missing key."""
-    absent: dict[str, list[SecretKeyUse]] = {}
-    key_checks: list[Check] = []
-    for use, whole_secret in missing:
-        if whole_secret:
-            absent.setdefault(use.secret, []).append(use)
-        else:
-            key_checks.append(Check(False, "SecretKeyMissing",
-                                f"Secret {namespace}/{use.secret} has no key {use.key!r} (referenced by {use.field}); "
-                                f"add the key or fix the reference"))
-    secret_checks = [
-        Check(False, "SecretNotFound",
-              f"Secret {namespace}/{secret} (referenced by "
-              f"{', '.join(dict.fromkeys(use.field.rsplit('.', 1)[0] for use in uses))}) does not exist; "
-              f"create it with keys {', '.join(repr(use.key) for use in uses)}")
-        for secret, uses in absent.items()
-    ]
-    return secret_checks + key_checks
 
 
 def _write_status(namespace: str, name: str, generation: int | None, *failed: Check,
@@ -98,12 +77,3 @@ def _write_status(namespace: str, name: str, generation: int | None, *failed: Ch
         return {key: value for key, value in wanted.items() if value is not None and status.get(key) != value}
 
     kube.update_policy_status(namespace, name, changes)
-
-
-def _plain(value: Any) -> Any:
-    """kopf hands out read-only views; pydantic and comparisons want plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return copy.copy(value)
