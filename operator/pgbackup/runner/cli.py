@@ -96,9 +96,37 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--allow-empty-target", action="store_true",
                          help="restore into an existing database that holds no tables (else it must not exist)")
     restore.add_argument("--json", action="store_true", help="print the row count comparison as JSON")
+    point = restore.add_mutually_exclusive_group()
+    point.add_argument("--target-time", metavar="TIME", type=_timestamp,
+                       help="point-in-time recovery to this moment (RFC 3339, e.g. 2026-11-23T10:15:00Z; ID must be "
+                            "'latest': the newest base backup before it is picked)")
+    point.add_argument("--target-lsn", metavar="LSN", help="point-in-time recovery to this WAL position, e.g. 0/3000060")
+    restore.add_argument("--exclusive", action="store_true",
+                         help="stop just before the target instead of just after it (recovery_target_inclusive off)")
+    wal_push = command("wal-push", "archive one WAL file (for archive_command); "
+                       "re-pushing an identical file succeeds, a different one under the same name fails")
+    wal_push.add_argument("path", metavar="PATH", type=Path, help="the WAL file: archive_command = 'pgbackup wal-push %%p'")
+    wal_fetch = command("wal-fetch", "restore one WAL file (for restore_command); "
+                        "exit 1 when the archive does not hold it")
+    wal_fetch.add_argument("name", metavar="NAME", help="WAL file name: restore_command = 'pgbackup wal-fetch %%f %%p'")
+    wal_fetch.add_argument("dest", metavar="DEST", type=Path, help="where to write it (%%p)")
+    wal_fetch.add_argument("--allow-partial", action="store_true",
+                           help="serve a missing segment from its .partial copy (the newest WAL the streamer shipped)")
+    wal_fetch.add_argument("--identity-file", metavar="FILE",
+                           help=f"age identity for an encrypted archive (default: ${jobenv.ENV_AGE_IDENTITY_FILE})")
+    command("wal-stream", "stream WAL continuously with pg_receivewal through a replication slot and ship every "
+            "segment (and the current .partial) to the archive; runs until SIGTERM")
     add_verify_parser(commands)
     add_restore_request_parser(commands)
     return parser
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time like 2026-11-23T10:15:00Z") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _human_size(size: int) -> str:
@@ -173,6 +201,8 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
 
     catalog = _catalog(policy)
     identity = _identity(args)
+    if args.target_time is not None or args.target_lsn is not None:
+        return cmd_restore_pitr(policy, args, catalog, identity)
     if args.backup_id == "latest":
         newest = catalog.latest()
         if newest is None:
@@ -205,8 +235,80 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
     return jobenv.EXIT_OK if report.ok else jobenv.EXIT_FAILED
 
 
+def cmd_wal_push(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    from pgbackup.runner.wal.archive import archive_for_policy
+
+    archive_for_policy(policy).push(args.path)
+    return jobenv.EXIT_OK
+
+
+def cmd_wal_fetch(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    from pgbackup.runner.log import log
+    from pgbackup.runner.wal.archive import archive_for_policy
+
+    archive = archive_for_policy(policy, identity=_identity(args))
+    if archive.fetch(args.name, args.dest, allow_partial=args.allow_partial):
+        return jobenv.EXIT_OK
+    log("wal.fetch.not_found", name=args.name, storage=archive.storage.url)  # routine at the end of the archive
+    return jobenv.EXIT_FAILED
+
+
+def cmd_restore_pitr(policy: PolicyConfig, args: argparse.Namespace, catalog: Catalog, identity: str | None) -> int:
+    from pgbackup.runner.pitr import PitrTarget, policy_server_env, restore_to_point
+    from pgbackup.runner.wal.archive import archive_for_policy
+
+    if args.backup_id != "latest":
+        raise UsageError("a point-in-time restore picks the newest base backup before the target itself: pass 'latest' "
+                         "as the backup ID")
+    target = PitrTarget(time=args.target_time, lsn=args.target_lsn, inclusive=not args.exclusive)
+    archive = archive_for_policy(policy, storage=catalog.storage, identity=identity)
+    conn = None
+    if args.target_database is not None:
+        source = ConnParams.from_spec(policy.spec.database)
+        conn = ConnParams(host=args.target_host or source.host, port=args.target_port or source.port,
+                          user=source.user, password=source.password, sslmode=source.sslmode,
+                          sslrootcert=source.sslrootcert, credentials_hint=source.credentials_hint)
+    policy_json = json.dumps({"name": policy.name, "namespace": policy.namespace, "spec": policy.spec.to_wire()})
+    login = [os.environ[jobenv.ENV_DB_USER]] if os.environ.get(jobenv.ENV_DB_USER) else []
+    report = restore_to_point(catalog, archive, target, identity=identity, target_dir=args.target_dir,
+                              target_conn=conn, target_database=args.target_database,
+                              source_database=args.source_database, scratch=scratch_dir(),
+                              server_env=policy_server_env(policy_json, os.environ), login_roles=login)
+    plan = report.plan
+    result = {"backup_id": plan.backup_id, "wal_from": plan.wal_from, "wal_to": plan.wal_to,
+              "target": target.describe(), "restored_into": report.target, "row_counts": report.row_counts,
+              "duration_seconds": report.duration_seconds}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"recovered {target.describe()} from base backup {plan.backup_id} + WAL {plan.wal_from}..{plan.wal_to} "
+              f"into {report.target} in {report.duration_seconds:.1f}s")
+    return jobenv.EXIT_OK
+
+
+def cmd_wal_stream(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    from pgbackup.api.base import parse_duration
+    from pgbackup.runner.pg import find_tools, server_info
+    from pgbackup.runner.wal.archive import archive_for_policy
+    from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
+
+    spec = policy.spec
+    params = ConnParams.from_spec(spec.database)
+    with params.connect("postgres") as conn:
+        tools = find_tools(server_info(conn).major)
+    streamer = WalStreamer(params, tools, archive_for_policy(policy), slot=spec.wal.slot_name or default_slot_name(policy.name),
+                           directory=scratch_dir() / "wal",
+                           partial_interval=parse_duration(spec.wal.partial_upload_interval).total_seconds())
+    try:
+        streamer.run()
+    except Terminated:  # the Deployment's pod is being replaced: what was complete has been shipped
+        return jobenv.EXIT_OK
+    return jobenv.EXIT_OK
+
+
 COMMANDS = {"backup": cmd_backup, "list": cmd_list, "show": cmd_show, "check": cmd_check,
-            "retention": cmd_retention, "restore": cmd_restore, "verify": cmd_verify}
+            "retention": cmd_retention, "restore": cmd_restore, "verify": cmd_verify,
+            "wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "wal-stream": cmd_wal_stream}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

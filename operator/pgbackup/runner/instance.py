@@ -235,6 +235,10 @@ class ThrowawayPostgres:
         self.password: str | None = None
         self.stop_modes: tuple[str, ...] = ("fast", "immediate")
         """pg_ctl stop modes tried in turn; ("immediate",) suits a server whose data is thrown away anyway."""
+        self.server_env: dict[str, str] = {}
+        """Extra environment for the server process (e.g. what a restore_command such as `pgbackup wal-fetch`
+        needs: the policy, storage credentials). PG* variables are otherwise stripped from its environment."""
+        self._recovery: dict[str, str] = {}
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -265,13 +269,17 @@ class ThrowawayPostgres:
     @classmethod
     def from_data_dir(cls, datadir: Path, *, tools: PgTools | None = None, login_roles: Iterable[str] = (),
                       environ: Mapping[str, str] | None = None, start_timeout: int = 600,
-                      remove_data: bool = True) -> ThrowawayPostgres:
+                      remove_data: bool = True, recovery: Mapping[str, str] | None = None,
+                      server_env: Mapping[str, str] | None = None) -> ThrowawayPostgres:
         """A server on a restored data directory (e.g. from restore_physical), not started yet.
 
         On start it recovers to the end of the backup from the WAL in pg_wal (recovery.signal with
         recovery_target 'immediate', no archive) and is promoted. Trust authentication replaces the cluster's
         pg_hba.conf rules for this copy only; the bootstrap superuser's name is found by logging in as one of
         `login_roles` (e.g. the backup user) or 'postgres'. With `remove_data` the directory is deleted on close.
+        `recovery` (postgresql.conf values, already quoted) replaces the recovery settings, e.g. a
+        restore_command and recovery_target_time for point-in-time recovery; `server_env` reaches the server
+        process (and so its restore_command).
         """
         datadir = datadir.resolve()
         version_file = datadir / "PG_VERSION"
@@ -294,6 +302,8 @@ class ThrowawayPostgres:
         server = cls(tools, datadir, workdir=workdir, superuser="", account=account, remove=remove,
                      start_timeout=start_timeout, restored=True)
         server._login_roles = [*dict.fromkeys([*login_roles, "postgres"])]
+        server._recovery = dict(recovery or {})
+        server.server_env = dict(server_env or {})
         try:
             server._prepare_restored()
         except BaseException:
@@ -319,6 +329,7 @@ class ThrowawayPostgres:
             extra = {"user": self.account[0], "group": self.account[1], "extra_groups": []}
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = env.get("LC_ALL") or "C.UTF-8"
+        env.update(self.server_env)
         done: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
             args, capture_output=True, text=True, cwd="/", env=env, timeout=timeout, **extra)
         return done
@@ -360,11 +371,11 @@ class ThrowawayPostgres:
         if not conf.exists():  # Debian-style clusters keep it in /etc: the copy has none
             conf.write_text("# written by pgbackup: the backed-up cluster kept its configuration elsewhere\n")
         settings = {**_RESTORED_SETTINGS, "hba_file": f"'{hba}'", "ident_file": f"'{ident}'",
-                    "unix_socket_directories": f"'{self._socket_dir}'"}
+                    "unix_socket_directories": f"'{self._socket_dir}'", **self._recovery}
         with open(self.datadir / "postgresql.auto.conf", "a") as auto:
             auto.write("\n# pgbackup throwaway verification server (this copy only)\n")
             auto.write(_conf_lines(settings))
-        if (self.datadir / "backup_label").exists():
+        if (self.datadir / "backup_label").exists() or self._recovery:
             # A base backup: replay the WAL it carries in pg_wal up to consistency, then promote.
             (self.datadir / "recovery.signal").write_text("")
         os.chmod(self.datadir, 0o700)
@@ -504,12 +515,11 @@ class ThrowawayPostgres:
     def _adopt_superuser(self) -> None:
         """Find the restored cluster's bootstrap superuser (oid 10) via any role we can log in as."""
         tried: list[str] = []
+        deadline = time.monotonic() + self.start_timeout
         for role in self._login_roles:
             tried.append(role)
             try:
-                with psycopg.connect(host="127.0.0.1", port=self.port, user=role, dbname="postgres",
-                                     sslmode="disable", connect_timeout=10, autocommit=True) as conn:
-                    row = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
+                row = self._login(role, deadline)
             except psycopg.OperationalError as exc:
                 if "does not exist" in str(exc):
                     continue
@@ -522,6 +532,21 @@ class ThrowawayPostgres:
         raise RunnerError(
             f"cannot log in to the restored cluster: none of the roles {', '.join(tried)} exist in it. Set "
             f"PGUSER to a role of the backed-up cluster (e.g. the backup user)", reason="VerificationLoginFailed")
+
+    def _login(self, role: str, deadline: float) -> tuple[object, ...] | None:
+        """Log in as `role` and read the bootstrap superuser. pg_ctl -w may return while a long recovery (WAL
+        replayed through a restore_command) still refuses logins: those are retried until `deadline`."""
+        while True:
+            try:
+                with psycopg.connect(host="127.0.0.1", port=self.port, user=role, dbname="postgres",
+                                     sslmode="disable", connect_timeout=10, autocommit=True) as conn:
+                    return conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
+            except psycopg.OperationalError as exc:
+                text = str(exc)
+                recovering = "not accepting connections" in text or "is starting up" in text
+                if not recovering or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _wait_for_recovery_end(self) -> None:
         deadline = time.monotonic() + self.start_timeout

@@ -366,6 +366,8 @@ def run_restore_request(request: RequestConfig | None = None, *, request_file: s
         identity = _identity(identity_file, environ)
         log("restore.planning", request=request.name, namespace=request.namespace, policy=request.policy.name,
             backup=request.spec.backup, target=f"{target.host}:{target.port}", dry_run=dry_run)
+        if request.spec.point_in_time is not None:
+            return run_pitr_request(request, catalog, target, identity, plan, started_at, dry_run, environ)
         planned = plan_restore(request.spec, catalog, target, identity, plan=plan, now=started_at)
         log("restore.plan", dry_run=dry_run, **plan.to_wire())
         if not dry_run:
@@ -393,6 +395,65 @@ def run_restore_request(request: RequestConfig | None = None, *, request_file: s
     log("restore.done" if result else "restore.dry_run_done", backup_id=planned.manifest.id, target=plan.target,
         restore_seconds=summary.restore_seconds, pre_restore_backup=result.pre_restore_backup if result else None,
         previous_database=result.previous_database if result else None)
+    write_summary(summary, environ)
+    return jobenv.EXIT_OK, summary
+
+
+def run_pitr_request(request: RequestConfig, catalog: Catalog, target: ConnParams, identity: str | None,
+                     plan: RestorePlan, started_at: datetime, dry_run: bool, environ: Mapping[str, str]
+                     ) -> tuple[int, JobSummary]:
+    """spec.pointInTime: recover the newest base backup before the target plus archived WAL in a throwaway
+    server, then copy one database logically into a NEW database on the target. The plan (base backup, WAL range)
+    is filled before anything changes; a target outside the recoverability window fails right there."""
+    from pgbackup.runner.pitr import PitrPlan, PitrTarget, plan_pitr, policy_server_env, restore_to_point
+    from pgbackup.runner.wal.archive import archive_for_policy
+
+    spec = request.spec
+    point = spec.point_in_time
+    assert point is not None
+    if spec.target.volume is not None or spec.target.overwrite:
+        raise UsageError("pointInTime restores into a RestoreRequest copy one database into a NEW database: remove "
+                         "target.volume / target.overwrite (to get a data directory, run `pgbackup restore latest "
+                         "--target-time T --target-dir DIR`)", reason="UnsupportedRestore")
+    if len(spec.databases) > 1 or not (spec.databases or spec.target.database):
+        raise UsageError("a pointInTime restore copies one database: set spec.databases to [its name] (and "
+                         "optionally target.database)", reason="UnsupportedRestore")
+    source = spec.databases[0] if spec.databases else None
+    database = spec.target.database or f"{source}_pitr"
+    pitr_target = PitrTarget(time=point.target_time, lsn=point.target_lsn)
+    archive = archive_for_policy(request.policy, storage=catalog.storage, identity=identity)
+
+    def record(pitr: PitrPlan) -> None:
+        plan.backup = pitr.backup_id
+        plan.wal_from, plan.wal_to = pitr.wal_from, pitr.wal_to
+        plan.target = f"{target.host}:{target.port}/{database}"
+        plan.steps = [*pitr.steps, f"copy database {source} into the new database {database!r} on "
+                                   f"{target.host}:{target.port} (pg_dump | pg_restore)"]
+        log("restore.plan", dry_run=dry_run, **plan.to_wire())
+
+    if dry_run:
+        record(plan_pitr(catalog, archive, pitr_target))
+        result = None
+    else:
+        result = RestoreResult(started_at=datetime.now(UTC))
+        policy_json = json.dumps({"name": request.policy.name, "namespace": request.policy.namespace,
+                                  "spec": request.policy.spec.to_wire()})
+        report = restore_to_point(catalog, archive, pitr_target, identity=identity, target_conn=target,
+                                  target_database=database, source_database=source, scratch=scratch_dir(environ),
+                                  server_env=policy_server_env(policy_json, environ), on_plan=record,
+                                  login_roles=[target.user], environ=environ)
+        result.completed_at = datetime.now(UTC)
+        result.restore_seconds = report.duration_seconds
+        result.row_counts = {f"{db}.{table}": count for db, rows in report.row_counts.items()
+                             for table, count in rows.items()}
+    completed_at = datetime.now(UTC)
+    summary = JobSummary(kind="restore", phase="Completed", backup_id=plan.backup, method="physical",
+                         started_at=started_at, completed_at=completed_at,
+                         manifest=catalog.storage.location(catalog.manifest_key(str(plan.backup))),
+                         duration_seconds=round((completed_at - started_at).total_seconds(), 3),
+                         restore_seconds=result.restore_seconds if result else None, plan=plan, result=result)
+    log("restore.done" if result else "restore.dry_run_done", backup_id=plan.backup, target=plan.target,
+        point_in_time=pitr_target.describe(), restore_seconds=summary.restore_seconds)
     write_summary(summary, environ)
     return jobenv.EXIT_OK, summary
 

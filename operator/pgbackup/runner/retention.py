@@ -136,4 +136,19 @@ def apply_retention(catalog: Catalog, rules: Retention, now: datetime, *, dry_ru
         )
         if not decision.keep and not dry_run:
             catalog.delete(decision.id)
+    apply_wal_retention_after(catalog, dry_run=dry_run)
     return decisions
+
+
+def apply_wal_retention_after(catalog: Catalog, *, dry_run: bool = False) -> None:
+    """Then the WAL archive (wal/ beside the backups, when there is one): keep exactly the WAL the retained
+    physical base backups need. A failure is logged, never fatal: the backups themselves are fine."""
+    from pgbackup.runner.log import log_error
+    from pgbackup.runner.wal.retention import apply_wal_retention_for_catalog
+
+    try:
+        apply_wal_retention_for_catalog(catalog, dry_run=dry_run)
+    except Exception as exc:  # noqa: BLE001
+        log_error("wal.retention.failed", error=exc, storage=catalog.storage.url,
+                  hint="old WAL was not pruned (nothing was lost); it is retried after the next backup or with "
+                       "`pgbackup retention`")

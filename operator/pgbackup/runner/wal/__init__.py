@@ -1,0 +1,1 @@
+"""Continuous WAL archiving: segment arithmetic (xlog), the archive in storage (archive), WAL retention."""

@@ -1,0 +1,485 @@
+"""The WAL archive in a policy's storage, beside the backups: wal/<timeline 8 hex>/<file>[.zst|.gz][.age].
+
+Every archived file has a small JSON sidecar `<file>.meta.json`, written AFTER the data object: it is the
+commit marker (like a backup's manifest.json) and records the SHA-256 and size of the ORIGINAL bytes and of the
+stored bytes. Why a sidecar and not object metadata: the Storage interface (S3 and a plain volume) has no
+metadata, the raw hash must be readable without the age identity (wal-push only has the public recipients),
+and it lets wal-fetch verify the stored bytes exactly as backups are verified. A data object without its
+sidecar is an upload cut short: it is not archived, and the next push of that file replaces it.
+
+Pushing is idempotent: the same file pushed again (same raw SHA-256) succeeds without uploading; a different
+file under an archived name is a WalConflict. `<segment>.partial` (the segment being written, shipped by the
+streamer so the RPO stays small) may be overwritten; the full segment supersedes and deletes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pgbackup.api import jobenv
+from pgbackup.api.policy import Compression
+from pgbackup.runner.log import Progress, log
+from pgbackup.runner.pipeline import AGE_SUFFIX, SUFFIXES, IntegrityError, StoredObject, open_stored, store_stream
+from pgbackup.runner.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageError
+from pgbackup.runner.wal.xlog import (
+    DEFAULT_SEGMENT_SIZE,
+    SEGMENT_SIZES,
+    WalSegment,
+    XlogError,
+    classify,
+    infer_segment_size,
+    parse_lsn,
+    parse_segment_name,
+    segment_from_number,
+    segment_of,
+    timeline_of,
+)
+
+if TYPE_CHECKING:
+    from pgbackup.runner.config import PolicyConfig
+    from pgbackup.runner.manifest import Manifest
+
+WAL_PREFIX = "wal/"
+SIDECAR_SUFFIX = ".meta.json"
+PARTIAL_SUFFIX = ".partial"
+_HASH_CHUNK = 1024 * 1024
+
+
+class WalConflict(StorageError):
+    """A different file is already archived under this name (two servers archiving into one place?)."""
+
+    exit_code = jobenv.EXIT_FAILED
+
+
+class WalFileError(StorageError):
+    """The file to push is not a WAL file or cannot be read."""
+
+    exit_code = jobenv.EXIT_FAILED
+
+
+@dataclass(frozen=True)
+class PushResult:
+    name: str
+    key: str
+    uploaded: bool
+    """False when an identical copy was already archived (or a partial is superseded by its full segment)."""
+    raw_size: int
+    raw_sha256: str
+    size: int
+    """Stored bytes (compressed, encrypted)."""
+
+
+@dataclass(frozen=True, order=True)
+class ArchivedSegment:
+    """A full segment or a .partial in the archive (sorted by timeline, position, full before partial)."""
+
+    name: str = field(compare=False)
+    timeline: int
+    segment: WalSegment
+    archived_at: datetime = field(compare=False)
+    """When its commit marker was written (the sidecar's modification time)."""
+    size: int = field(compare=False)
+    """Stored bytes."""
+    partial: bool
+
+
+@dataclass(frozen=True)
+class _Sidecar:
+    name: str
+    key: str
+    size: int
+    sha256: str
+    compression: str
+    encrypted: bool
+    raw_size: int
+    raw_sha256: str
+    archived_at: str
+
+    @classmethod
+    def parse(cls, data: bytes, location: str) -> _Sidecar:
+        try:
+            doc = json.loads(data)
+            return cls(**{name: doc[name] for name in cls.__dataclass_fields__})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"WAL sidecar {location} is not valid ({exc}); delete it and push the file again "
+                               f"(PostgreSQL retries archive_command) or restore it from another copy") from exc
+
+    def to_json(self) -> bytes:
+        return json.dumps({"version": 1, **self.__dict__}, indent=1).encode()
+
+    def stored(self) -> StoredObject:
+        return StoredObject(key=self.key, size=self.size, raw_size=self.raw_size, sha256=self.sha256,
+                            compression=self.compression, encrypted=self.encrypted)
+
+
+@dataclass
+class _Files:
+    """The stored keys of one archived name."""
+
+    data: list[ObjectInfo] = field(default_factory=list)
+    sidecar: ObjectInfo | None = None
+
+
+def wal_dir(timeline: int) -> str:
+    return f"{WAL_PREFIX}{timeline:08X}/"
+
+
+def wal_key(name: str) -> str:
+    """The key (without compression/encryption suffixes) a WAL file is stored under."""
+    return wal_dir(timeline_of(name)) + name
+
+
+def _name_of_key(key: str) -> tuple[str, bool] | None:
+    """(WAL file name, is sidecar) for a key under wal/, None for anything else (temp files, strangers)."""
+    base = key.rsplit("/", 1)[-1]
+    if base.endswith(SIDECAR_SUFFIX):
+        name = base[: -len(SIDECAR_SUFFIX)]
+        return (name, True) if classify(name) != "unknown" else None
+    if base.endswith(AGE_SUFFIX):
+        base = base[: -len(AGE_SUFFIX)]
+    for suffix in (s for s in SUFFIXES.values() if s):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return (base, False) if classify(base) != "unknown" else None
+
+
+def _file_sha256(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as source:
+        while chunk := source.read(_HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class WalArchive:
+    """WAL files of one policy in its storage: push (archive_command / streamer), fetch (restore_command),
+    and the archive's state (segments, gaps, recoverability window)."""
+
+    def __init__(self, storage: Storage, *, compression: Compression | None = None, recipients: Sequence[str] = (),
+                 identity: str | None = None) -> None:
+        self.storage = storage
+        self.compression = compression or Compression()
+        self.recipients = list(recipients)
+        self.identity = identity
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def push(self, path: Path) -> PushResult:
+        """Archive a WAL file (segment, .history, .backup; a .partial goes through push_partial)."""
+        name = path.name
+        kind = classify(name)
+        if kind == "unknown":
+            raise WalFileError(f"{path} is not a WAL file (segment, .partial, .history or .backup name); "
+                               f"archive_command must pass %p, the path of the file PostgreSQL archives")
+        if kind == "partial":
+            return self.push_partial(path)
+        raw_sha256, raw_size = self._hash(path)
+        existing = self._sidecar(name)
+        if existing is not None:
+            if existing.raw_sha256 == raw_sha256:
+                log("wal.push.already_archived", name=name, key=existing.key)
+                return PushResult(name, existing.key, False, raw_size, raw_sha256, existing.size)
+            raise WalConflict(
+                f"WAL file {name} is already archived at {self.storage.location(existing.key)} with different "
+                f"content (SHA-256 {existing.raw_sha256[:16]}... vs {raw_sha256[:16]}... of {path}): two servers "
+                f"may be archiving into the same place. Give each server its own storage prefix; do not delete "
+                f"the archived copy unless you know it belongs to another cluster")
+        return self._upload(path, name, raw_sha256, raw_size)
+
+    def push_partial(self, path: Path) -> PushResult:
+        """Store (or overwrite) `<segment>.partial` from a segment still being written; a no-op once the full
+        segment is archived. `path` may be named `<segment>` or `<segment>.partial`."""
+        base = path.name[: -len(PARTIAL_SUFFIX)] if path.name.endswith(PARTIAL_SUFFIX) else path.name
+        if classify(base) != "segment":
+            raise WalFileError(f"{path} is not a WAL segment (or its .partial); cannot ship it as a partial segment")
+        name = base + PARTIAL_SUFFIX
+        raw_sha256, raw_size = self._hash(path)
+        full = self._sidecar(base)
+        if full is not None:
+            return PushResult(name, full.key, False, raw_size, raw_sha256, full.size)
+        existing = self._sidecar(name)
+        if existing is not None and existing.raw_sha256 == raw_sha256:
+            return PushResult(name, existing.key, False, raw_size, raw_sha256, existing.size)
+        return self._upload(path, name, raw_sha256, raw_size)
+
+    def delete(self, names: Iterable[str]) -> list[str]:
+        """Delete archived WAL files by name (with their sidecars); returns the deleted keys."""
+        return self._delete_names(list(names))
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def fetch(self, name: str, dest: Path, *, allow_partial: bool = False) -> bool:
+        """Write the original bytes of `name` to `dest` (atomically: temp file + rename); False when absent.
+
+        With allow_partial, a missing full segment is served from its .partial (the end of the archive when
+        the streamer shipped it: the rest of the file is zeros, which recovery reads as the end of WAL).
+        """
+        sidecar = self._sidecar(name) if classify(name) != "unknown" else None
+        if sidecar is None and allow_partial and classify(name) == "segment":
+            sidecar = self._sidecar(name + PARTIAL_SUFFIX)
+        if sidecar is None:
+            return False
+        temp = dest.with_name(f".{dest.name}.pgbackup-{os.getpid()}")
+        digest = hashlib.sha256()
+        try:
+            with open_stored(self.storage, sidecar.stored(), identity=self.identity,
+                             recipients=self.recipients) as stream, open(temp, "wb") as out:
+                while chunk := stream.read(_HASH_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != sidecar.raw_sha256:
+                raise IntegrityError(
+                    f"WAL file {self.storage.location(sidecar.key)} decodes to bytes whose SHA-256 differs from the "
+                    f"one recorded when it was archived; it cannot be used for recovery")
+            os.replace(temp, dest)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        log("wal.fetched", name=name, key=sidecar.key, size=sidecar.raw_size)
+        return True
+
+    def segments(self, timeline: int | None = None) -> list[ArchivedSegment]:
+        """Archived full segments and .partials (a .partial whose full segment exists is left out), sorted."""
+        found: list[ArchivedSegment] = []
+        files = self._scan(wal_dir(timeline) if timeline is not None else WAL_PREFIX)
+        for name, stored in files.items():
+            kind = classify(name)
+            if kind not in ("segment", "partial") or stored.sidecar is None or not stored.data:
+                continue
+            if kind == "partial":
+                full = files.get(name[: -len(PARTIAL_SUFFIX)])
+                if full is not None and full.sidecar is not None:
+                    continue
+            segment = parse_segment_name(name)
+            found.append(ArchivedSegment(timeline=segment.timeline, segment=segment, partial=kind == "partial",
+                                         name=name, archived_at=_utc(stored.sidecar.modified),
+                                         size=max(stored.data, key=lambda o: o.modified).size))
+        return sorted(found)
+
+    def has_wal(self) -> bool:
+        """Whether anything is archived under wal/ (one listing page at most on S3)."""
+        return next(iter(self.storage.list(WAL_PREFIX)), None) is not None
+
+    def history_files(self) -> list[str]:
+        """Names of the archived timeline history files (00000002.history, ...), sorted."""
+        return sorted(name for name, stored in self._scan(WAL_PREFIX).items()
+                      if classify(name) == "history" and stored.sidecar is not None and stored.data)
+
+    def backup_labels(self) -> list[str]:
+        """Names of the archived backup history files (<segment>.<offset>.backup), sorted."""
+        return sorted(name for name, stored in self._scan(WAL_PREFIX).items()
+                      if classify(name) == "backup_label" and stored.sidecar is not None and stored.data)
+
+    def last_archived(self) -> ArchivedSegment | None:
+        """The full segment furthest along the WAL (the highest timeline at equal positions)."""
+        full = [s for s in self.segments() if not s.partial]
+        return max(full, key=lambda s: (s.segment.position, s.timeline), default=None)
+
+    def gaps(self, seg_size: int | None = None) -> list[tuple[WalSegment, WalSegment]]:
+        """Missing ranges (first missing, last missing) between the first and last full segment per timeline.
+        Without seg_size the server's wal_segment_size is read from the archive (see segment_size)."""
+        segments = self.segments()
+        return find_gaps(segments, seg_size or self._segment_size(segments))
+
+    def recoverability(self, catalog_backups: Sequence[Manifest],
+                       seg_size: int | None = None) -> tuple[datetime | None, datetime | None]:
+        """The window that can be restored from physical base backups plus the archived WAL."""
+        segments = self.segments()
+        return recoverability_window(segments, catalog_backups, seg_size or self._segment_size(segments, catalog_backups))
+
+    def segment_size(self, catalog_backups: Sequence[Manifest] = ()) -> int:
+        """The server's wal_segment_size: the size of an archived full segment (recorded in its sidecar), else
+        what a base backup's start LSN and segment name imply, else 16 MiB."""
+        return self._segment_size(self.segments(), catalog_backups)
+
+    def _segment_size(self, segments: Sequence[ArchivedSegment], catalog_backups: Sequence[Manifest] = ()) -> int:
+        full = [s for s in segments if not s.partial]
+        if full:
+            sidecar = self._sidecar(full[-1].name)
+            if sidecar is not None and sidecar.raw_size in SEGMENT_SIZES:
+                return sidecar.raw_size
+        for manifest in catalog_backups:
+            info = manifest.physical
+            if info is not None and info.start_wal_segment:
+                try:
+                    inferred = infer_segment_size(parse_lsn(info.start_lsn), info.timeline, info.start_wal_segment)
+                except XlogError:
+                    continue
+                if inferred is not None:
+                    return inferred
+        return DEFAULT_SEGMENT_SIZE
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _hash(self, path: Path) -> tuple[str, int]:
+        try:
+            return _file_sha256(path)
+        except OSError as exc:
+            raise WalFileError(f"cannot read WAL file {path}: {exc.strerror or exc}; archive_command must pass "
+                               f"%p and run as the server's user (or one that can read pg_wal)") from exc
+
+    def _sidecar(self, name: str) -> _Sidecar | None:
+        key = wal_key(name) + SIDECAR_SUFFIX
+        try:
+            data = self.storage.get_bytes(key)
+        except ObjectNotFound:
+            return None
+        return _Sidecar.parse(data, self.storage.location(key))
+
+    def _upload(self, path: Path, name: str, raw_sha256: str, raw_size: int) -> PushResult:
+        base_key = wal_key(name)
+        quiet = Progress("wal.push", heartbeat=False, interval=1e9, key=base_key)
+        try:
+            with open(path, "rb") as source:
+                stored = store_stream(source, self.storage, base_key, compression=self.compression,
+                                      recipients=self.recipients, progress=quiet)
+        except OSError as exc:
+            raise WalFileError(f"cannot read WAL file {path}: {exc.strerror or exc}") from exc
+        if stored.raw_size != raw_size:
+            raise WalFileError(f"WAL file {path} changed while it was archived ({raw_size} then {stored.raw_size} "
+                               f"bytes); push it again once it is complete")
+        sidecar = _Sidecar(name=name, key=stored.key, size=stored.size, sha256=stored.sha256,
+                           compression=stored.compression, encrypted=stored.encrypted, raw_size=raw_size,
+                           raw_sha256=raw_sha256, archived_at=datetime.now(UTC).isoformat())
+        self.storage.put_bytes(base_key + SIDECAR_SUFFIX, sidecar.to_json())
+        # One listing of this name's keys finds what the new copy makes obsolete: an earlier uncommitted
+        # upload with other compression/encryption settings, and (for a full segment) the streamer's .partial.
+        obsolete: list[str] = []
+        for found, files in self._scan(base_key).items():
+            if found == name:
+                obsolete += [info.key for info in files.data if info.key != stored.key]
+            elif found == name + PARTIAL_SUFFIX and classify(name) == "segment":
+                obsolete += ([files.sidecar.key] if files.sidecar else []) + [info.key for info in files.data]
+        if obsolete:
+            self.storage.delete(obsolete)
+        log("wal.pushed", name=name, key=stored.key, raw_size=raw_size, size=stored.size)
+        return PushResult(name, stored.key, True, raw_size, raw_sha256, stored.size)
+
+    def _scan(self, prefix: str) -> dict[str, _Files]:
+        files: dict[str, _Files] = {}
+        for info in self.storage.list(prefix):
+            parsed = _name_of_key(info.key)
+            if parsed is None:
+                continue
+            name, is_sidecar = parsed
+            entry = files.setdefault(name, _Files())
+            if is_sidecar:
+                entry.sidecar = info
+            else:
+                entry.data.append(info)
+        return files
+
+    def _delete_names(self, names: list[str]) -> list[str]:
+        wanted = set(names)
+        if not wanted:
+            return []
+        # a narrow listing per name when there are few, one per timeline directory otherwise (retention)
+        prefixes = {wal_key(name) for name in wanted} if len(wanted) <= 16 else {wal_dir(timeline_of(n)) for n in wanted}
+        sidecars: list[str] = []
+        data: list[str] = []
+        for prefix in sorted(prefixes):
+            for name, stored in self._scan(prefix).items():
+                if name in wanted:
+                    sidecars += [stored.sidecar.key] if stored.sidecar is not None else []
+                    data += [info.key for info in stored.data]
+        if sidecars:  # uncommit first: a crash in between leaves data that is simply not archived
+            self.storage.delete(sidecars)
+        if data:
+            self.storage.delete(data)
+        return sidecars + data
+
+
+def archive_for_policy(policy: PolicyConfig, *, storage: Storage | None = None, identity: str | None = None,
+                       environ: dict[str, str] | None = None) -> WalArchive:
+    """The WAL archive of a policy: its storage, compression and encryption recipients."""
+    if storage is None:
+        from pgbackup.runner.storage.factory import open_storage
+
+        env = os.environ if environ is None else environ
+        root = env.get(jobenv.ENV_VOLUME_ROOT)
+        storage = open_storage(policy.spec.storage, volume_root=Path(root) if root else None)
+    recipients = list(policy.spec.encryption.recipients) if policy.spec.encryption else []
+    return WalArchive(storage, compression=policy.spec.compression, recipients=recipients, identity=identity)
+
+
+# --- pure analysis over a listing (testable without storage) ---------------------------------------
+
+
+def find_gaps(segments: Sequence[ArchivedSegment],
+              seg_size: int = DEFAULT_SEGMENT_SIZE) -> list[tuple[WalSegment, WalSegment]]:
+    gaps: list[tuple[WalSegment, WalSegment]] = []
+    by_timeline: dict[int, list[int]] = {}
+    for archived in segments:
+        if not archived.partial:
+            by_timeline.setdefault(archived.timeline, []).append(archived.segment.number(seg_size))
+    for timeline, numbers in sorted(by_timeline.items()):
+        ordered = sorted(set(numbers))
+        for before, after in zip(ordered, ordered[1:]):
+            if after - before > 1:
+                gaps.append((segment_from_number(timeline, before + 1, seg_size),
+                             segment_from_number(timeline, after - 1, seg_size)))
+    return gaps
+
+
+def format_gap(gap: tuple[WalSegment, WalSegment]) -> str:
+    """'000000010000000A000000F3-000000010000000A000000F5' (status.wal.gaps)."""
+    first, last = gap
+    return first.name if first == last else f"{first.name}-{last.name}"
+
+
+def base_backup_segments(physical: Any, seg_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[WalSegment, WalSegment] | None:
+    """(start, stop) segment a physical base backup needs, from its recorded names or its LSNs."""
+    try:
+        start = (parse_segment_name(physical.start_wal_segment) if physical.start_wal_segment
+                 else segment_of(parse_lsn(physical.start_lsn), physical.timeline, seg_size))
+        stop = (parse_segment_name(physical.stop_wal_segment) if physical.stop_wal_segment
+                else segment_of(parse_lsn(physical.stop_lsn), physical.timeline, seg_size))
+    except (XlogError, AttributeError, TypeError):
+        return None
+    return start, stop
+
+
+def recoverability_window(segments: Sequence[ArchivedSegment], catalog_backups: Sequence[Manifest],
+                          seg_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[datetime | None, datetime | None]:
+    """first = completion time of the oldest physical base backup whose WAL (start..stop segment) is archived
+    without a gap; last = archived_at of the last segment contiguous from such a backup's start on its
+    timeline, or of the .partial right after it when there is one (the newest over all such backups)."""
+    full = {(s.timeline, s.segment.number(seg_size)): s for s in segments if not s.partial}
+    partial = {(s.timeline, s.segment.number(seg_size)): s for s in segments if s.partial}
+    first: datetime | None = None
+    last: datetime | None = None
+    physical = [m for m in catalog_backups if m.method == "physical" and m.physical is not None]
+    for manifest in sorted(physical, key=lambda m: _utc(m.completed_at)):
+        needed = base_backup_segments(manifest.physical, seg_size)
+        if needed is None:
+            continue
+        start, stop = needed
+        timeline = start.timeline
+        number = start.number(seg_size)
+        end: ArchivedSegment | None = None
+        while (timeline, number) in full:
+            end = full[(timeline, number)]
+            number += 1
+        if end is None or end.segment.number(seg_size) < stop.number(seg_size):
+            continue  # the backup's own WAL is incomplete: it cannot be restored to consistency
+        tail = partial.get((timeline, number))
+        reach = max(end.archived_at, tail.archived_at) if tail is not None else end.archived_at
+        if first is None:
+            first = _utc(manifest.completed_at)
+        last = reach if last is None else max(last, reach)
+    return first, last

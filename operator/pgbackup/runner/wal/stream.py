@@ -1,0 +1,315 @@
+"""`pgbackup wal-stream`: continuous WAL archiving for any PostgreSQL, without touching its configuration.
+
+pg_receivewal streams WAL over a replication connection into a local directory, through a physical replication
+slot (created when missing) so the server keeps every byte not yet received: restarts of pg_receivewal, of this
+runner or of PostgreSQL leave no gap. Each completed segment is shipped with WalArchive.push (compressed,
+optionally encrypted, SHA-256) and then deleted locally; the segment being written (`.partial`) is shipped every
+`partial_interval` so the RPO stays that small. New timeline history files (after a failover or a PITR promote)
+are shipped as they appear. pg_receivewal runs with --no-loop: when it exits, this loop logs why and restarts it
+with a growing backoff. SIGTERM (Terminated) stops pg_receivewal and ships what is complete before exiting.
+
+The newest shipped segment stays in the directory as a resume marker: pg_receivewal continues after the newest
+complete segment it finds (servers before 15 cannot tell it the slot's position). The password reaches
+pg_receivewal through its environment only.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import psycopg
+
+from pgbackup.runner.config import RunnerError
+from pgbackup.runner.log import log, log_warning
+from pgbackup.runner.pg import ConnParams, PgTools
+from pgbackup.runner.wal.xlog import classify
+
+SLOT_NAME_MAX = 63
+_BACKOFF_START = 1.0
+_BACKOFF_MAX = 30.0
+_HEALTHY_AFTER = 30.0
+"""A pg_receivewal that ran this long before exiting restarts without waiting."""
+_STDERR_KEEP = 40
+
+
+class PushesWal(Protocol):
+    def push(self, path: Path) -> object: ...
+
+    def push_partial(self, path: Path) -> object: ...
+
+
+def default_slot_name(policy_name: str) -> str:
+    """pgbackup_<policy name>, with the characters a slot name cannot hold replaced by '_', at most 63 long."""
+    return re.sub(r"[^a-z0-9_]", "_", f"pgbackup_{policy_name}".lower())[:SLOT_NAME_MAX]
+
+
+def ensure_slot(params: ConnParams, slot: str) -> bool:
+    """Create the physical replication slot (reserving WAL right away) unless it exists; True when created."""
+    with params.connect("postgres") as conn:
+        row = conn.execute("SELECT slot_type FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        if row is not None:
+            if row[0] != "physical":
+                raise RunnerError(f"replication slot {slot!r} on {params.describe()} is a {row[0]} slot; WAL streaming "
+                                  f"needs a physical one: drop it or set spec.wal.slotName to another name",
+                                  reason="SlotMissing")
+            return False
+        try:
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
+        except psycopg.errors.DuplicateObject:
+            return False  # created meanwhile (a second pod during a rollout)
+        except psycopg.Error as exc:
+            raise RunnerError(f"cannot create the physical replication slot {slot!r} on {params.describe()}: "
+                              f"{params.scrub(str(exc).strip())}. The user needs the REPLICATION attribute and the "
+                              f"server max_replication_slots > 0 (wal_level replica or logical)",
+                              reason="SlotMissing") from None
+    log("wal.stream.slot_created", slot=slot, server=params.describe())
+    return True
+
+
+@dataclass
+class StreamState:
+    """What the loop knows (logged as progress lines; tests read it)."""
+
+    last_segment: str | None = None
+    last_shipped_at: float | None = None
+    """Clock time of the last successful ship (segment or partial)."""
+    segments_shipped: int = 0
+    partials_shipped: int = 0
+    history_shipped: list[str] = field(default_factory=list)
+    receiver_starts: int = 0
+    receiver_exits: list[int] = field(default_factory=list)
+    ship_failures: int = 0
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+
+
+class WalStreamer:
+    """The streaming loop. `run(until=...)` returns when `until()` is true or `stop` is set; Terminated (SIGTERM)
+    ends it too. `clock`/`sleep` are injectable so tests drive it for a bounded time."""
+
+    def __init__(self, params: ConnParams, tools: PgTools, archive: PushesWal, *, slot: str, directory: Path,
+                 partial_interval: float = 30.0, progress_interval: float = 30.0, poll_interval: float = 0.5,
+                 status_interval: int = 10, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] | None = None, stop: threading.Event | None = None) -> None:
+        self.params = params
+        self.tools = tools
+        self.archive = archive
+        self.slot = slot
+        self.directory = directory
+        self.partial_interval = partial_interval
+        self.progress_interval = progress_interval
+        self.poll_interval = poll_interval
+        self.status_interval = status_interval
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self._sleep = sleep or self.stop.wait
+        self.state = StreamState()
+        self.receiver: subprocess.Popen[bytes] | None = None
+        self._receiver_started = 0.0
+        self._restart_at = 0.0
+        self._backoff = _BACKOFF_START
+        self._stderr: list[str] = []
+        self._partial_shipped_at = -1e18
+        self._partial_signature: tuple[str, int, int] | None = None
+        self._progress_at = -1e18
+        self._marker: Path | None = None
+        self._ship_retry_at = -1e18
+        self._ship_backoff = _BACKOFF_START
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self, until: Callable[[], bool] | None = None) -> StreamState:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_slot(self.params, self.slot)
+        log("wal.stream.start", slot=self.slot, server=self.params.describe(), directory=str(self.directory),
+            partial_interval=self.partial_interval)
+        try:
+            while not self.stop.is_set() and not (until is not None and until()):
+                self.step()
+                self._sleep(self.poll_interval)
+        finally:
+            self.stop_receiver()
+            self.ship_completed()
+            self.ship_partial(force=True)
+            self.report_progress(force=True)
+            log("wal.stream.stopped", slot=self.slot, last_segment=self.state.last_segment,
+                segments_shipped=self.state.segments_shipped)
+        return self.state
+
+    def step(self) -> None:
+        """One round: keep pg_receivewal running, ship what is complete, the partial when due, progress.
+        A failed upload (storage unreachable, a conflict) is logged and retried with backoff: meanwhile the
+        segments wait on local disk and the slot keeps the server's copy."""
+        self.supervise()
+        if self.clock() >= self._ship_retry_at:
+            try:
+                self.ship_completed()
+                self.ship_partial()
+                self._ship_backoff = _BACKOFF_START
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a storage outage
+                wait = self._ship_backoff
+                self._ship_backoff = min(wait * 2, _BACKOFF_MAX)
+                self._ship_retry_at = self.clock() + wait
+                self.state.ship_failures += 1
+                log_warning("wal.stream.ship_failed", error=exc, retry_in_seconds=wait,
+                            hint="check the storage (reachable, credentials, free space); segments wait locally")
+        self.report_progress()
+
+    # -- pg_receivewal ----------------------------------------------------------------------------
+
+    def receiver_args(self) -> list[str]:
+        return [self.tools.path("pg_receivewal"), "-D", str(self.directory), f"--slot={self.slot}", "--no-loop",
+                "--no-password", "--synchronous", f"--status-interval={self.status_interval}", "--verbose"]
+
+    def supervise(self) -> None:
+        now = self.clock()
+        if self.receiver is not None:
+            code = self.receiver.poll()
+            if code is None:
+                if now - self._receiver_started >= _HEALTHY_AFTER:
+                    self._backoff = _BACKOFF_START
+                return
+            self._collect_stderr()
+            self.state.receiver_exits.append(code)
+            ran = now - self._receiver_started
+            wait = 0.0 if ran >= _HEALTHY_AFTER else self._backoff
+            self._backoff = _BACKOFF_START if ran >= _HEALTHY_AFTER else min(self._backoff * 2, _BACKOFF_MAX)
+            self._restart_at = now + wait
+            log_warning("wal.stream.receiver_exited", exit_code=code, ran_seconds=round(ran, 1),
+                        restart_in_seconds=wait, stderr=self.params.scrub("\n".join(self._stderr[-8:])),
+                        hint="restarting; the replication slot keeps the WAL, so no gap arises")
+            self.receiver = None
+        if now < self._restart_at:
+            return
+        self._start_receiver()
+
+    def _start_receiver(self) -> None:
+        self._stderr = []
+        try:
+            ensure_slot(self.params, self.slot)  # a dropped slot is recreated (the gap check will report a hole)
+        except RunnerError as exc:
+            log_warning("wal.stream.slot_unavailable", slot=self.slot, error=str(exc))
+            self._restart_at = self.clock() + self._backoff
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+            return
+        self.receiver = subprocess.Popen(self.receiver_args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, env=self.params.child_env("postgres"))
+        self._receiver_started = self.clock()
+        self.state.receiver_starts += 1
+        threading.Thread(target=self._read_stderr, args=(self.receiver,), daemon=True).start()
+        log("wal.stream.receiver_started", pid=self.receiver.pid, slot=self.slot, starts=self.state.receiver_starts)
+
+    def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self._stderr.append(line)
+            del self._stderr[:-_STDERR_KEEP]
+
+    def _collect_stderr(self) -> None:
+        if self.receiver is not None and self.receiver.stderr is not None:
+            time.sleep(0.05)  # let the reader thread take the last lines
+
+    def stop_receiver(self) -> None:
+        """SIGINT lets pg_receivewal flush and exit cleanly; SIGKILL if it does not within 10 s."""
+        proc = self.receiver
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.receiver = None
+
+    # -- shipping ---------------------------------------------------------------------------------
+
+    def _files(self, kind: str) -> list[Path]:
+        return sorted(p for p in self.directory.iterdir() if p.is_file() and classify(p.name) == kind)
+
+    def ship_completed(self) -> None:
+        """Push every complete segment and history file, oldest first; delete each after a successful push
+        (the newest segment stays as pg_receivewal's resume marker)."""
+        for path in self._files("history"):
+            self.archive.push(path)
+            self.state.history_shipped.append(path.name)
+            log("wal.stream.timeline", history=path.name, timeline=int(path.name[:8], 16))
+            path.unlink()
+        for path in self._files("segment"):
+            if path == self._marker:
+                continue
+            self.archive.push(path)
+            self.state.last_segment = path.name
+            self.state.last_shipped_at = self.clock()
+            self.state.segments_shipped += 1
+            log("wal.stream.segment_archived", segment=path.name)
+            if self._marker is not None:
+                self._marker.unlink(missing_ok=True)
+            self._marker = path
+
+    def ship_partial(self, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._partial_shipped_at < self.partial_interval:
+            return
+        partials = self._files("partial")
+        if not partials:
+            return
+        path = partials[-1]
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # completed and renamed meanwhile: shipped as a segment next round
+            return
+        signature = (path.name, info.st_size, info.st_mtime_ns)
+        self._partial_shipped_at = now
+        if signature == self._partial_signature:
+            return
+        try:
+            self.archive.push_partial(path)
+        except Exception:
+            if not path.exists():  # completed and renamed while being read: shipped as a segment next round
+                return
+            raise
+        self._partial_signature = signature
+        self.state.partials_shipped += 1
+        self.state.last_shipped_at = now
+        log("wal.stream.partial_archived", segment=path.name)
+
+    # -- progress ---------------------------------------------------------------------------------
+
+    def measure_lag(self) -> None:
+        """Bytes between the server's WAL position and what pg_receivewal has flushed (the slot's position)."""
+        try:
+            with self.params.connect("postgres") as conn:
+                row = conn.execute(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots "
+                    "WHERE slot_name = %s", (self.slot,)).fetchone()
+        except RunnerError:
+            self.state.lag_bytes = None
+            return
+        self.state.lag_bytes = int(row[0]) if row is not None and row[0] is not None else None
+        if self.state.lag_bytes == 0 or self.state.last_shipped_at is None:
+            self.state.lag_seconds = 0.0 if self.state.lag_bytes == 0 else None
+        else:
+            self.state.lag_seconds = round(self.clock() - self.state.last_shipped_at, 1)
+
+    def report_progress(self, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._progress_at < self.progress_interval:
+            return
+        self._progress_at = now
+        self.measure_lag()
+        log("wal.stream.progress", slot=self.slot, last_segment=self.state.last_segment,
+            segments_shipped=self.state.segments_shipped, partials_shipped=self.state.partials_shipped,
+            lag_bytes=self.state.lag_bytes, lag_seconds=self.state.lag_seconds,
+            receiver_running=self.receiver is not None and self.receiver.poll() is None,
+            receiver_restarts=max(0, self.state.receiver_starts - 1))
