@@ -28,6 +28,11 @@ OPERATOR_RULES: tuple[Rule, ...] = (
          "verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes)"),
     Rule("batch", ("jobs",), ("list", "watch", "create", "patch"),
          "on-demand backups and restores; read back finished Jobs and mark them recorded"),
+    Rule("apps", ("deployments",), ("get", "create", "patch", "delete"),
+         "the WAL streamer Deployment of each policy with spec.wal.enabled: read to skip unchanged ones, "
+         "server-side apply, create; delete it when spec.wal.enabled is turned off"),
+    Rule("", ("services",), ("get", "create", "patch", "delete"),
+         "the Service through which the operator reads a WAL streamer's state; deleted with the Deployment"),
     Rule("", ("pods",), ("list",), "read a finished Job's termination message and failure reason"),
     Rule("", ("secrets",), ("get",), "check that referenced Secrets and keys exist (values are never read into status)"),
     Rule("", ("events",), ("create",), "Events on the custom resources (kopf posts core/v1 Events)"),

@@ -26,6 +26,7 @@ import pgbackup.handlers.restore  # noqa: F401
 import pgbackup.handlers.startup  # noqa: F401
 import pgbackup.handlers.objectives  # noqa: F401
 import pgbackup.handlers.verification  # noqa: F401
+import pgbackup.handlers.wal  # noqa: F401
 from pgbackup.handlers import kube
 from tests.handlers.rbac_check import denied_requests
 
@@ -40,6 +41,8 @@ RESOURCES: dict[str, dict[str, Any]] = {
                                               "subresources": ["status"]},
     "batch/v1/cronjobs": {"kind": "CronJob", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
     "batch/v1/jobs": {"kind": "Job", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
+    "apps/v1/deployments": {"kind": "Deployment", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
+    "v1/services": {"kind": "Service", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
     "v1/pods": {"kind": "Pod", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
     "v1/secrets": {"kind": "Secret", "namespaced": True, "verbs": ALL_VERBS},
     "v1/events": {"kind": "Event", "namespaced": True, "verbs": ALL_VERBS},

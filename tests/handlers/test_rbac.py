@@ -26,6 +26,9 @@ NOT_EXERCISED_HERE = {
     *((verb, "pgbackup.dev", "restorerequests") for verb in ("get", "list", "watch", "patch")),
     ("patch", "pgbackup.dev", "restorerequests/status"),
     ("delete", "batch", "cronjobs"),  # the verification CronJob's removal: tests/handlers/test_verification.py
+    # The WAL streamer's Deployment and Service (spec.wal.enabled): tests/handlers/test_wal.py.
+    *((verb, "apps", "deployments") for verb in ("create", "patch", "delete")),
+    *((verb, "", "services") for verb in ("create", "patch", "delete")),
 }
 
 

@@ -18,6 +18,14 @@
 - apiGroups: ["batch"]
   resources: [jobs]
   verbs: [list, watch, create, patch]
+# the WAL streamer Deployment of each policy with spec.wal.enabled: read to skip unchanged ones, server-side apply, create; delete it when spec.wal.enabled is turned off
+- apiGroups: ["apps"]
+  resources: [deployments]
+  verbs: [get, create, patch, delete]
+# the Service through which the operator reads a WAL streamer's state; deleted with the Deployment
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch, delete]
 # read a finished Job's termination message and failure reason
 - apiGroups: [""]
   resources: [pods]
@@ -62,6 +70,14 @@
 - apiGroups: ["batch"]
   resources: [jobs]
   verbs: [list, watch, create, patch]
+# the WAL streamer Deployment of each policy with spec.wal.enabled: read to skip unchanged ones, server-side apply, create; delete it when spec.wal.enabled is turned off
+- apiGroups: ["apps"]
+  resources: [deployments]
+  verbs: [get, create, patch, delete]
+# the Service through which the operator reads a WAL streamer's state; deleted with the Deployment
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch, delete]
 # read a finished Job's termination message and failure reason
 - apiGroups: [""]
   resources: [pods]

@@ -62,6 +62,19 @@ def verify_job_name(policy_name: str, backup_id: str) -> str:
     return text
 
 
+def wal_name(policy_name: str) -> str:
+    """Name of a policy's WAL streamer Deployment and Service: '<policy>-wal', a valid Service name (DNS-1035
+    label: at most 63 characters, starts with a letter, no dots), shortened with a hash suffix when needed."""
+    readable = re.sub(r"[^a-z0-9-]+", "-", policy_name.lower()).strip("-")
+    if not readable[:1].isalpha():
+        readable = f"p-{readable}".rstrip("-")
+    text = f"{readable}-wal"
+    if readable != policy_name:  # a rewritten name gets a hash, so that 'a.b' and 'a-b' do not collide
+        prefix = text[: JOB_NAME_MAX - HASH_CHARS - 1].rstrip("-._")
+        return f"{prefix}-{short_hash(policy_name, 'wal')}"
+    return _fit(text, JOB_NAME_MAX)
+
+
 def label_value(text: str) -> str:
     """A valid label value (at most 63 characters) for `text`, shortened with a hash suffix when longer."""
     value = _fit(text, LABEL_VALUE_MAX)

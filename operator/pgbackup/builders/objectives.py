@@ -67,6 +67,14 @@ def _recovery_point(status: Mapping[str, Any], verified_only: bool) -> datetime 
     return max(points, default=None)
 
 
+def _archived_wal_point(spec: Mapping[str, Any], status: Mapping[str, Any]) -> datetime | None:
+    """With WAL archiving on, the newest restorable point in time (status.recoverability.lastPoint, which the WAL
+    handler keeps before any gap and leaves as it was while the streamer does not answer)."""
+    if not (spec.get("wal") or {}).get("enabled"):
+        return None
+    return _parse_time((status.get("recoverability") or {}).get("lastPoint"))
+
+
 def evaluate_objectives(spec: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> ObjectivesReport:
     """ObjectivesMet and the measured values for a policy's wire spec and status at `now` (timezone-aware).
     Raises ValueError (pydantic) when spec.objectives is invalid."""
@@ -77,6 +85,10 @@ def evaluate_objectives(spec: Mapping[str, Any], status: Mapping[str, Any], now:
     rto_value = (status.get("measured") or {}).get("rtoSeconds")
     rto = float(rto_value) if isinstance(rto_value, int | float) else None
     kind = "verified recovery point" if verify_enabled else "recovery point (verification is off: newest successful backup)"
+    wal_point = _archived_wal_point(spec, status)
+    if wal_point is not None and (point is None or wal_point > point):
+        point, kind = wal_point, "recovery point (archived WAL)"
+        rpo = max(0.0, (now - point).total_seconds())
 
     if objectives.rpo is None and objectives.rto is None:
         return ObjectivesReport("True", "NotConfigured",

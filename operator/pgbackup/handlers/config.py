@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from pgbackup.builders.pod import JobSettings
+from pgbackup.builders.wal_state import DEFAULT_LAG_THRESHOLD_SECONDS
+
+DEFAULT_WAL_STATUS_URL_TEMPLATE = "http://{service}.{namespace}.svc:{port}/status"
 
 
 def _default_image() -> str:
@@ -32,6 +35,13 @@ class OperatorConfig:
     """LOG_FORMAT: 'json' for one JSON object per line, anything else for plain text."""
     objectives_interval_seconds: float = 60.0
     """PGBACKUP_OBJECTIVES_INTERVAL_SECONDS: how often ObjectivesMet is evaluated (the RPO grows with time)."""
+    wal_status_interval_seconds: float = 30.0
+    """PGBACKUP_WAL_STATUS_INTERVAL_SECONDS: how often each WAL streamer's state is read into status."""
+    wal_lag_threshold_seconds: float = DEFAULT_LAG_THRESHOLD_SECONDS
+    """PGBACKUP_WAL_LAG_THRESHOLD_SECONDS: WALArchiving turns False/Lagging above this archive lag."""
+    wal_status_url_template: str = DEFAULT_WAL_STATUS_URL_TEMPLATE
+    """PGBACKUP_WAL_STATUS_URL_TEMPLATE: where a streamer's state is read; {service}, {namespace}, {port} and
+    {policy} are filled in (tests point it at a local server)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
@@ -42,6 +52,10 @@ class OperatorConfig:
             secret_retry_seconds=float(env.get("PGBACKUP_SECRET_RETRY_SECONDS") or 30),
             log_format=(env.get("LOG_FORMAT") or "plain").lower(),
             objectives_interval_seconds=float(env.get("PGBACKUP_OBJECTIVES_INTERVAL_SECONDS") or 60),
+            wal_status_interval_seconds=float(env.get("PGBACKUP_WAL_STATUS_INTERVAL_SECONDS") or 30),
+            wal_lag_threshold_seconds=float(env.get("PGBACKUP_WAL_LAG_THRESHOLD_SECONDS")
+                                            or DEFAULT_LAG_THRESHOLD_SECONDS),
+            wal_status_url_template=env.get("PGBACKUP_WAL_STATUS_URL_TEMPLATE") or DEFAULT_WAL_STATUS_URL_TEMPLATE,
         )
 
     def job_settings(self) -> JobSettings:

@@ -177,6 +177,77 @@ def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
             if (pod.get("metadata", {}).get("labels") or {}).get("job-name") == job_name]
 
 
+# ------------------------------------------------------------------ WAL streamer Deployment and Service
+
+
+def _apply_hashed(desired: dict[str, Any], read: Callable[..., Any], patch: Callable[..., Any],
+                  create: Callable[..., Any]) -> bool:
+    """apply_cronjob for any kind: skip when the spec-hash annotation matches, else server-side apply
+    (create where the server cannot create by apply); True when something was written."""
+    meta = desired["metadata"]
+    try:
+        existing = _json(read(meta["name"], meta["namespace"], _preload_content=False))
+    except ApiException as error:
+        if not is_status(error, 404):
+            raise
+        existing = None
+    if existing is not None:
+        if (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH) == \
+                meta["annotations"][ANNOTATION_SPEC_HASH]:
+            return False
+    try:
+        patch(meta["name"], meta["namespace"], desired, field_manager=FIELD_MANAGER, force=True,
+              _content_type=APPLY_PATCH)
+    except ApiException as error:
+        if not is_status(error, 404):
+            raise
+        create(meta["namespace"], desired, field_manager=FIELD_MANAGER)
+    return True
+
+
+def _delete_owned(namespace: str, name: str, policy_name: str, read: Callable[..., Any],
+                  delete: Callable[..., Any]) -> bool:
+    """delete_owned_cronjob for any kind: only an object annotated as made for `policy_name`."""
+    try:
+        existing = _json(read(name, namespace, _preload_content=False))
+    except ApiException as error:
+        if is_status(error, 404):
+            return False
+        raise
+    if (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_POLICY_NAME) != policy_name:
+        return False  # not ours: never delete a user's object that happens to have the name
+    try:
+        delete(name, namespace, propagation_policy="Background")
+    except ApiException as error:
+        if is_status(error, 404):
+            return False
+        raise
+    return True
+
+
+def apply_deployment(desired: dict[str, Any]) -> bool:
+    apps = kubernetes.client.AppsV1Api(client())
+    return _apply_hashed(desired, apps.read_namespaced_deployment, apps.patch_namespaced_deployment,
+                         apps.create_namespaced_deployment)
+
+
+def apply_service(desired: dict[str, Any]) -> bool:
+    core = kubernetes.client.CoreV1Api(client())
+    return _apply_hashed(desired, core.read_namespaced_service, core.patch_namespaced_service,
+                         core.create_namespaced_service)
+
+
+def delete_owned_deployment(namespace: str, name: str, policy_name: str) -> bool:
+    apps = kubernetes.client.AppsV1Api(client())
+    return _delete_owned(namespace, name, policy_name, apps.read_namespaced_deployment,
+                         apps.delete_namespaced_deployment)
+
+
+def delete_owned_service(namespace: str, name: str, policy_name: str) -> bool:
+    core = kubernetes.client.CoreV1Api(client())
+    return _delete_owned(namespace, name, policy_name, core.read_namespaced_service, core.delete_namespaced_service)
+
+
 # ------------------------------------------------------------------ BackupPolicies
 
 

@@ -21,6 +21,7 @@ import pgbackup.handlers.restore  # noqa: F401
 import pgbackup.handlers.startup  # noqa: F401
 import pgbackup.handlers.objectives  # noqa: F401
 import pgbackup.handlers.verification  # noqa: F401
+import pgbackup.handlers.wal  # noqa: F401
 from pgbackup.handlers import config, kube
 from pgbackup.handlers.election import LeaseConfig, LeaseElection
 

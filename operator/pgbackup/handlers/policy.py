@@ -14,7 +14,7 @@ from pgbackup.builders.conditions import READY, Check, set_condition, summarise_
 from pgbackup.builders.cronjob import ANNOTATION_BACKUP_NOW, build_backup_now_job, build_cronjob
 from pgbackup.builders.secrets import missing_secret_checks, referenced_secret_keys
 from pgbackup.builders.validation import describe_validation_error
-from pgbackup.handlers import config, kube, verification
+from pgbackup.handlers import config, kube, verification, wal
 from pgbackup.handlers.common import plain
 
 
@@ -47,6 +47,7 @@ def reconcile_policy(
         logger.info(f"CronJob {namespace}/{cronjob['metadata']['name']} reconciled (schedule {spec.schedule!r}, "
                     f"suspend={spec.suspend}).")
     verification.reconcile_verify_cronjob(name, namespace, uid, spec, logger)
+    wal.reconcile_wal(name, namespace, uid, spec, logger)
 
     backup_now = (meta.get("annotations") or {}).get(ANNOTATION_BACKUP_NOW)
     if backup_now and backup_now != status.get("backupNowHandled"):
