@@ -13,7 +13,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -33,7 +32,7 @@ from pgbackup.builders.wal_state import (
     transition,
     wal_patch,
 )
-from pgbackup.handlers import config, kube, notify
+from pgbackup.handlers import config, daemons, kube, notify
 
 FETCH_TIMEOUT_SECONDS = 5.0
 MAX_STATE_BYTES = 1024 * 1024
@@ -107,37 +106,6 @@ def fetch_state(url: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> tuple[WalSt
 
 # ------------------------------------------------------------------ the daemon
 
-_exiting: asyncio.Event | None = None
-
-
-@kopf.on.startup()
-async def arm_wal_daemons(**_: Any) -> None:
-    global _exiting
-    _exiting = asyncio.Event()
-
-
-@kopf.on.cleanup()
-async def disarm_wal_daemons(**_: Any) -> None:
-    """As in handlers/objectives.py: a daemon kopf starts while shutting down is never told to stop."""
-    if _exiting is not None:
-        _exiting.set()
-
-
-async def _pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
-    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(cast(Awaitable[Any], stopped.wait(seconds)))]
-    if _exiting is not None:
-        waits.append(asyncio.ensure_future(_exiting.wait()))
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiting in waits:
-            waiting.cancel()
-
-
-def _exiting_now() -> bool:
-    return _exiting is not None and _exiting.is_set()
-
-
 def _wants_daemon(spec: kopf.Spec, **_: Any) -> bool:
     return _wal_enabled(spec)
 
@@ -148,7 +116,7 @@ async def watch_wal(name: str, namespace: str | None, stopped: kopf.DaemonStoppe
     """Runs while spec.wal.enabled (kopf stops it when the filter turns false)."""
     assert namespace is not None
     last_progress_write: float | None = None
-    while not stopped and not _exiting_now():
+    while not stopped and not daemons.exiting_now():
         try:
             due = last_progress_write is None or time.monotonic() - last_progress_write >= PROGRESS_WRITE_SECONDS
             if await asyncio.to_thread(check_wal, namespace, name, logger, due):
@@ -156,7 +124,7 @@ async def watch_wal(name: str, namespace: str | None, stopped: kopf.DaemonStoppe
         except Exception as error:  # noqa: BLE001 - the next tick tries again
             logger.warning(f"WAL archiving state of BackupPolicy {namespace}/{name} not updated: {error}; "
                            f"retrying in {config.current().wal_status_interval_seconds:g}s")
-        await _pause(stopped, config.current().wal_status_interval_seconds)
+        await daemons.pause(stopped, config.current().wal_status_interval_seconds)
 
 
 def check_wal(namespace: str, name: str, logger: kopf.Logger, progress_due: bool = True) -> bool:
