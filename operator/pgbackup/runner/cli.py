@@ -292,18 +292,30 @@ def cmd_wal_stream(policy: PolicyConfig, args: argparse.Namespace) -> int:
     from pgbackup.runner.wal.archive import archive_for_policy
     from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
 
+    from pgbackup.runner.wal.status import StatusServer, WalStateTracker, status_port
+
     spec = policy.spec
     params = ConnParams.from_spec(spec.database)
-    with params.connect("postgres") as conn:
-        tools = find_tools(server_info(conn).major)
-    streamer = WalStreamer(params, tools, archive_for_policy(policy), slot=spec.wal.slot_name or default_slot_name(policy.name),
-                           directory=scratch_dir() / "wal",
-                           partial_interval=parse_duration(spec.wal.partial_upload_interval).total_seconds())
+    archive = archive_for_policy(policy)
+    slot = spec.wal.slot_name or default_slot_name(policy.name)
+    # Served first, so the operator sees why streaming cannot start (the answer's `error`) while this runs.
+    tracker = WalStateTracker(params, archive, slot=slot)
+    server = StatusServer(tracker, port=status_port()).start()
+    tracker.start()
     try:
-        streamer.run()
-    except Terminated:  # the Deployment's pod is being replaced: what was complete has been shipped
+        with params.connect("postgres") as conn:
+            tools = find_tools(server_info(conn).major)
+        streamer = WalStreamer(params, tools, archive, slot=slot, directory=scratch_dir() / "wal",
+                               partial_interval=parse_duration(spec.wal.partial_upload_interval).total_seconds(),
+                               observer=tracker)
+        try:
+            streamer.run()
+        except Terminated:  # the Deployment's pod is being replaced: what was complete has been shipped
+            return jobenv.EXIT_OK
         return jobenv.EXIT_OK
-    return jobenv.EXIT_OK
+    finally:
+        tracker.stop()
+        server.stop()
 
 
 COMMANDS = {"backup": cmd_backup, "list": cmd_list, "show": cmd_show, "check": cmd_check,

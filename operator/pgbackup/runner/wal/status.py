@@ -26,20 +26,22 @@ The server never answers with credentials: the state holds LSNs, names, times an
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from pgbackup.api.wal import WAL_HEALTH_PATH, WAL_STATUS_PATH, WalStreamState
+from pgbackup.api.wal import ENV_WAL_STATUS_PORT, WAL_HEALTH_PATH, WAL_STATUS_PATH, WAL_STATUS_PORT, WalStreamState
 from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.config import UsageError
 from pgbackup.runner.log import log, log_warning, redact
 from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.wal.archive import ArchivedSegment, WalArchive, find_gaps, format_gap, recoverability_window
+from pgbackup.runner.wal.archive import WalArchive, find_gaps, format_gap, recoverability_window
 from pgbackup.runner.wal.stream import StreamObserver
 from pgbackup.runner.wal.xlog import (
     DEFAULT_SEGMENT_SIZE,
@@ -100,9 +102,13 @@ class WalStateTracker(StreamObserver):
         self._problems: dict[str, str] = {}
         self._last_tick = clock()
         self._samples: deque[_Sample] = deque(maxlen=_SAMPLES_KEPT)
-        self._partial_shipped: tuple[float, str] | None = None
-        """(tracker clock when the newest .partial ship started or ended, its segment name)."""
+        self._seg_size = DEFAULT_SEGMENT_SIZE
+        self._archived_full_end: int | None = None
+        """End LSN of the newest complete archived segment."""
+        self._pending_flushed_lsn: int | None = None
+        """The receiver's flush position sampled before the current .partial ship began."""
         self._partial_flushed_lsn: int | None = None
+        """What storage holds through the shipped .partial (a lower bound)."""
         self._backups: list[Manifest] | None = None
         self._backups_read_at = -1e18
         self._stop = threading.Event()
@@ -130,19 +136,20 @@ class WalStateTracker(StreamObserver):
                 self._state.last_archived_segment = name
                 self._state.last_archived_at = datetime.now(UTC)
 
-    def partial_archived(self, name: str) -> None:
+    def partial_started(self) -> None:
         with self._lock:
-            # What pg_receivewal had flushed at the newest sample before this ship is in storage now.
-            flushed = self._samples[-1].flushed_lsn if self._samples else None
+            self._pending_flushed_lsn = self._samples[-1].flushed_lsn if self._samples else None
+
+    def partial_archived(self, name: str) -> None:
+        """Storage now holds the .partial as it was on disk when partial_started() was called, or newer: so
+        everything pg_receivewal had flushed (and reported) by the sample taken before that is stored."""
+        with self._lock:
+            flushed, self._pending_flushed_lsn = self._pending_flushed_lsn, None
             segment = parse_segment_name(name)
-            if flushed is not None:
-                seg_size = self._seg_size_locked()
-                end = lsn_of_segment_start(segment, seg_size) + seg_size
-                flushed = min(flushed, end)
-                if flushed >= lsn_of_segment_start(segment, seg_size):
-                    self._partial_flushed_lsn = max(self._partial_flushed_lsn or 0, flushed)
-            self._partial_shipped = (self.clock(), name)
-            self._state.last_partial_at = datetime.now(UTC)
+            start = lsn_of_segment_start(segment, self._seg_size)
+            if flushed is not None and flushed >= start:
+                flushed = min(flushed, start + self._seg_size)
+                self._partial_flushed_lsn = max(self._partial_flushed_lsn or 0, flushed)
 
     def problem(self, source: str, message: str | None) -> None:
         with self._lock:
@@ -186,7 +193,8 @@ class WalStateTracker(StreamObserver):
         server = self._refresh_server()
         self._refresh_storage()
         with self._lock:
-            self._problems.pop("server", None) if server else None
+            if server:
+                self._problems.pop("server", None)
             self._compute_lag_locked()
             self._state.updated_at = datetime.now(UTC)
             self._publish_locked()
@@ -214,7 +222,7 @@ class WalStateTracker(StreamObserver):
             if slot is None:
                 self._state.slot_exists = False
                 self._state.slot_retained_bytes = None
-                self._problems["slot"] = (
+                self._problems["slot_missing"] = (
                     f"replication slot {self.slot!r} is missing on PostgreSQL at {where}: WAL written while it was "
                     f"missing may not be in the archive. The streamer recreates it; check the archive's gaps and "
                     f"take a new physical base backup")
@@ -223,7 +231,7 @@ class WalStateTracker(StreamObserver):
                 self._state.slot_exists = True
                 self._state.slot_retained_bytes = max(0, int(slot[1])) if slot[1] is not None else None
                 flushed = parse_lsn(slot[0]) if slot[0] is not None else None
-                self._problems.pop("slot", None)
+                self._problems.pop("slot_missing", None)
                 if slot[2]:  # pg_receivewal is connected: an earlier exit is over
                     self._problems.pop("receiver", None)
             self._samples.append(_Sample(at=now, wall=datetime.now(UTC), server_lsn=server_lsn, flushed_lsn=flushed))
@@ -239,7 +247,7 @@ class WalStateTracker(StreamObserver):
                                     f"credentials can list and read it")
             return
         with self._lock:
-            seg_size = self._seg_size_locked()
+            seg_size = self._seg_size
             self._problems.pop("storage", None)
             full = [s for s in segments if not s.partial]
             newest = max(full, key=lambda s: (s.segment.position, s.timeline), default=None)
@@ -270,12 +278,8 @@ class WalStateTracker(StreamObserver):
             self._backups_read_at = now
         return self._backups
 
-    def _seg_size_locked(self) -> int:
-        return getattr(self, "_seg_size", DEFAULT_SEGMENT_SIZE)
-
     def _compute_lag_locked(self) -> None:
-        full_end: int | None = getattr(self, "_archived_full_end", None)
-        candidates = [lsn for lsn in (full_end, self._partial_flushed_lsn) if lsn is not None]
+        candidates = [lsn for lsn in (self._archived_full_end, self._partial_flushed_lsn) if lsn is not None]
         if not candidates or not self._samples:
             self._state.archived_lsn = None
             self._state.lag_bytes = None
@@ -369,9 +373,13 @@ class StatusServer:
         self._thread.join(timeout=10)
 
 
-def since(moment: datetime | None) -> timedelta | None:
-    """Age of a state time (for callers and tests that read a snapshot)."""
-    return datetime.now(UTC) - moment if moment is not None else None
-
-
-__all__ = ["ArchivedSegment", "StatusServer", "WalStateTracker", "since"]
+def status_port(environ: Mapping[str, str] | None = None) -> int:
+    """The port to serve on: $PGBACKUP_WAL_STATUS_PORT (set in the streamer pod) or WAL_STATUS_PORT."""
+    env = os.environ if environ is None else environ
+    text = env.get(ENV_WAL_STATUS_PORT, "").strip()
+    if not text:
+        return WAL_STATUS_PORT
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise UsageError(f"{ENV_WAL_STATUS_PORT}={text!r} is not a TCP port (1-65535); unset it to use "
+                         f"{WAL_STATUS_PORT}")
+    return int(text)

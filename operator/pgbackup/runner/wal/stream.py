@@ -74,6 +74,28 @@ def ensure_slot(params: ConnParams, slot: str) -> bool:
     return True
 
 
+class StreamObserver:
+    """Told what the loop does (the status server's WalStateTracker); this base class ignores it all."""
+
+    def tick(self) -> None:
+        """One loop iteration ran (liveness)."""
+
+    def streaming(self, on: bool) -> None:
+        """The loop started (True) or ended (False)."""
+
+    def segment_archived(self, name: str) -> None:
+        """A complete segment is in storage."""
+
+    def partial_started(self) -> None:
+        """A .partial ship is due: what pg_receivewal flushed until now will be in storage when it succeeds."""
+
+    def partial_archived(self, name: str) -> None:
+        """Storage holds the .partial as it is on disk (uploaded now, or unchanged since the last upload)."""
+
+    def problem(self, source: str, message: str | None) -> None:
+        """Something (source: receiver, ship, slot) went wrong, with what to do; None: it is over."""
+
+
 @dataclass
 class StreamState:
     """What the loop knows (logged as progress lines; tests read it)."""
@@ -98,7 +120,8 @@ class WalStreamer:
     def __init__(self, params: ConnParams, tools: PgTools, archive: PushesWal, *, slot: str, directory: Path,
                  partial_interval: float = 30.0, progress_interval: float = 30.0, poll_interval: float = 0.5,
                  status_interval: int = 10, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] | None = None, stop: threading.Event | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None, stop: threading.Event | None = None,
+                 observer: StreamObserver | None = None) -> None:
         self.params = params
         self.tools = tools
         self.archive = archive
@@ -112,6 +135,7 @@ class WalStreamer:
         self.stop = stop or threading.Event()
         self._sleep = sleep or self.stop.wait
         self.state = StreamState()
+        self.observer = observer or StreamObserver()
         self.receiver: subprocess.Popen[bytes] | None = None
         self._receiver_started = 0.0
         self._restart_at = 0.0
@@ -131,8 +155,10 @@ class WalStreamer:
         ensure_slot(self.params, self.slot)
         log("wal.stream.start", slot=self.slot, server=self.params.describe(), directory=str(self.directory),
             partial_interval=self.partial_interval)
+        self.observer.streaming(True)
         try:
             while not self.stop.is_set() and not (until is not None and until()):
+                self.observer.tick()
                 self.step()
                 self._sleep(self.poll_interval)
         finally:
@@ -142,6 +168,7 @@ class WalStreamer:
             self.report_progress(force=True)
             log("wal.stream.stopped", slot=self.slot, last_segment=self.state.last_segment,
                 segments_shipped=self.state.segments_shipped)
+            self.observer.streaming(False)
         return self.state
 
     def step(self) -> None:
@@ -154,6 +181,7 @@ class WalStreamer:
                 self.ship_completed()
                 self.ship_partial()
                 self._ship_backoff = _BACKOFF_START
+                self.observer.problem("ship", None)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a storage outage
                 wait = self._ship_backoff
                 self._ship_backoff = min(wait * 2, _BACKOFF_MAX)
@@ -161,6 +189,9 @@ class WalStreamer:
                 self.state.ship_failures += 1
                 log_warning("wal.stream.ship_failed", error=exc, retry_in_seconds=wait,
                             hint="check the storage (reachable, credentials, free space); segments wait locally")
+                self.observer.problem("ship", f"shipping WAL to storage failed ({type(exc).__name__}: {exc}); "
+                                              f"retrying in {wait:g} s. Check the storage (reachable, credentials, "
+                                              f"free space); segments wait locally and the slot keeps the server's copy")
         self.report_progress()
 
     # -- pg_receivewal ----------------------------------------------------------------------------
@@ -186,6 +217,10 @@ class WalStreamer:
             log_warning("wal.stream.receiver_exited", exit_code=code, ran_seconds=round(ran, 1),
                         restart_in_seconds=wait, stderr=self.params.scrub("\n".join(self._stderr[-8:])),
                         hint="restarting; the replication slot keeps the WAL, so no gap arises")
+            last_line = self.params.scrub(self._stderr[-1]) if self._stderr else "no message"
+            self.observer.problem("receiver", f"pg_receivewal exited with code {code} ({last_line}); restarting in "
+                                              f"{wait:g} s. If it keeps exiting, check that the server is reachable "
+                                              f"and the user has the REPLICATION attribute")
             self.receiver = None
         if now < self._restart_at:
             return
@@ -197,9 +232,11 @@ class WalStreamer:
             ensure_slot(self.params, self.slot)  # a dropped slot is recreated (the gap check will report a hole)
         except RunnerError as exc:
             log_warning("wal.stream.slot_unavailable", slot=self.slot, error=str(exc))
+            self.observer.problem("slot", str(exc))
             self._restart_at = self.clock() + self._backoff
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
             return
+        self.observer.problem("slot", None)
         self.receiver = subprocess.Popen(self.receiver_args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, env=self.params.child_env("postgres"))
         self._receiver_started = self.clock()
@@ -253,6 +290,7 @@ class WalStreamer:
             self.state.last_shipped_at = self.clock()
             self.state.segments_shipped += 1
             log("wal.stream.segment_archived", segment=path.name)
+            self.observer.segment_archived(path.name)
             if self._marker is not None:
                 self._marker.unlink(missing_ok=True)
             self._marker = path
@@ -264,6 +302,7 @@ class WalStreamer:
         partials = self._files("partial")
         if not partials:
             return
+        self.observer.partial_started()
         path = partials[-1]
         try:
             info = path.stat()
@@ -272,6 +311,7 @@ class WalStreamer:
         signature = (path.name, info.st_size, info.st_mtime_ns)
         self._partial_shipped_at = now
         if signature == self._partial_signature:
+            self.observer.partial_archived(path.name)  # unchanged since its upload: storage holds it as it is
             return
         try:
             self.archive.push_partial(path)
@@ -281,6 +321,7 @@ class WalStreamer:
             raise
         self._partial_signature = signature
         self.state.partials_shipped += 1
+        self.observer.partial_archived(path.name)
         self.state.last_shipped_at = now
         log("wal.stream.partial_archived", segment=path.name)
 
