@@ -16,13 +16,19 @@ need_apt=()
 command -v pg_dump >/dev/null 2>&1 || need_apt+=(postgresql-client-15)
 command -v age >/dev/null 2>&1 || need_apt+=(age)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v lua5.4 >/dev/null 2>&1 || need_apt+=(lua5.4)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ "${1:-}" != "--no-apt" ] && [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  # policy-rc.d keeps the package from starting a cluster service we do not use
+  # containers usually refuse service starts (policy-rc.d); where services do start, prometheus is stopped below
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # the prometheus package (installed for promtool only) starts a server on :9090 where systemd runs services
+  if [[ " ${need_apt[*]} " == *" prometheus "* ]] && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"

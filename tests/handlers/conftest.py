@@ -21,6 +21,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 import pgbackup.handlers.jobs  # noqa: F401  (registers handlers)
+import pgbackup.handlers.metrics  # noqa: F401
 import pgbackup.handlers.policy  # noqa: F401
 import pgbackup.handlers.restore  # noqa: F401
 import pgbackup.handlers.startup  # noqa: F401
@@ -187,6 +188,7 @@ def emulator(kmock: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("PGBACKUP_JOB_SERVICE_ACCOUNT", "pgbackup-job")
     monkeypatch.setenv("PGBACKUP_SECRET_RETRY_SECONDS", "0.5")
     monkeypatch.delenv("WATCH_NAMESPACES", raising=False)
+    monkeypatch.delenv("METRICS_PORT", raising=False)  # tests that scrape set their own free port
     configuration = kubernetes.client.Configuration(host=str(kmock.url).rstrip("/"))
     configuration.verify_ssl = False
     # No keep-alive: kopf waits for (then cancels) the emulator's connection tasks it did not start.

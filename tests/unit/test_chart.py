@@ -220,12 +220,16 @@ def test_image_digest_pins_the_image() -> None:
 
 @needs_helm
 def test_metrics_service_follows_metrics_enabled() -> None:
-    service = only(render("metrics.enabled=true"), "Service")
+    docs = render()  # on by default: the operator serves /metrics
+    service = only(docs, "Service")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
-    assert service["spec"]["selector"] == only(render(), "Deployment")["spec"]["selector"]["matchLabels"]
-    disabled = render()  # off by default until the operator exports metrics
+    assert service["spec"]["selector"] == only(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert env(docs)["METRICS_PORT"] == "9090"
+    assert env(render("metrics.port=9187"))["METRICS_PORT"] == "9187"
+    disabled = render("metrics.enabled=false")
     assert not [d for d in disabled if d["kind"] == "Service"]
     assert [p["name"] for p in container(disabled)["ports"]] == ["health"]
+    assert env(disabled)["METRICS_PORT"] == "0"  # the operator serves nothing then
 
 
 # ---------------------------------------------------------------- ServiceAccounts and RBAC

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from pgbackup.builders.pod import JobSettings
+from pgbackup.builders.size_anomaly import DEFAULT_THRESHOLD as DEFAULT_SIZE_ANOMALY_THRESHOLD
 from pgbackup.builders.wal_state import DEFAULT_LAG_THRESHOLD_SECONDS
 
 DEFAULT_WAL_STATUS_URL_TEMPLATE = "http://{service}.{namespace}.svc:{port}/status"
@@ -42,6 +43,13 @@ class OperatorConfig:
     wal_status_url_template: str = DEFAULT_WAL_STATUS_URL_TEMPLATE
     """PGBACKUP_WAL_STATUS_URL_TEMPLATE: where a streamer's state is read; {service}, {namespace}, {port} and
     {policy} are filled in (tests point it at a local server)."""
+    metrics_port: int | None = None
+    """METRICS_PORT: port of the Prometheus /metrics endpoint; 0 or unset = no endpoint (the chart sets it)."""
+    metrics_address: str = "0.0.0.0"
+    """METRICS_ADDRESS: address the metrics endpoint binds to."""
+    size_anomaly_threshold: float = DEFAULT_SIZE_ANOMALY_THRESHOLD
+    """PGBACKUP_SIZE_ANOMALY_THRESHOLD: SizeAnomaly turns True when the newest backup's size differs from the
+    median of the previous ones by more than this fraction (0.5 = 50 %)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
@@ -56,6 +64,9 @@ class OperatorConfig:
             wal_lag_threshold_seconds=float(env.get("PGBACKUP_WAL_LAG_THRESHOLD_SECONDS")
                                             or DEFAULT_LAG_THRESHOLD_SECONDS),
             wal_status_url_template=env.get("PGBACKUP_WAL_STATUS_URL_TEMPLATE") or DEFAULT_WAL_STATUS_URL_TEMPLATE,
+            metrics_port=int(env.get("METRICS_PORT") or 0) or None,
+            metrics_address=env.get("METRICS_ADDRESS") or "0.0.0.0",
+            size_anomaly_threshold=float(env.get("PGBACKUP_SIZE_ANOMALY_THRESHOLD") or DEFAULT_SIZE_ANOMALY_THRESHOLD),
         )
 
     def job_settings(self) -> JobSettings:

@@ -10,7 +10,8 @@ import kopf
 from pgbackup.builders.cronjob import ANNOTATION_POLICY_NAME
 from pgbackup.builders.names import LABEL_COMPONENT, LABEL_POLICY
 from pgbackup.builders.results import ANNOTATION_RECORDED, BackupResult, event_for, job_outcome, read_result, record_result
-from pgbackup.handlers import kube, notify
+from pgbackup.builders.size_anomaly import SIZE_ANOMALY, SizeReport, with_size_anomaly
+from pgbackup.handlers import config, kube, notify
 
 
 # Only backup Jobs: restore and verification Jobs of a policy carry other components.
@@ -29,7 +30,11 @@ def record_finished_job(body: kopf.Body, type: str, name: str, namespace: str | 
     if result is None:
         return
 
-    policy = _record_in_status(namespace, policy_name, result)
+    anomalies: list[SizeReport] = []
+    policy = _record_in_status(namespace, policy_name, result, anomalies)
+    if policy is not None and anomalies:
+        kopf.warn(cast(kopf.Body, policy), reason=SIZE_ANOMALY, message=anomalies[0].message)
+        logger.warning(f"{SIZE_ANOMALY} ({anomalies[0].reason}): {anomalies[0].message}")
     if policy is not None:
         reason, message = event_for(result)
         post = kopf.info if result.phase == "Completed" else kopf.warn
@@ -40,9 +45,15 @@ def record_finished_job(body: kopf.Body, type: str, name: str, namespace: str | 
     kube.annotate_job(namespace, name, {ANNOTATION_RECORDED: result.phase})
 
 
-def _record_in_status(namespace: str, policy_name: str, result: BackupResult) -> dict[str, Any] | None:
+def _record_in_status(namespace: str, policy_name: str, result: BackupResult,
+                      anomalies: list[SizeReport]) -> dict[str, Any] | None:
+    """Record the result and, in the same write, SizeAnomaly; `anomalies` receives the report when it turned True."""
     def changes(policy: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return record_result(status, result, policy.get("metadata", {}).get("generation"), now)
+        generation = policy.get("metadata", {}).get("generation")
+        patch, anomaly = with_size_anomaly(status, record_result(status, result, generation, now), generation, now,
+                                           config.current().size_anomaly_threshold)
+        anomalies[:] = [anomaly] if anomaly is not None else []
+        return patch
 
     return kube.update_policy_status(namespace, policy_name, changes)

@@ -1,0 +1,1 @@
+"""kubectl-pgbackup: the kubectl plugin (a thin client of the pgbackup.dev API)."""
