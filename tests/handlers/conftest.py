@@ -42,7 +42,10 @@ RESOURCES: dict[str, dict[str, Any]] = {
                                               "subresources": ["status"]},
     "batch/v1/cronjobs": {"kind": "CronJob", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
     "batch/v1/jobs": {"kind": "Job", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
-    "apps/v1/deployments": {"kind": "Deployment", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
+    "apps/v1/deployments": {"kind": "Deployment", "namespaced": True, "verbs": ALL_VERBS,
+                            "subresources": ["status", "scale"]},
+    "apps/v1/statefulsets": {"kind": "StatefulSet", "namespaced": True, "verbs": ALL_VERBS,
+                             "subresources": ["status", "scale"]},
     "v1/services": {"kind": "Service", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
     "v1/pods": {"kind": "Pod", "namespaced": True, "verbs": ALL_VERBS, "subresources": ["status"]},
     "v1/secrets": {"kind": "Secret", "namespaced": True, "verbs": ALL_VERBS},
@@ -76,7 +79,7 @@ def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
     return {**kmock_options, "cls": Emulator}
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll `check` (run in a thread: it may call the API) until it returns something truthy; real deadline."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -157,14 +160,14 @@ class Operator:
         ready = loop.create_future()
         self._task = loop.create_task(kopf.operator(
             standalone=True, clusterwide=True, stop_flag=self._stop, ready_flag=ready))
-        await asyncio.wait_for(asyncio.shield(ready), timeout=10)
+        await asyncio.wait_for(asyncio.shield(ready), timeout=30)
 
     async def stop(self) -> None:
         if self._task is None or self._stop is None:
             return
         if not self._stop.done():
             self._stop.set_result(None)
-        await asyncio.wait_for(self._task, timeout=10)
+        await asyncio.wait_for(self._task, timeout=30)
         self._task = None
 
     async def restart(self) -> None:
