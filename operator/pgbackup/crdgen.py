@@ -416,19 +416,27 @@ def _scope(rule: Rule) -> Literal["cluster", "leader-election", "namespaced"]:
 def rules_template(rules: tuple[Rule, ...] = OPERATOR_RULES) -> str:
     """Named Helm templates with the operator's RBAC rules: all of them (the ClusterRole in cluster-wide mode),
     and split by where they apply for watchNamespaces mode, where a Role per watched namespace cannot grant
-    cluster-scoped resources and the leader-election Lease lives only in the release namespace."""
+    cluster-scoped resources and the leader-election Lease lives only in the release namespace.
+    Rules with `optional` set are left out of those and get a template of their own per values flag
+    ("pgbackup-operator.rules.optional.<flag>"), which the chart includes only when `<flag>.enabled` is set."""
+    optional = {rule.optional for rule in rules if rule.optional}
+    always = tuple(rule for rule in rules if not rule.optional)
+    if any(_scope(rule) != "namespaced" for rule in rules if rule.optional):
+        raise SchemaError("optional rbac rules must be on namespaced resources (they join the Role/ClusterRole)")
     parts = [
         "{{/* " + HEADER.strip("# \n") + " Source: operator/pgbackup/rbac.py */}}",
         "",
     ]
     sections = (
-        ("all", "Every rule the operator needs: the ClusterRole in cluster-wide mode.", rules),
+        ("all", "Every rule the operator needs: the ClusterRole in cluster-wide mode.", always),
         ("namespaced", "Rules on namespaced resources: a Role in each watched namespace.",
-         tuple(r for r in rules if _scope(r) == "namespaced")),
+         tuple(r for r in always if _scope(r) == "namespaced")),
         ("cluster", "Rules on cluster-scoped resources: a ClusterRole also when only some namespaces are watched.",
-         tuple(r for r in rules if _scope(r) == "cluster")),
+         tuple(r for r in always if _scope(r) == "cluster")),
         ("leader-election", "Rules for leader election: a Role in the release namespace.",
-         tuple(r for r in rules if _scope(r) == "leader-election")),
+         tuple(r for r in always if _scope(r) == "leader-election")),
+        *((f"optional.{flag}", f"Granted only with {flag}.enabled: added to the ClusterRole or each Role.",
+           tuple(r for r in rules if r.optional == flag)) for flag in sorted(optional)),
     )
     for name, comment, selected in sections:
         parts += [

@@ -16,6 +16,8 @@ class Rule:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     why: str
+    optional: str | None = None
+    """A chart values flag (`<optional>.enabled`): the rule is granted only where the chart enables it."""
 
 
 OPERATOR_RULES: tuple[Rule, ...] = (
@@ -34,10 +36,14 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("", ("services",), ("get", "create", "patch", "delete"),
          "the Service through which the operator reads a WAL streamer's state; deleted with the Deployment"),
     Rule("", ("pods",), ("list",), "read a finished Job's termination message and failure reason"),
+    Rule("", ("pods/log",), ("get",), "the tail of a failed hook Job's log, for the RestoreRequest's message"),
     Rule("", ("secrets",), ("get",), "check that referenced Secrets and keys exist (values are never read into status)"),
     Rule("", ("events",), ("create",), "Events on the custom resources (kopf posts core/v1 Events)"),
     Rule("", ("namespaces",), ("get", "list", "watch"), "kopf follows the namespaces listed in WATCH_NAMESPACES"),
     Rule("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), "kopf discovers the CRDs"),
     Rule("coordination.k8s.io", ("leases",), ("get", "create", "update"),
          "leader election between replicas (handlers/election.py; namespaced to the operator's namespace)"),
+    Rule("apps", ("deployments/scale", "statefulsets/scale"), ("get", "patch"),
+         "RestoreRequest spec.quiesce: read replica counts, scale to zero and back (chart: restoreQuiesce.enabled)",
+         optional="restoreQuiesce"),
 )

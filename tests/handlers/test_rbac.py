@@ -29,6 +29,9 @@ NOT_EXERCISED_HERE = {
     # The WAL streamer's Deployment and Service (spec.wal.enabled): tests/handlers/test_wal.py.
     *((verb, "apps", "deployments") for verb in ("create", "patch", "delete")),
     *((verb, "", "services") for verb in ("create", "patch", "delete")),
+    # RestoreRequest spec.quiesce (scale subresource) and hook log tails: tests/handlers/test_quiesce.py.
+    *((verb, "apps", f"{kind}/scale") for verb in ("get", "patch") for kind in ("deployments", "statefulsets")),
+    ("get", "", "pods/log"),
 }
 
 

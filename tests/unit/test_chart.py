@@ -58,8 +58,11 @@ def as_rules(rules: list[dict[str, Any]]) -> list[tuple[str, tuple[str, ...], tu
     return out
 
 
-def expected(rules: tuple[Rule, ...] = OPERATOR_RULES) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    return [(rule.api_group, rule.resources, rule.verbs) for rule in rules]
+def expected(rules: tuple[Rule, ...] = OPERATOR_RULES,
+             enabled: frozenset[str] = frozenset()) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """The rules the chart must grant: all but the optional ones whose values flag is off."""
+    return [(rule.api_group, rule.resources, rule.verbs) for rule in rules
+            if rule.optional is None or rule.optional in enabled]
 
 
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -278,6 +281,33 @@ def test_watch_namespaces_get_roles_and_job_accounts() -> None:
     accounts = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "ServiceAccount"}
     job = f"{RELEASE}-pgbackup-operator-job"
     assert {("shop", job), ("billing", job), (NAMESPACE, job)} <= accounts
+
+
+@needs_helm
+def test_restore_quiesce_flag_adds_the_scale_rules_to_the_cluster_role() -> None:
+    granted = as_rules(only(render("restoreQuiesce.enabled=true"), "ClusterRole")["rules"])
+    assert granted == expected(enabled=frozenset({"restoreQuiesce"}))
+    assert any("deployments/scale" in resources for _, resources, _ in granted)
+    assert not any("deployments/scale" in resources for _, resources, _ in expected())
+
+
+@needs_helm
+def test_restore_quiesce_flag_adds_the_scale_rules_to_each_watched_namespace_only() -> None:
+    docs = render("watchNamespaces={shop}", "restoreQuiesce.enabled=true")
+    cluster_rules = as_rules(only(docs, "ClusterRole")["rules"])
+    assert not any("deployments/scale" in resources for _, resources, _ in cluster_rules)
+    watched = as_rules(only(docs, "Role", f"{RELEASE}-pgbackup-operator")["rules"])
+    leader = as_rules(only(docs, "Role", f"{RELEASE}-pgbackup-operator-leader-election")["rules"])
+    assert sorted(cluster_rules + watched + leader) == sorted(expected(enabled=frozenset({"restoreQuiesce"})))
+
+
+def test_optional_rules_get_their_own_template() -> None:
+    rules = (Rule("", ("pods",), ("list",), "always"), Rule("apps", ("deployments/scale",), ("patch",), "flag",
+                                                              optional="restoreQuiesce"))
+    template = crdgen.rules_template(rules)
+    always = template.split('rules.all" }}')[1].split("{{- end }}")[0]
+    optional = template.split('rules.optional.restoreQuiesce" }}')[1].split("{{- end }}")[0]
+    assert "deployments/scale" not in always and "deployments/scale" in optional
 
 
 @needs_helm

@@ -353,6 +353,10 @@ def cel_verdict(kind: str, obj: dict[str, Any]) -> list[str]:
     full = with_defaults(openapi(kind), obj)
 
     def visit(schema: dict[str, Any], value: Any) -> None:
+        if isinstance(value, list) and "items" in schema:  # rules on list items (e.g. hook env vars)
+            for item in value:
+                visit(schema["items"], item)
+            return
         if not isinstance(value, dict):
             return
         for rule in schema.get("x-kubernetes-validations", []):
@@ -394,10 +398,23 @@ CEL_CASES = [
     ("BackupPolicy", "logical", {"jobs": 4, "format": "directory"}),
     ("BackupPolicy", "logical", {"format": "directory"}),
     ("BackupPolicy", "logical", {}),
+    ("BackupPolicy", "copies", [{"name": "dr", "s3": {"bucket": "dr-backups"}, "retention": {"keepLast": 3}}]),
+    ("BackupPolicy", "copies", [{"name": "dr", "volume": {"claimName": "pvc"}, "retention": {"daily": 7}}]),
+    ("BackupPolicy", "copies", [{"name": "dr", "s3": {"bucket": "dr-backups"}, "volume": {"claimName": "pvc"},
+                                 "retention": {"keepLast": 3}}]),
+    ("BackupPolicy", "copies", [{"name": "dr", "retention": {"keepLast": 3}}]),
     ("RestoreRequest", "pointInTime", {"targetTime": "2026-11-23T10:15:00Z"}),
     ("RestoreRequest", "pointInTime", {"targetLSN": "0/3000060"}),
     ("RestoreRequest", "pointInTime", {"targetTime": "2026-11-23T10:15:00Z", "targetLSN": "0/3000060"}),
     ("RestoreRequest", "pointInTime", {}),
+    ("RestoreRequest", "hooks", {"postRestore": {"image": "app:1", "env": [{"name": "A", "value": "1"}]}}),
+    ("RestoreRequest", "hooks", {"postRestore": {"image": "app:1", "env": [
+        {"name": "A", "value": "1", "secretKeyRef": {"name": "s", "key": "k"}}]}}),
+    ("RestoreRequest", "hooks", {"preRestore": {"image": "app:1", "env": [{"name": "A"}]}}),
+    ("RestoreRequest", "include", {"tables": ["public.customers"]}),
+    ("RestoreRequest", "include", {"schemas": ["sales"]}),
+    ("RestoreRequest", "include", {}),
+    ("RestoreRequest", "include", {"schemas": [], "tables": []}),
 ]
 
 

@@ -30,6 +30,10 @@
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
+# the tail of a failed hook Job's log, for the RestoreRequest's message
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 # check that referenced Secrets and keys exist (values are never read into status)
 - apiGroups: [""]
   resources: [secrets]
@@ -82,6 +86,10 @@
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
+# the tail of a failed hook Job's log, for the RestoreRequest's message
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 # check that referenced Secrets and keys exist (values are never read into status)
 - apiGroups: [""]
   resources: [secrets]
@@ -110,4 +118,12 @@
 - apiGroups: ["coordination.k8s.io"]
   resources: [leases]
   verbs: [get, create, update]
+{{- end }}
+
+{{/* Granted only with restoreQuiesce.enabled: added to the ClusterRole or each Role. */}}
+{{- define "pgbackup-operator.rules.optional.restoreQuiesce" }}
+# RestoreRequest spec.quiesce: read replica counts, scale to zero and back (chart: restoreQuiesce.enabled)
+- apiGroups: ["apps"]
+  resources: [deployments/scale, statefulsets/scale]
+  verbs: [get, patch]
 {{- end }}

@@ -27,6 +27,10 @@ SCRATCH_DIR = "/scratch"
 ENV_SCRATCH = "PGBACKUP_SCRATCH"
 VOLUME_STORAGE_ROOT = "/var/lib/pgbackup/storage"
 ENV_VOLUME_ROOT = "PGBACKUP_VOLUME_ROOT"
+# Application volumes (spec.volumes): each PVC at <root>/<claimName>, read-only in backup Jobs, read-write in
+# restore Jobs; the runner reads the root from the env var (tests point it at a directory).
+APP_VOLUMES_ROOT = "/var/lib/pgbackup/volumes"
+ENV_APP_VOLUMES_ROOT = "PGBACKUP_APP_VOLUMES_ROOT"
 SECRETS_ROOT = "/var/run/pgbackup/secrets"
 DB_CA_DIR = f"{SECRETS_ROOT}/db-ca"
 S3_CA_DIR = f"{SECRETS_ROOT}/s3-ca"
@@ -47,3 +51,24 @@ EXIT_FAILED = 1
 EXIT_NETWORK = 2
 EXIT_USAGE = 3
 EXIT_GENERAL = 4
+
+# Copies (BackupPolicy.spec.copies): each copy's S3 credentials get env names of their own (the primary's
+# AWS_* stay the primary's); a volume copy is mounted at COPY_VOLUME_ROOT/<name>.
+COPY_VOLUME_ROOT = "/var/lib/pgbackup/copies"
+
+
+def copy_env_prefix(copy_name: str) -> str:
+    """'offsite-eu' -> 'PGBACKUP_COPY_OFFSITE_EU_' (copy names are DNS labels, so this is unique per copy)."""
+    return f"PGBACKUP_COPY_{copy_name.upper().replace('-', '_')}_"
+
+
+def copy_access_key_env(copy_name: str) -> str:
+    return f"{copy_env_prefix(copy_name)}AWS_ACCESS_KEY_ID"
+
+
+def copy_secret_key_env(copy_name: str) -> str:
+    return f"{copy_env_prefix(copy_name)}AWS_SECRET_ACCESS_KEY"
+
+
+def copy_volume_root_env(copy_name: str) -> str:
+    return f"{copy_env_prefix(copy_name)}VOLUME_ROOT"

@@ -15,6 +15,7 @@ from pgbackup.api.base import (
     Duration,
     StatusModel,
 )
+from pgbackup.api.hooks import BackupHooks
 from pgbackup.api.refs import DatabaseCredentialsRef, S3CredentialsRef, SecretKeyRef
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
@@ -289,6 +290,37 @@ class Notifications(ApiModel):
     """A JSON webhook."""
 
 
+def relative_volume_path(path: str, what: str) -> str:
+    """`path` normalised ('a//b/' -> 'a/b'), refused when absolute or holding a '..' component."""
+    if path.startswith("/") or "\0" in path:
+        raise ValueError(f"{what} {path!r} must be relative to the volume root (no leading '/')")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"{what} {path!r} must stay inside the volume (no '..')")
+    return "/".join(parts) or "."
+
+
+class AppVolume(ApiModel):
+    """An application PersistentVolumeClaim (uploads, config, ...) copied into each backup as a tar object.
+    The backup Job mounts it read-only; a ReadWriteOnce claim used by a pod on another node cannot be mounted."""
+
+    claim_name: DnsName
+    """Name of the PersistentVolumeClaim in the policy's namespace."""
+    paths: list[str] = Field(default_factory=lambda: ["."], min_length=1, max_length=50)
+    """Files or directories to copy, relative to the volume root (no '..'); default the whole volume ('.')."""
+    exclude: list[str] = Field(default_factory=list, max_length=100)
+    """Glob patterns to leave out, matched against the path relative to the volume root and against the
+    file name, e.g. '*.tmp', 'cache/*'. An excluded directory is not descended into."""
+
+    @model_validator(mode="after")
+    def _paths_stay_inside(self) -> AppVolume:
+        self.paths = [relative_volume_path(path, f"volumes[{self.claim_name}].paths entry") for path in self.paths]
+        for pattern in self.exclude:
+            if not pattern or len(pattern) > 256:
+                raise ValueError(f"volumes[{self.claim_name}].exclude: {pattern!r} must be 1 to 256 characters")
+        return self
+
+
 class JobTemplate(ApiModel):
     """Overrides for the backup, verification and restore Jobs."""
 
@@ -316,6 +348,41 @@ class JobTemplate(ApiModel):
     """Finished failed Jobs to keep."""
     scratch_size_limit: str = Field(default="10Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$")
     """Size limit of the emptyDir scratch volume (used by directory-format dumps and verification)."""
+
+
+MAX_COPIES = 4
+COPY_NAME_MAX = 40  # it becomes part of env names (PGBACKUP_COPY_<NAME>_...) and mount paths
+COPY_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class CopySpec(ApiModel):
+    """A second (third, ...) copy of every completed backup in another storage (3-2-1): exactly one of s3 or
+    volume, with its own retention. Objects are copied byte for byte (SHA-256 verified), the manifest last."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {"rule": "has(self.s3) != has(self.volume)", "message": "set exactly one of copies[].s3 or copies[].volume"}
+    ]}}
+
+    name: str = Field(min_length=1, max_length=COPY_NAME_MAX, pattern=COPY_NAME_PATTERN)
+    """Name of the copy (a DNS label, unique in the policy); RestoreRequest.spec.fromCopy and
+    `pgbackup list --copy` refer to it."""
+    s3: S3Storage | None = None
+    """An S3-compatible bucket (its own credentialsSecret), e.g. in another region or account."""
+    volume: VolumeStorage | None = None
+    """A PersistentVolumeClaim, mounted read-write into backup Jobs."""
+    retention: Retention
+    """Which backups the copy keeps, applied to the copy only (the primary keeps spec.retention)."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CopySpec:
+        if (self.s3 is None) == (self.volume is None):
+            raise ValueError(f"set exactly one of copies[].s3 or copies[].volume (copy {self.name!r})")
+        return self
+
+    @property
+    def storage(self) -> Storage:
+        """The copy's storage in the shape of spec.storage (for the storage factory)."""
+        return Storage(s3=self.s3, volume=self.volume)
 
 
 class BackupPolicySpec(ApiModel):
@@ -351,6 +418,34 @@ class BackupPolicySpec(ApiModel):
     """Notifications."""
     job_template: JobTemplate = Field(default_factory=JobTemplate)
     """Overrides for the Jobs."""
+    hooks: BackupHooks | None = None
+    """Containers run around each backup: preBackup as an init container of the backup pod, postBackup as a
+    Job the operator creates once the backup Job has been recorded."""
+    volumes: list[AppVolume] = Field(default_factory=list, max_length=20)
+    """Application PersistentVolumeClaims to copy into every backup after the databases (tar, same
+    compression, encryption and checksums); each claim at most once."""
+
+    @model_validator(mode="after")
+    def _volumes_once(self) -> BackupPolicySpec:
+        names = [volume.claim_name for volume in self.volumes]
+        if len(set(names)) != len(names):
+            raise ValueError("volumes lists a claimName twice")
+        return self
+    copies: list[CopySpec] = Field(
+        default_factory=list,
+        max_length=MAX_COPIES,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Further copies of every completed backup in other storages (at most 4), each with its own retention.
+    A copy that fails never fails the backup: it is retried (caught up) at the next backup."""
+
+    @model_validator(mode="after")
+    def _copy_names_unique(self) -> BackupPolicySpec:
+        names = [copy.name for copy in self.copies]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"copies: names must be unique, {', '.join(duplicates)} is used more than once")
+        return self
 
 
 # ---------------------------------------------------------------- status
@@ -454,6 +549,21 @@ class Measured(StatusModel):
     """Duration of the latest verification restore."""
 
 
+class CopyStatus(StatusModel):
+    """How far one copy (spec.copies[]) is behind the primary storage, as of the latest backup."""
+
+    name: str
+    """The copy's name."""
+    last_copied_backup: str | None = None
+    """Id of the newest backup present in the copy."""
+    last_copied_at: datetime | None = None
+    """When the runner last finished copying a backup there."""
+    lag_backups: int | None = None
+    """Backups in the primary storage not (yet) in the copy; copied at the next backup (catch-up)."""
+    error: str | None = None
+    """Why the latest copy attempt failed (the backup itself is unaffected)."""
+
+
 class BackupPolicyStatus(StatusModel):
     """Observed state of a BackupPolicy; written only by the operator."""
 
@@ -478,6 +588,8 @@ class BackupPolicyStatus(StatusModel):
     """Measured RPO and RTO."""
     backup_now_handled: str | None = None
     """The last pgbackup.dev/backup-now annotation value a Job was created for."""
+    copies: list[CopyStatus] = Field(default_factory=list, max_length=MAX_COPIES)
+    """State of each copy (spec.copies) as of the latest backup."""
 
 
 class BackupPolicy(ApiModel):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from pgbackup.api.base import ApiModel, Condition, DnsName, StatusModel
-from pgbackup.api.policy import SqlCheck
+from pgbackup.api.hooks import Quiesce, RestoreHooks
+from pgbackup.api.policy import SqlCheck, relative_volume_path
 from pgbackup.api.refs import DatabaseCredentialsRef
 
 
@@ -47,6 +48,31 @@ class VolumeTarget(ApiModel):
     """Directory inside the volume."""
 
 
+class VolumeRestore(ApiModel):
+    """Bring one application volume of the backup back into a PersistentVolumeClaim (mounted read-write)."""
+
+    claim_name: DnsName
+    """The claim as named in the backup (BackupPolicy spec.volumes[].claimName)."""
+    target_claim_name: DnsName | None = None
+    """PersistentVolumeClaim to restore into; default the same claim."""
+    path: str = Field(default="", max_length=512)
+    """Directory inside the target claim to restore into (relative, no '..'); default its root."""
+    overwrite: bool = False
+    """Restore into a non-empty directory, replacing files of the same name; without it a non-empty target
+    is an error."""
+
+    @model_validator(mode="after")
+    def _path_stays_inside(self) -> VolumeRestore:
+        if self.path:
+            normalised = relative_volume_path(self.path, f"volumes[{self.claim_name}].path")
+            self.path = "" if normalised == "." else normalised
+        return self
+
+    @property
+    def target_claim(self) -> str:
+        return self.target_claim_name or self.claim_name
+
+
 class RestoreTarget(ApiModel):
     """Where to restore to."""
 
@@ -70,6 +96,28 @@ class RestoreTarget(ApiModel):
     """For physical / point-in-time restores: leave the data directory on this volume instead."""
 
 
+class RestoreInclude(ApiModel):
+    """Restore only some objects of a logical backup (a selective restore via pg_restore's list)."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {"rule": "(has(self.schemas) && size(self.schemas) > 0) || (has(self.tables) && size(self.tables) > 0)",
+         "message": "include: name at least one schema or table"}
+    ]}}
+
+    schemas: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list, max_length=100)
+    """Schemas whose tables and sequences are restored, e.g. [sales]."""
+    tables: list[Annotated[str, Field(min_length=1, max_length=127, pattern=r"^[^.]+(\.[^.]+)?$")]] = Field(
+        default_factory=list, max_length=500)
+    """Tables to restore as 'schema.table' or 'table' (= public.table), with their data, sequences, indexes,
+    constraints, defaults and triggers; foreign keys only when the referenced table is restored too."""
+
+    @model_validator(mode="after")
+    def _names_something(self) -> RestoreInclude:
+        if not self.schemas and not self.tables:
+            raise ValueError("include: name at least one schema or table")
+        return self
+
+
 class RestoreRequestSpec(ApiModel):
     """Restore a backup (or a point in time) once; immutable after it starts."""
 
@@ -85,6 +133,9 @@ class RestoreRequestSpec(ApiModel):
     """Databases of the backup to restore; empty = all of them (a single one may be renamed with target.database)."""
     include_globals: bool = False
     """Also restore roles and tablespaces."""
+    include: RestoreInclude | None = None
+    """Restore only these schemas/tables of a logical backup (into a new database, or with target.overwrite
+    replacing just those tables of the existing one); the rest of the target is left untouched."""
     extensions: list[str] = Field(default_factory=list, max_length=64)
     """Extensions to create before data is loaded when missing, e.g. vector, pg_trgm."""
     checks: list[SqlCheck] = Field(default_factory=list, max_length=100)
@@ -93,6 +144,23 @@ class RestoreRequestSpec(ApiModel):
     """pg_restore parallel jobs."""
     dry_run: bool = False
     """Resolve and report the plan, change nothing."""
+    volumes: list[VolumeRestore] = Field(default_factory=list, max_length=20)
+    """Application volumes of the backup to restore (after the databases), each into a claim of your choice."""
+
+    @model_validator(mode="after")
+    def _volume_targets_once(self) -> RestoreRequestSpec:
+        targets = [(volume.target_claim, volume.path) for volume in self.volumes]
+        if len(set(targets)) != len(targets):
+            raise ValueError("volumes restores two claims into the same targetClaimName and path")
+        return self
+    quiesce: Quiesce | None = None
+    """Workloads to scale to zero while an overwrite restore (target.overwrite) runs; their replica counts are
+    recorded in status first and put back afterwards, also when the restore fails."""
+    hooks: RestoreHooks | None = None
+    """Containers run as Jobs before (preRestore) and after (postRestore) the restore Job."""
+    from_copy: str | None = Field(default=None, min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Read the backup from this copy (BackupPolicy.spec.copies[].name) instead of the primary storage, e.g.
+    when the primary bucket is lost; a name the policy does not have fails the restore with the known names."""
 
 
 RestorePhase = Literal["Pending", "Planning", "Running", "Succeeded", "Failed"]
@@ -145,6 +213,19 @@ class RestoreResult(StatusModel):
     """Name the overwritten database was kept under."""
 
 
+class QuiescedWorkload(StatusModel):
+    """A workload stopped for the restore, with the replica count it gets back."""
+
+    kind: Literal["Deployment", "StatefulSet"]
+    """Deployment or StatefulSet."""
+    name: str
+    """Its name (same namespace)."""
+    replicas: int
+    """Replicas it had before the restore; it is scaled back to this."""
+    restored: bool = False
+    """True once it was scaled back."""
+
+
 class RestoreRequestStatus(StatusModel):
     """Observed state of a RestoreRequest; written only by the operator."""
 
@@ -163,6 +244,8 @@ class RestoreRequestStatus(StatusModel):
     """The result."""
     job_name: str | None = None
     """The restore Job."""
+    quiesce: list[QuiescedWorkload] | None = None
+    """Workloads scaled to zero for the restore and their previous replica counts (recorded before scaling)."""
     error: str | None = None
     """Why it failed."""
 

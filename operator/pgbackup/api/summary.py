@@ -18,6 +18,24 @@ MAX_SUMMARY_BYTES = 4096
 MAX_ERROR_CHARS = 1500
 
 
+MAX_COPY_ERROR_CHARS = 300
+
+
+class CopySummary(StatusModel):
+    """One copy (BackupPolicy.spec.copies[]) after a backup Job: what it holds and how far behind it is."""
+
+    name: str
+    """The copy's name."""
+    last_copied_backup: str | None = None
+    """Newest backup present in the copy."""
+    last_copied_at: datetime | None = None
+    """When this run finished copying a backup there."""
+    lag_backups: int | None = None
+    """Primary backups not in the copy after this run."""
+    error: str | None = Field(default=None, max_length=MAX_COPY_ERROR_CHARS)
+    """Why copying failed this run (the backup itself is Completed)."""
+
+
 class JobSummary(StatusModel):
     """Result of one runner invocation (backup, restore or verification)."""
 
@@ -53,6 +71,8 @@ class JobSummary(StatusModel):
     """Restore Jobs: what the restore did or (dry run) would do; lists may be shortened to fit 4096 bytes."""
     result: RestoreResult | None = None
     """Restore Jobs: what the restore did; failed checks are kept first when the list has to be shortened."""
+    copies: list[CopySummary] | None = None
+    """Backup Jobs with spec.copies: the state of each copy after this run (errors cut to fit 4096 bytes)."""
 
     def to_termination_message(self) -> str:
         """Serialise within the 4096-byte limit: shorten a restore's plan/result lists, then the error."""

@@ -13,6 +13,7 @@ from typing import Any
 from pgbackup.api import jobenv
 from pgbackup.api.policy import BackupPolicySpec
 from pgbackup.builders.names import backup_now_job_name, cronjob_name, policy_labels
+from pgbackup.builders.hooks import with_pre_backup_hook
 from pgbackup.builders.pod import JOB_TTL_SECONDS, JobSettings, owner_reference, policy_env_json, runner_pod_spec
 
 ANNOTATION_POLICY_NAME = "pgbackup.dev/policy-name"  # full name; the label value may be shortened
@@ -58,6 +59,8 @@ def build_cronjob(name: str, namespace: str, uid: str, spec: BackupPolicySpec, s
             },
         },
     }
+    job_spec = cronjob["spec"]["jobTemplate"]["spec"]
+    with_pre_backup_hook(job_spec["template"]["spec"], job_spec, spec.hooks.pre_backup if spec.hooks else None)
     cronjob["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = manifest_hash(cronjob)
     return cronjob
 

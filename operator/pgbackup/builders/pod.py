@@ -16,6 +16,7 @@ from pgbackup.api.base import API_VERSION
 from pgbackup.api.policy import BackupPolicySpec
 from pgbackup.api.refs import DatabaseCredentialsRef
 from pgbackup.api.summary import TERMINATION_MESSAGE_PATH
+from pgbackup.builders.volumes import app_volume_mounts
 
 CONTAINER_NAME = "backup"
 RUN_AS_USER = 65532
@@ -105,13 +106,53 @@ def _env_and_volumes(spec: BackupPolicySpec, db_credentials: DatabaseCredentials
     return env, volumes, mounts
 
 
+def copy_env_and_volumes(spec: BackupPolicySpec, names: list[str]) -> tuple[Manifests, Manifests, Manifests]:
+    """Env vars, pod volumes and mounts for the copies named (spec.copies): each S3 copy's keys as secretKeyRef
+    env under names of its own (PGBACKUP_COPY_<NAME>_AWS_*), each volume copy's PVC mounted read-write."""
+    env: Manifests = []
+    volumes: Manifests = []
+    mounts: Manifests = []
+    for index, copy_spec in enumerate(spec.copies):
+        if copy_spec.name not in names:
+            continue
+        if copy_spec.s3 is not None and copy_spec.s3.credentials_secret is not None:
+            # optional: a missing copy Secret must not keep the backup's pod from starting; the runner reports
+            # the copy as failed (status.copies[].error) and the backup itself still runs
+            ref = copy_spec.s3.credentials_secret
+            for env_name, key in ((jobenv.copy_access_key_env(copy_spec.name), ref.access_key_id_key),
+                                  (jobenv.copy_secret_key_env(copy_spec.name), ref.secret_access_key_key)):
+                item = secret_env(env_name, ref.name, key)
+                item["valueFrom"]["secretKeyRef"]["optional"] = True
+                env.append(item)
+        if copy_spec.volume is not None:
+            volume_name = f"copy-{index}"
+            mount_path = f"{jobenv.COPY_VOLUME_ROOT}/{copy_spec.name}"
+            volumes.append({"name": volume_name, "persistentVolumeClaim": {"claimName": copy_spec.volume.claim_name}})
+            mounts.append({"name": volume_name, "mountPath": mount_path})
+            env.append({"name": jobenv.copy_volume_root_env(copy_spec.name), "value": mount_path})
+    return env, volumes, mounts
+
+
 def runner_pod_spec(spec: BackupPolicySpec, settings: JobSettings, *, command: list[str], env: Manifests,
-                    db_credentials: DatabaseCredentialsRef | None = None, mount_identity: bool = False) -> dict[str, Any]:
+                    db_credentials: DatabaseCredentialsRef | None = None, mount_identity: bool = False,
+                    copies: list[str] | None = None, app_claims: list[str] | None = None,
+                    app_claims_writable: bool = False) -> dict[str, Any]:
     """The pod of a runner Job: `command` with its own `env` first, then the policy's credentials and storage.
-    `db_credentials` defaults to the policy's database Secret; `mount_identity` only for restore/verification."""
+    `db_credentials` defaults to the policy's database Secret; `mount_identity` only for restore/verification.
+    `copies`: the copies (spec.copies names) the pod reaches; default all of them for backup Jobs, none else.
+    `app_claims`: application claims mounted at APP_VOLUMES_ROOT/<claim> (read-only unless `app_claims_writable`);
+    default the policy's spec.volumes for backup Jobs, none else."""
     overrides = spec.job_template
     common_env, volumes, mounts = _env_and_volumes(spec, db_credentials or spec.database.credentials_secret,
                                                    mount_identity)
+    if copies is None:
+        copies = [c.name for c in spec.copies] if list(command) == jobenv.COMMAND_BACKUP else []
+    copy_env, copy_volumes, copy_mounts = copy_env_and_volumes(spec, copies)
+    common_env, volumes, mounts = [*common_env, *copy_env], [*volumes, *copy_volumes], [*mounts, *copy_mounts]
+    if app_claims is None:
+        app_claims = [v.claim_name for v in spec.volumes] if list(command) == jobenv.COMMAND_BACKUP else []
+    app_volumes, app_mounts, app_env = app_volume_mounts(app_claims, read_only=not app_claims_writable)
+    common_env, volumes, mounts = [*common_env, *app_env], [*volumes, *app_volumes], [*mounts, *app_mounts]
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": settings.image,

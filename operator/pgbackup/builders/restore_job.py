@@ -109,7 +109,11 @@ def build_restore_job(request: FrozenRequest, settings: JobSettings, step: Step)
     env = [{"name": jobenv.ENV_RESTORE, "value": request_env_json(request.name, request.namespace, request.spec,
                                                                    request.policy_name, request.policy)}]
     pod = runner_pod_spec(request.policy, settings, command=command, env=env,
-                          db_credentials=request.spec.target.credentials_secret, mount_identity=True)
+                          db_credentials=request.spec.target.credentials_secret, mount_identity=True,
+                          copies=[request.spec.from_copy] if request.spec.from_copy else [],
+                          # only the restore step writes into volumes; the plan Job stays off the claims
+                          app_claims=[v.target_claim for v in request.spec.volumes] if step == "restore" else [],
+                          app_claims_writable=True)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

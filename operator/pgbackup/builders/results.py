@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pgbackup.api.summary import JobSummary
 from pgbackup.builders.conditions import LAST_BACKUP_SUCCEEDED, set_condition
 from pgbackup.builders.pod import CONTAINER_NAME
+from pgbackup.builders.volumes import VOLUME_UNAVAILABLE, stuck_volume_message
 
 MAX_BACKUPS_IN_STATUS = 20
 ANNOTATION_RECORDED = "pgbackup.dev/recorded"
@@ -65,10 +66,14 @@ def failure_without_summary(job: dict[str, Any], pods: list[dict[str, Any]]) -> 
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _IMAGE_PULL_REASONS:
             return waiting["reason"], waiting.get("message") or f"the backup container could not start ({waiting['reason']})"
+    stuck = stuck_volume_message(job, pods)
     for condition in job.get("status", {}).get("conditions") or []:
         if condition.get("type") == "Failed" and condition.get("status") == "True":
             reason = condition.get("reason") or "JobFailed"
-            return reason, condition.get("message") or f"the Job failed ({reason})"
+            message = condition.get("message") or f"the Job failed ({reason})"
+            if stuck:  # a pod that never got its volumes: say so rather than only 'DeadlineExceeded'
+                return VOLUME_UNAVAILABLE, f"{message}: {stuck}"
+            return reason, message
     return "JobFailed", "the Job failed without a summary; see `kubectl logs job/" + job["metadata"]["name"] + "`"
 
 
@@ -151,4 +156,19 @@ def record_result(status: dict[str, Any], result: BackupResult, generation: int 
     patch: dict[str, Any] = {"lastBackup": last, "conditions": conditions}
     if backups != list(status.get("backups") or []):
         patch["backups"] = backups
+    if summary is not None and summary.copies is not None:
+        patch["copies"] = copies_status(status, summary)
     return patch
+
+
+def copies_status(status: dict[str, Any], summary: JobSummary) -> list[dict[str, Any]]:
+    """status.copies from a backup summary; a copy not written to this run keeps its previous lastCopiedAt."""
+    previous = {c.get("name"): c for c in status.get("copies") or [] if isinstance(c, dict)}
+    copies = []
+    for state in summary.copies or []:
+        entry = state.model_dump(mode="json", by_alias=True, exclude_none=True)
+        earlier = previous.get(state.name, {}).get("lastCopiedAt")
+        if "lastCopiedAt" not in entry and earlier:
+            entry["lastCopiedAt"] = earlier
+        copies.append(entry)
+    return copies

@@ -337,3 +337,66 @@ def update_restore_status(namespace: str, name: str,
             if not is_status(error, 409):
                 raise
     raise RuntimeError(f"RestoreRequest {namespace}/{name} changed {attempts} times while its status was written")
+
+
+# ------------------------------------------------------------------ quiesce (scale subresource) and hook logs
+
+_SCALE_CALLS = {
+    "Deployment": ("read_namespaced_deployment_scale", "patch_namespaced_deployment_scale"),
+    "StatefulSet": ("read_namespaced_stateful_set_scale", "patch_namespaced_stateful_set_scale"),
+}
+
+
+def read_scale(namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    """The Scale of a Deployment / StatefulSet (spec.replicas, status.selector); None when it does not exist.
+    A 403 (the chart's restoreQuiesce.enabled is off) is raised to the caller."""
+    apps = kubernetes.client.AppsV1Api(client())
+    try:
+        return _json(getattr(apps, _SCALE_CALLS[kind][0])(name, namespace, _preload_content=False))
+    except ApiException as error:
+        if is_status(error, 404):
+            return None
+        raise
+
+
+def patch_scale(namespace: str, kind: str, name: str, replicas: int) -> bool:
+    """Set the replica count through the scale subresource; False when the workload no longer exists."""
+    apps = kubernetes.client.AppsV1Api(client())
+    try:
+        getattr(apps, _SCALE_CALLS[kind][1])(name, namespace, {"spec": {"replicas": replicas}},
+                                             _content_type=MERGE_PATCH, _preload_content=False)
+    except ApiException as error:
+        if is_status(error, 404):
+            return False
+        raise
+    return True
+
+
+def pods_matching(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    core = kubernetes.client.CoreV1Api(client())
+    selector = ",".join(f"{key}={value}" for key, value in labels.items())
+    pods = _json(core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
+    return list(pods.get("items") or [])
+
+
+def read_pod_log_tail(namespace: str, pod: str, lines: int = 20) -> str | None:
+    """The last lines of a pod's log (its first container), None when the log cannot be read (pod gone,
+    no rights, a server that does not serve logs): callers treat the tail as a courtesy."""
+    core = kubernetes.client.CoreV1Api(client())
+    try:
+        response = core.read_namespaced_pod_log(pod, namespace, tail_lines=lines, limit_bytes=16384,
+                                                _preload_content=False)
+    except ApiException:
+        return None
+    data = response.data
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+    return text
+
+
+def list_jobs(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Jobs with these labels (filtered again here: an emulator may ignore the selector)."""
+    batch = kubernetes.client.BatchV1Api(client())
+    selector = ",".join(f"{key}={value}" for key, value in labels.items())
+    jobs = _json(batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False))
+    return [job for job in jobs.get("items") or []
+            if all((job.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in labels.items())]

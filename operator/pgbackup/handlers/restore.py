@@ -18,6 +18,9 @@ from pgbackup.api import BackupPolicySpec
 from pgbackup.api.base import GROUP
 from pgbackup.api.restore import RestoreRequestSpec
 from pgbackup.builders.conditions import READY, Check, Status, set_condition
+from pgbackup.builders.hooks import ANNOTATION_OWNER as ANNOTATION_HOOK_OWNER
+from pgbackup.builders.hooks import COMPONENT as HOOK_COMPONENT
+from pgbackup.builders.hooks import LABEL_HOOK_OWNER, hook_step
 from pgbackup.builders.names import LABEL_COMPONENT
 from pgbackup.builders.restore_job import (
     ANNOTATION_RESTORE_REQUEST,
@@ -35,7 +38,7 @@ from pgbackup.builders.restore_job import (
 from pgbackup.builders.results import ANNOTATION_RECORDED, job_outcome
 from pgbackup.builders.validation import describe_validation_error
 from pgbackup.builders.secrets import missing_secret_checks
-from pgbackup.handlers import config, kube
+from pgbackup.handlers import config, kube, quiesce
 from pgbackup.handlers.common import plain
 
 SPEC_CHANGED = "SpecChanged"
@@ -166,7 +169,7 @@ def record_restore_job(body: kopf.Body, type: str, name: str, namespace: str | N
     if step == "plan":
         _after_plan(request, job, outcome, logger)
     else:
-        _after_restore(request, outcome, logger)
+        _after_restore(request, outcome, logger, job)
     if not deleted:
         kube.annotate_job(namespace, name, {ANNOTATION_RECORDED: "Succeeded" if outcome.succeeded else "Failed"})
 
@@ -194,16 +197,39 @@ def _after_plan(request: dict[str, Any], job: dict[str, Any], outcome: StepOutco
 
     if (request.get("status") or {}).get("phase", "Pending") not in _PLANNING_OR_BEFORE:
         return  # the restore Job was created before (an event seen twice)
+    try:  # spec.quiesce: the phase stays Planning (condition Quiesced) until the restore Job exists
+        quiesce.stop_workloads(namespace, name, frozen.spec)
+    except quiesce.QuiesceFailed as failure:
+        message = f"the restore did not start ({failure.reason}): {failure.message}"
+        if _update(namespace, name, _phase_in(_PLANNING_OR_BEFORE), "Failed", ("False", failure.reason, message),
+                   {"plan": plan, "error": failure.message}):
+            _post(request, "RestoreFailed", message, logger, warning=True)
+        return
+    pre_restore = frozen.spec.hooks.pre_restore if frozen.spec.hooks else None
+    if pre_restore is not None:  # the restore Job follows when the hook Job succeeded (record_restore_hook)
+        hook_name = quiesce.start_hook(frozen, pre_restore, "pre-restore")
+        message = f"preRestore hook Job {hook_name} runs before the restore Job: {what}"
+        _update(namespace, name, _phase_in(_PLANNING_OR_BEFORE), "Planning", ("False", "PreRestoreHook", message),
+                {"plan": plan, "error": None})
+        quiesce.set_hooks_condition(namespace, name, "False", "PreRestoreRunning", f"Job {hook_name} runs")
+        return
+    _start_restore_job(request, frozen, plan, logger)
+
+
+def _start_restore_job(request: dict[str, Any], frozen: FrozenRequest, plan: dict[str, Any] | None,
+                       logger: kopf.Logger) -> None:
+    namespace, name = request["metadata"]["namespace"], request["metadata"]["name"]
     restore = build_restore_job(frozen, config.current().job_settings(), "restore")
     kube.create_job_once(restore)
     restore_name = restore["metadata"]["name"]
-    message = f"restore Job {restore_name} started: {what}"
+    message = f"restore Job {restore_name} started: {_describe_plan(plan)}"
     if _update(namespace, name, _phase_in(_PLANNING_OR_BEFORE), "Running", ("False", "Running", message),
                {"plan": plan, "jobName": restore_name, "error": None}):
         _post(request, "RestoreStarted", message, logger)
 
 
-def _after_restore(request: dict[str, Any], outcome: StepOutcome, logger: kopf.Logger) -> None:
+def _after_restore(request: dict[str, Any], outcome: StepOutcome, logger: kopf.Logger,
+                   job: dict[str, Any] | None = None) -> None:
     namespace, name = request["metadata"]["namespace"], request["metadata"]["name"]
     summary = outcome.summary
     result = summary.result.to_wire() if summary and summary.result else None
@@ -211,6 +237,7 @@ def _after_restore(request: dict[str, Any], outcome: StepOutcome, logger: kopf.L
     if summary and summary.plan and not (request.get("status") or {}).get("plan"):
         fields["plan"] = summary.plan.to_wire()
     if not outcome.succeeded:
+        quiesce.scale_back(namespace, name)  # before the final phase: an error leaves the Job to be recorded again
         _fail(request, outcome, "restore", _STARTED_NOT_DONE, logger, **fields)
         return
     plan = fields.get("plan") or (request.get("status") or {}).get("plan")
@@ -219,9 +246,76 @@ def _after_restore(request: dict[str, Any], outcome: StepOutcome, logger: kopf.L
     message = (f"{_describe_plan(plan, done=True)}"
                + (f" in {seconds:.0f}s" if seconds is not None else "")
                + f" by Job {outcome.job_name}; {sum(c.passed for c in checks)}/{len(checks)} checks passed")
+    frozen = frozen_request(job) if job is not None else None
+    post_restore = frozen.spec.hooks.post_restore if frozen is not None and frozen.spec.hooks else None
+    if frozen is not None and post_restore is not None:  # Succeeded once the hook succeeded (record_restore_hook)
+        hook_name = quiesce.start_hook(frozen, post_restore, "post-restore")
+        _update(namespace, name, _phase_in(_STARTED_NOT_DONE), "Running",
+                ("False", "PostRestoreHook", f"{message}; postRestore hook Job {hook_name} runs next"),
+                {**fields, "error": None})
+        quiesce.set_hooks_condition(namespace, name, "False", "PostRestoreRunning", f"Job {hook_name} runs")
+        return
+    quiesce.scale_back(namespace, name)
     if _update(namespace, name, _phase_in(_STARTED_NOT_DONE), "Succeeded", ("True", "RestoreSucceeded", message),
                {**fields, "error": None}):
         _post(request, "RestoreSucceeded", message, logger)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_COMPONENT: HOOK_COMPONENT, LABEL_HOOK_OWNER: kopf.PRESENT},
+               annotations={ANNOTATION_RECORDED: kopf.ABSENT})
+def record_restore_hook(body: kopf.Body, type: str, name: str, namespace: str | None, logger: kopf.Logger,
+                        **_: Any) -> None:
+    """A finished preRestore hook: start the restore Job, or fail (scaling back) with the hook's log tail.
+    A finished postRestore hook: scale back, then Succeeded, or Failed with the hook's log tail."""
+    job = plain(dict(body))
+    deleted = type == "DELETED"
+    step = hook_step(job)
+    if namespace is None or step not in ("pre-restore", "post-restore") or (job_outcome(job) is None and not deleted):
+        return
+    request_name: str = (job["metadata"].get("annotations") or {}).get(ANNOTATION_HOOK_OWNER) or ""
+    owner_uid = next((ref.get("uid") for ref in job["metadata"].get("ownerReferences") or []
+                      if ref.get("kind") == "RestoreRequest"), None)
+    request = kube.get_restore_request(namespace, request_name) if request_name else None
+    if request is None or owner_uid is None or request.get("metadata", {}).get("uid") != owner_uid:
+        return
+    succeeded = job_outcome(job) == "Completed"
+    hook = "preRestore" if step == "pre-restore" else "postRestore"
+    if succeeded:
+        quiesce.set_hooks_condition(namespace, request_name, "True", f"{hook[0].upper()}{hook[1:]}Succeeded",
+                                    f"Job {name} succeeded")
+    status = request.get("status") or {}
+    if not succeeded:
+        tail = quiesce.hook_log_tail(namespace, name) if not deleted else ""
+        quiesce.scale_back(namespace, request_name)
+        touched = "the database was not touched" if step == "pre-restore" else "the database WAS restored"
+        message = (f"{hook} hook Job {name} failed ({touched}); fix the hook, then create a new RestoreRequest"
+                   + (f"; log tail:\n{tail}" if tail else f"; see `kubectl logs job/{name}`"))
+        reason = f"{hook[0].upper()}{hook[1:]}HookFailed"
+        quiesce.set_hooks_condition(namespace, request_name, "False", reason, f"Job {name} failed")
+        allowed = _PLANNING_OR_BEFORE if step == "pre-restore" else _STARTED_NOT_DONE
+        if _update(namespace, request_name, _phase_in(allowed), "Failed", ("False", reason, message),
+                   {"error": message}):
+            _post(request, "RestoreFailed", message, logger, warning=True)
+    elif step == "pre-restore":
+        frozen = quiesce.planned_request(namespace, request_name, owner_uid)
+        if frozen is None:
+            quiesce.scale_back(namespace, request_name)
+            message = (f"the plan Job of RestoreRequest {namespace}/{request_name} is gone, so the restore Job "
+                       f"cannot be built; create a new RestoreRequest")
+            if _update(namespace, request_name, _phase_in(_PLANNING_OR_BEFORE), "Failed",
+                       ("False", "InvalidPlanJob", message), {"error": message}):
+                _post(request, "RestoreFailed", message, logger, warning=True)
+        else:
+            _start_restore_job(request, frozen, status.get("plan"), logger)
+    else:
+        quiesce.scale_back(namespace, request_name)
+        message = (f"{_describe_plan(status.get('plan'), done=True)} by Job {status.get('jobName')}; "
+                   f"postRestore hook Job {name} succeeded")
+        if _update(namespace, request_name, _phase_in(_STARTED_NOT_DONE), "Succeeded",
+                   ("True", "RestoreSucceeded", message), {"error": None}):
+            _post(request, "RestoreSucceeded", message, logger)
+    if not deleted:
+        kube.annotate_job(namespace, name, {ANNOTATION_RECORDED: "Succeeded" if succeeded else "Failed"})
 
 
 def _fail(request: dict[str, Any], outcome: StepOutcome, step: str, allowed: frozenset[str], logger: kopf.Logger,

@@ -29,6 +29,7 @@ from pgbackup.runner.retention import apply_retention
 from pgbackup.runner.storage.base import Storage, StorageError, StorageUnreachable
 from pgbackup.runner.storage.factory import open_storage
 from pgbackup.runner.termination import Terminated
+from pgbackup.runner.volumes import backup_volumes
 
 
 
@@ -89,6 +90,7 @@ def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str,
                                 backup_label=facts.backup_label)
         tool_versions["pg_basebackup"] = tools.version
 
+    volumes = backup_volumes(spec.volumes, storage, target.key_for, spec.compression, recipients, environ)
     completed_at = datetime.now(UTC)
     manifest = Manifest(
         id=backup_id,
@@ -99,7 +101,8 @@ def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str,
         completed_at=completed_at,
         duration_seconds=round(time.monotonic() - clock, 3),
         objects=[ManifestObject.from_stored(d.stored, backup_id, kind=d.kind, database=d.database)  # type: ignore[arg-type]
-                 for d in dumped],
+                 for d in dumped]
+                + [ManifestObject.from_stored(v.stored, backup_id, kind="volume", volume=v.claim) for v in volumes],
         databases=databases,
         server_version=server.version,
         tools=tool_versions,
@@ -177,6 +180,12 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
                          manifest=outcome.location, manifest_sha256=outcome.sha256)
     write_summary(summary, environ)
     try:
+        if policy.spec.copies:  # after the manifest, before retention; never fails the backup
+            from pgbackup.runner.copies import sync_copies
+
+            copies = sync_copies(policy, storage, environ=environ, grace=unfinished_grace(policy))
+            summary = summary.model_copy(update={"copies": copies})
+            write_summary(summary, environ)
         run_retention_after_backup(policy, storage)
         clean_unfinished_after_backup(policy, storage)
     except Terminated as exc:  # the backup is complete and recorded: only the housekeeping was cut short

@@ -74,10 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     command("backup", "take a backup as the policy says, write the summary, then apply retention")
     listing = command("list", "list the catalog: id, method, time, size, verified")
     listing.add_argument("--json", action="store_true", help="print the manifests as JSON")
+    listing.add_argument("--copy", metavar="NAME", help="list the catalog of this copy (spec.copies[].name)")
     show = command("show", "print the manifest of a backup")
     show.add_argument("backup_id", metavar="ID")
     check = command("check", "re-read every object of a backup and compare sizes and SHA-256 (exit 1 on damage)")
     check.add_argument("backup_id", metavar="ID")
+    check.add_argument("--copy", metavar="NAME", help="check the backup in this copy (spec.copies[].name)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     retention = command("retention", "apply the policy's retention rules: what is kept or deleted and why")
     retention.add_argument("--dry-run", action="store_true", help="only print the decisions, delete nothing")
@@ -86,11 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     where = restore.add_mutually_exclusive_group(required=True)
     where.add_argument("--target-database", metavar="NAME", help="new database to create (logical backups)")
     where.add_argument("--target-dir", metavar="DIR", type=Path, help="new, empty data directory (physical backups)")
+    where.add_argument("--volume", metavar="CLAIM=DIR", action="append", type=_volume_arg,
+                       help="restore the backup's application volume CLAIM into DIR (empty unless --overwrite-volumes); "
+                            "repeat for several")
+    restore.add_argument("--overwrite-volumes", action="store_true",
+                         help="with --volume: restore into a non-empty DIR, replacing files of the same name")
     restore.add_argument("--source-database", metavar="NAME", help="which database of the backup (when it holds several)")
     restore.add_argument("--target-host", help="server to restore into (default: the policy's database host)")
     restore.add_argument("--target-port", type=int, help="its port (default: the policy's)")
     restore.add_argument("--globals", action="store_true", help="also replay roles and tablespaces (pg_dumpall globals)")
     restore.add_argument("--jobs", type=int, default=1, help="pg_restore -j for directory-format dumps")
+    restore.add_argument("--from-copy", metavar="NAME", help="read the backup from this copy (spec.copies[].name)")
     restore.add_argument("--identity-file", metavar="FILE",
                          help=f"age identity for encrypted backups (default: ${jobenv.ENV_AGE_IDENTITY_FILE})")
     restore.add_argument("--allow-empty-target", action="store_true",
@@ -101,6 +109,21 @@ def _parser() -> argparse.ArgumentParser:
                        help="point-in-time recovery to this moment (RFC 3339, e.g. 2026-11-23T10:15:00Z; ID must be "
                             "'latest': the newest base backup before it is picked)")
     point.add_argument("--target-lsn", metavar="LSN", help="point-in-time recovery to this WAL position, e.g. 0/3000060")
+    restore.add_argument("--table", action="append", default=[], metavar="SCHEMA.TABLE",
+                         help="selective restore: only this table ('schema.table' or 'table' = public) with its "
+                              "data, sequences, indexes and constraints; repeatable (logical backups, new database)")
+    restore.add_argument("--schema", action="append", default=[], metavar="NAME",
+                         help="selective restore: the tables and sequences of this schema; repeatable")
+    importing = command("import", "register an existing pg_dump file (custom-format .dump or `pg_dump | gzip` "
+                        ".sql.gz) in the catalog, after verifying its sha256sum file")
+    importing.add_argument("file", metavar="FILE", type=Path, help="the .dump or .sql.gz file")
+    importing.add_argument("--sha256-file", metavar="FILE", type=Path,
+                           help="its checksum file in `sha256sum` format (default: FILE.sha256)")
+    importing.add_argument("--no-checksum", action="store_true", help="import without a checksum file (not advised)")
+    importing.add_argument("--database", metavar="NAME",
+                           help="the database it holds (default: from the dump's header, else the file name)")
+    importing.add_argument("--taken-at", metavar="TIME", type=_timestamp,
+                           help="when the dump was taken, RFC 3339 (default: the file's modification time)")
     restore.add_argument("--exclusive", action="store_true",
                          help="stop just before the target instead of just after it (recovery_target_inclusive off)")
     wal_push = command("wal-push", "archive one WAL file (for archive_command); "
@@ -138,12 +161,16 @@ def _human_size(size: int) -> str:
     return f"{size} B"
 
 
-def _catalog(policy: PolicyConfig) -> Catalog:
+def _catalog(policy: PolicyConfig, from_copy: str | None = None) -> Catalog:
+    if from_copy:
+        from pgbackup.runner.copies import open_source_storage
+
+        return Catalog(open_source_storage(policy, from_copy))
     return Catalog(open_policy_storage(policy))
 
 
 def cmd_list(policy: PolicyConfig, args: argparse.Namespace) -> int:
-    backups = _catalog(policy).backups()
+    backups = _catalog(policy, args.copy).backups()
     if args.json:
         print(json.dumps([json.loads(m.model_dump_json()) for m in backups], indent=2))
         return jobenv.EXIT_OK
@@ -161,7 +188,7 @@ def cmd_show(policy: PolicyConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_check(policy: PolicyConfig, args: argparse.Namespace) -> int:
-    report = _catalog(policy).check(args.backup_id)
+    report = _catalog(policy, args.copy).check(args.backup_id)
     if args.json:
         print(json.dumps({"backup_id": report.backup_id, "ok": report.ok,
                           "objects": [vars(o) for o in report.objects]}, indent=2))
@@ -196,10 +223,17 @@ def _identity(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _volume_arg(text: str) -> tuple[str, Path]:
+    claim, sep, directory = text.partition("=")
+    if not sep or not claim or not directory:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CLAIM=DIR, e.g. uploads=/srv/restored-uploads")
+    return claim, Path(directory)
+
+
 def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
     from pgbackup.runner.restore import restore_backup, restore_physical
 
-    catalog = _catalog(policy)
+    catalog = _catalog(policy, args.from_copy)
     identity = _identity(args)
     if args.target_time is not None or args.target_lsn is not None:
         return cmd_restore_pitr(policy, args, catalog, identity)
@@ -208,6 +242,15 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
         if newest is None:
             raise UsageError(f"the catalog at {catalog.storage.url} holds no backup to restore")
         args.backup_id = newest.id
+    if args.volume:
+        from pgbackup.runner.volumes import restore_volume
+
+        manifest = catalog.get(args.backup_id)
+        for claim, directory in args.volume:
+            done = restore_volume(catalog, manifest, claim, directory, args.overwrite_volumes, identity)
+            print(f"volume {claim} of backup {manifest.id} restored into {directory}: {done.files} files, "
+                  f"{done.directories} directories, {done.links} links, {done.bytes} bytes")
+        return jobenv.EXIT_OK
     if args.target_dir is not None:
         path = restore_physical(catalog, args.backup_id, args.target_dir, identity)
         print(f"backup {args.backup_id} restored into {path}; start it with: pg_ctl -D {path} start")
@@ -216,9 +259,16 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
     target = ConnParams(host=args.target_host or source.host, port=args.target_port or source.port, user=source.user,
                         password=source.password, sslmode=source.sslmode, sslrootcert=source.sslrootcert,
                         credentials_hint=source.credentials_hint)
-    report = restore_backup(catalog, args.backup_id, target, args.target_database, identity,
-                            source_database=args.source_database, with_globals=args.globals, jobs=args.jobs,
-                            scratch=scratch_dir(), allow_empty_target=args.allow_empty_target)
+    if args.table or args.schema:
+        from pgbackup.runner.selective import Selection, restore_selected
+
+        report = restore_selected(catalog, args.backup_id, target, args.target_database,
+                                  Selection.parse(args.schema, args.table), identity,
+                                  source_database=args.source_database, scratch=scratch_dir())
+    else:
+        report = restore_backup(catalog, args.backup_id, target, args.target_database, identity,
+                                source_database=args.source_database, with_globals=args.globals, jobs=args.jobs,
+                                scratch=scratch_dir(), allow_empty_target=args.allow_empty_target)
     if args.json:
         print(json.dumps({"backup_id": report.backup_id, "source_database": report.source_database,
                           "target_database": report.target_database, "ok": report.ok,
@@ -233,6 +283,18 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
               f"{report.source_database!r} -> {report.target_database!r}, {len(report.tables)} tables compared, "
               f"{report.duration_seconds:.1f}s")
     return jobenv.EXIT_OK if report.ok else jobenv.EXIT_FAILED
+
+
+def cmd_import(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    from pgbackup.runner.importer import import_dump
+
+    manifest = import_dump(policy, _catalog(policy), args.file, sha_file=args.sha256_file, database=args.database,
+                           taken_at=args.taken_at, skip_checksum=args.no_checksum, environ=os.environ)
+    info = manifest.databases[0]
+    print(f"imported {args.file} as backup {manifest.id}: database {info.name!r}, format {info.dump_format}, "
+          f"taken at {manifest.started_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, {_human_size(manifest.size_bytes)} "
+          f"stored")
+    return jobenv.EXIT_OK
 
 
 def cmd_wal_push(policy: PolicyConfig, args: argparse.Namespace) -> int:
@@ -320,7 +382,7 @@ def cmd_wal_stream(policy: PolicyConfig, args: argparse.Namespace) -> int:
 
 COMMANDS = {"backup": cmd_backup, "list": cmd_list, "show": cmd_show, "check": cmd_check,
             "retention": cmd_retention, "restore": cmd_restore, "verify": cmd_verify,
-            "wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "wal-stream": cmd_wal_stream}
+            "import": cmd_import, "wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "wal-stream": cmd_wal_stream}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

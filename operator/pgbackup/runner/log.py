@@ -43,6 +43,9 @@ _SECRET_ENV_VARS = ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 def _held_secrets() -> list[str]:
     """The secret values in this process's environment, longest first (a value may contain a shorter one)."""
     values = {os.environ.get(name, "") for name in _SECRET_ENV_VARS}
+    # the keys of BackupPolicy.spec.copies: PGBACKUP_COPY_<NAME>_AWS_SECRET_ACCESS_KEY
+    values |= {value for name, value in os.environ.items()
+               if name.startswith("PGBACKUP_COPY_") and name.endswith("_AWS_SECRET_ACCESS_KEY")}
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
 

@@ -21,7 +21,7 @@ VERIFICATION_NAME = "verification.json"  # reserved for restore verification, wr
 
 BACKUP_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
-ObjectKind = Literal["database", "globals", "base", "wal", "other"]
+ObjectKind = Literal["database", "globals", "base", "wal", "other", "volume"]
 
 
 class _Model(BaseModel):
@@ -44,10 +44,13 @@ class ManifestObject(_Model):
     kind: ObjectKind
     database: str | None = None
     """The database a 'database' object holds."""
+    volume: str | None = None
+    """The claim a 'volume' object holds (BackupPolicy spec.volumes[].claimName)."""
 
     @classmethod
     def from_stored(
-        cls, stored: StoredObject, backup_id: str, *, kind: ObjectKind, database: str | None = None
+        cls, stored: StoredObject, backup_id: str, *, kind: ObjectKind, database: str | None = None,
+        volume: str | None = None,
     ) -> ManifestObject:
         """The manifest entry for what store_stream returned (key made relative to '<backup_id>/')."""
         prefix = f"{backup_id}/"
@@ -62,6 +65,7 @@ class ManifestObject(_Model):
             encrypted=stored.encrypted,
             kind=kind,
             database=database,
+            volume=volume,
         )
 
 
@@ -76,7 +80,7 @@ class DatabaseInfo(_Model):
     row_counts: dict[str, int] = Field(default_factory=dict)
     """Exact row counts keyed 'schema.table'."""
     dump_format: str = "custom"
-    """pg_dump format: custom or directory."""
+    """pg_dump format: custom, directory or plain (SQL, imported dumps)."""
 
 
 class PhysicalInfo(_Model):
@@ -114,6 +118,10 @@ class Manifest(_Model):
     encryption_recipients: list[str] = Field(default_factory=list)
     """Public age keys the objects are encrypted for (never a private key)."""
     physical: PhysicalInfo | None = None
+    imported: bool = False
+    """Registered by `pgbackup import` from an existing dump file: no row counts were recorded."""
+    source: str | None = None
+    """Imported backups: the file it was imported from (name and SHA-256 as given by its .sha256 file)."""
     verified: bool = False
     """Set from verification.json when a restore verification passed (not stored by the backup)."""
 

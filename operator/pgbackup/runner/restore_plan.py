@@ -272,5 +272,9 @@ def plan_restore(spec: RestoreRequestSpec, catalog: Catalog, target: ConnParams,
     planned = PlannedRestore(manifest=manifest, target=target, databases=steps, plan=plan, server_version_num=version,
                              leftovers=leftovers)
     plan.steps = _steps(spec, planned, catalog.storage.url)
+    if spec.include is not None and len(steps) == 1:
+        from pgbackup.runner.selective import Selection, selective_steps
+
+        plan.steps = selective_steps(Selection.parse(spec.include.schemas, spec.include.tables), planned)
     _check_objects(catalog, manifest, objects)
     return planned

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
@@ -54,6 +54,14 @@ _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
 
 
+@dataclass(frozen=True)
+class S3Credentials:
+    """An access key pair handed to one S3Storage's boto3 session; repr never shows the secret."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
 class S3Storage(Storage):
     """A bucket + prefix; keys are relative to the prefix."""
 
@@ -65,7 +73,10 @@ class S3Storage(Storage):
         retry_mode: Literal["standard", "adaptive"] | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        credentials: S3Credentials | None = None,
     ) -> None:
+        """`credentials`: explicit keys for this storage only (a copy's Secret, read from its own env names);
+        None = boto3's usual chain (AWS_* env, pod identity)."""
         self.spec = spec
         self.bucket = spec.bucket
         self.prefix = f"{spec.prefix.strip('/')}/" if spec.prefix.strip("/") else ""
@@ -83,7 +94,10 @@ class S3Storage(Storage):
         )
         self.attempts = attempts
         # A session of its own: boto3's default session is not thread-safe to create clients from.
-        self.client = boto3.session.Session().client("s3", endpoint_url=spec.endpoint or None, config=config)
+        session = (boto3.session.Session(aws_access_key_id=credentials.access_key_id,
+                                         aws_secret_access_key=credentials.secret_access_key)
+                   if credentials is not None else boto3.session.Session())
+        self.client = session.client("s3", endpoint_url=spec.endpoint or None, config=config)
 
     # -- naming -----------------------------------------------------------------------------------
 

@@ -1,0 +1,443 @@
+"""Selective restore: only some schemas/tables of a logical backup, chosen from pg_restore's table of contents.
+
+How objects are chosen: `pg_restore -l` lists the dump's entries; `pg_restore -s -f -` prints their SQL, each
+under a '-- Name: ...; Type: ...; Schema: ...' header. An entry that hangs off a table (index, constraint,
+foreign key, default, trigger, identity/owned sequence) is kept when every table its SQL names is included,
+so a foreign key to a table left out is skipped (and logged) instead of failing the restore. The kept
+entries go to `pg_restore -L list -f script.sql`, and psql replays that script in ONE transaction.
+
+Overwrite of an existing database (RestoreRequest target.overwrite): the selection is first restored into a
+temporary database and checked there (row counts of the included tables, extensions, SQL checks); then the
+same checked script runs on the target inside one transaction that first drops the included tables (no
+CASCADE: a view or another table's foreign key on them makes the transaction fail, and nothing changes),
+recreates them and asserts their row counts before COMMIT. Every other table of the target is untouched, and
+the replaced tables' old contents are in the safety backup taken before.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from psycopg import sql
+
+from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.config import RunnerError, UsageError
+from pgbackup.runner.log import log, log_warning
+from pgbackup.runner.manifest import Manifest, ManifestObject
+from pgbackup.runner.pg import ConnParams, PgTools, find_tools, server_info
+from pgbackup.runner.restore import CHUNK, RestoreReport, TableCheck, _extract_tar, _pick_database
+
+if TYPE_CHECKING:
+    from pgbackup.api.restore import RestoreResult
+    from pgbackup.runner.restore_plan import PlannedRestore
+    from pgbackup.runner.restore_request import RequestConfig
+
+Table = tuple[str, str]
+"""(schema, name)"""
+
+MULTI_WORD_DESCS = ("MATERIALIZED VIEW DATA", "SEQUENCE OWNED BY", "FK CONSTRAINT", "TABLE DATA", "SEQUENCE SET",
+                    "DEFAULT ACL", "MATERIALIZED VIEW", "INDEX ATTACH", "FOREIGN TABLE", "LARGE OBJECT", "BLOB DATA",
+                    "BLOBS", "ROW SECURITY", "EVENT TRIGGER", "SERVER", "USER MAPPING", "TEXT SEARCH CONFIGURATION")
+ATTACHED = frozenset({"INDEX", "CONSTRAINT", "FK CONSTRAINT", "DEFAULT", "TRIGGER", "SEQUENCE OWNED BY", "POLICY",
+                      "ROW SECURITY"})
+TOC_LINE = re.compile(r"^(?P<id>\d+); (?P<tableoid>\d+) (?P<oid>\d+) (?P<rest>.*)$")
+SCRIPT_HEADER = re.compile(r"^-- (?:Data for )?Name: (?P<name>.*); Type: (?P<type>[^;]*); Schema: (?P<schema>[^;]*);"
+                           r" Owner: .*$", re.MULTILINE)
+_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+QUALIFIED = re.compile(rf"(?<![\w\"$.])({_IDENT})\.({_IDENT})")
+
+
+class ObjectNotInBackup(UsageError):
+    reason = "ObjectNotInBackup"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(table: Table) -> str:
+    return f"{quote_ident(table[0])}.{quote_ident(table[1])}"
+
+
+def _unquote(ident: str) -> str:
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to restore: whole schemas and single tables."""
+
+    schemas: tuple[str, ...] = ()
+    tables: tuple[Table, ...] = ()
+
+    @classmethod
+    def parse(cls, schemas: Iterable[str], tables: Iterable[str]) -> Selection:
+        parsed: list[Table] = []
+        for name in tables:
+            parts = name.split(".")
+            if len(parts) > 2 or not all(parts):
+                raise UsageError(f"{name!r} is not a table name: write 'schema.table' or 'table' (= public.table)",
+                                 reason="InvalidRestoreRequest")
+            parsed.append((parts[0], parts[1]) if len(parts) == 2 else ("public", parts[0]))
+        selection = cls(schemas=tuple(dict.fromkeys(schemas)), tables=tuple(dict.fromkeys(parsed)))
+        if not selection.schemas and not selection.tables:
+            raise UsageError("a selective restore needs at least one schema or table", reason="InvalidRestoreRequest")
+        return selection
+
+    def describe(self) -> str:
+        parts = [f"schema {s}" for s in self.schemas] + [f"{s}.{t}" for s, t in self.tables]
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    line: str
+    desc: str
+    schema: str
+    tag: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.desc, self.schema, self.tag
+
+
+def parse_toc(text: str) -> list[TocEntry]:
+    """The entries of `pg_restore -l` (comment lines skipped). Schema is '-' for objects without one."""
+    entries: list[TocEntry] = []
+    for line in text.splitlines():
+        match = TOC_LINE.match(line)
+        if not match:
+            continue
+        rest = match["rest"]
+        desc = next((d for d in MULTI_WORD_DESCS if rest.startswith(d + " ")), rest.split(" ", 1)[0])
+        fields = rest[len(desc) + 1:]
+        schema, _, remainder = fields.partition(" ")
+        tag = remainder.rsplit(" ", 1)[0] if " " in remainder else remainder  # the last word is the owner
+        entries.append(TocEntry(line=line, desc=desc, schema=schema, tag=tag))
+    return entries
+
+
+def parse_script(text: str) -> dict[tuple[str, str, str], str]:
+    """(type, schema, name) -> the SQL pg_restore prints for that entry."""
+    headers = list(SCRIPT_HEADER.finditer(text))
+    out: dict[tuple[str, str, str], str] = {}
+    for index, header in enumerate(headers):
+        end = headers[index + 1].start() if index + 1 < len(headers) else len(text)
+        key = (header["type"], header["schema"], header["name"])
+        out[key] = out.get(key, "") + text[header.end():end]
+    return out
+
+
+def tables_named(statement: str, known: set[Table]) -> set[Table]:
+    found = {(_unquote(m[1]), _unquote(m[2])) for m in QUALIFIED.finditer(statement)}
+    return found & known
+
+
+@dataclass
+class SelectedList:
+    entries: list[TocEntry]
+    tables: list[Table]
+    sequences: list[Table]
+    schemas: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+
+def select_entries(toc: Sequence[TocEntry], statements: Mapping[tuple[str, str, str], str], selection: Selection,
+                   backup_id: str, database: str) -> SelectedList:
+    """The entries of the included objects; unknown schemas/tables raise ObjectNotInBackup."""
+    known = {(e.schema, e.tag) for e in toc if e.desc == "TABLE"}
+    schemas_seen = {e.schema for e in toc} | {e.tag for e in toc if e.desc == "SCHEMA"}
+    missing = [f"schema {s!r}" for s in selection.schemas if s not in schemas_seen]
+    missing += [f"table {s}.{t}" for s, t in selection.tables if (s, t) not in known]
+    if missing:
+        listing = ", ".join(f"{s}.{t}" for s, t in sorted(known)[:30]) or "none"
+        raise ObjectNotInBackup(f"database {database!r} of backup {backup_id} has no {', '.join(missing)}; nothing was "
+                                f"changed. Its tables are: {listing}")
+    included: set[Table] = set(selection.tables) | {t for t in known if t[0] in selection.schemas}
+
+    def attached(entry: TocEntry) -> bool | None:
+        """True: hangs off included tables only; False: off others too (skipped); None: off none."""
+        refs = tables_named(statements.get(entry.key, ""), known)
+        if not refs or not refs & included:
+            return None
+        return refs <= included
+
+    sequences: set[Table] = set()
+    for entry in toc:
+        if entry.desc == "SEQUENCE OWNED BY" and attached(entry):
+            sequences.add((entry.schema, entry.tag))
+        elif entry.desc == "SEQUENCE" and (entry.schema in selection.schemas or attached(entry)):
+            sequences.add((entry.schema, entry.tag))
+    kept: list[TocEntry] = []
+    skipped: list[str] = []
+    names = {*(f"TABLE {t}" for _, t in included), *(f"SEQUENCE {s}" for _, s in sequences)}
+    for entry in toc:
+        obj = (entry.schema, entry.tag)
+        if entry.desc == "EXTENSION":
+            keep = True  # CREATE EXTENSION IF NOT EXISTS: types and operator classes the tables may use
+        elif entry.desc in ("TABLE", "TABLE DATA"):
+            keep = obj in included
+        elif entry.desc in ("SEQUENCE", "SEQUENCE SET"):
+            keep = obj in sequences
+        elif entry.desc in ATTACHED:
+            verdict = attached(entry)
+            keep = bool(verdict)
+            if verdict is False:
+                skipped.append(f"{entry.desc} {entry.schema}.{entry.tag}")
+        elif entry.desc in ("ACL", "COMMENT"):
+            keep = entry.tag in names and any(entry.schema == s for s, _ in included | sequences)
+        else:
+            keep = False
+        if keep:
+            kept.append(entry)
+    return SelectedList(entries=kept, tables=sorted(included), sequences=sorted(sequences),
+                        schemas=sorted({s for s, _ in included | sequences}), skipped=skipped)
+
+
+@dataclass
+class PreparedSelection:
+    selected: SelectedList
+    script: Path
+    bytes_read: int
+
+
+def _run(args: list[str], env: Mapping[str, str], what: str) -> str:
+    done = subprocess.run(args, env=dict(env), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RunnerError(f"{what} failed (exit {done.returncode}): {done.stderr.strip()[-1200:]}",
+                          reason="RestoreFailed")
+    return done.stdout
+
+
+@contextmanager
+def prepare_selection(catalog: Catalog, manifest: Manifest, obj: ManifestObject, dump_format: str,
+                      selection: Selection, tools: PgTools, identity: str | None, scratch: Path | None,
+                      env: Mapping[str, str]) -> Iterator[PreparedSelection]:
+    """Download the dump to scratch space, choose the entries and write the SQL script of just those.
+    Reads only: an unknown table or schema fails here, before the target is touched."""
+    if dump_format == "plain":
+        raise UsageError(f"backup {manifest.id} holds a plain SQL dump (imported): a selective restore needs a custom "
+                         f"or directory-format dump; restore the whole database instead", reason="UnsupportedRestore")
+    workdir = Path(tempfile.mkdtemp(prefix="pgbackup-selective-", dir=scratch))
+    try:
+        dump = workdir / ("dump" if dump_format == "directory" else "dump.custom")
+        read = 0
+        with catalog.open_object(manifest, obj, identity=identity) as stream:
+            if dump_format == "directory":
+                _extract_tar(stream, dump)
+                read = obj.raw_size
+            else:
+                with dump.open("wb") as out:
+                    while chunk := stream.read(CHUNK):
+                        out.write(chunk)
+                        read += len(chunk)
+        what = f"pg_restore of backup {manifest.id} database {obj.database!r}"
+        toc = parse_toc(_run([tools.path("pg_restore"), "-l", str(dump)], env, f"{what} (listing)"))
+        statements = parse_script(_run([tools.path("pg_restore"), "-s", "-f", "-", str(dump)], env,
+                                       f"{what} (schema)"))
+        selected = select_entries(toc, statements, selection, manifest.id, str(obj.database))
+        if selected.skipped:
+            log_warning("restore.selective.skipped", objects=selected.skipped,
+                        hint="they reference tables that are not restored; include those tables to keep them")
+        listing = workdir / "list.txt"
+        listing.write_text("".join(e.line + "\n" for e in selected.entries))
+        script = workdir / "selection.sql"
+        _run([tools.path("pg_restore"), "-L", str(listing), "-f", str(script), str(dump)], env, f"{what} (script)")
+        log("restore.selective.prepared", backup_id=manifest.id, database=obj.database,
+            tables=[f"{s}.{t}" for s, t in selected.tables], sequences=[f"{s}.{t}" for s, t in selected.sequences],
+            entries=len(selected.entries))
+        yield PreparedSelection(selected=selected, script=script, bytes_read=read)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def apply_selection(target: ConnParams, database: str, tools: PgTools, prepared: PreparedSelection, *,
+                    replace: bool, expected_rows: Mapping[str, int] | None = None, lock_timeout: str = "60s") -> None:
+    """Replay the script into `database` in one transaction. `replace`: drop the included tables (and sequences)
+    first, in that same transaction; `expected_rows`: assert those counts before COMMIT."""
+    selected = prepared.selected
+    prelude = [f"SET LOCAL lock_timeout = '{lock_timeout}';"]
+    prelude += [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(s)};" for s in selected.schemas]
+    if replace:
+        prelude += [f"DROP TABLE IF EXISTS {qualified(t)};" for t in selected.tables]
+        prelude += [f"DROP SEQUENCE IF EXISTS {qualified(s)};" for s in selected.sequences]
+    postlude = []
+    for name, count in sorted((expected_rows or {}).items()):
+        table = tuple(name.split(".", 1))
+        postlude.append(f"DO $pgbackup$ BEGIN IF (SELECT count(*) FROM {qualified(table)}) <> {int(count)} THEN "  # type: ignore[arg-type]
+                        f"RAISE EXCEPTION 'row count of % differs from the checked restore (% rows)', "
+                        f"{_literal(name)}, {int(count)}; END IF; END $pgbackup$;")
+    workdir = prepared.script.parent
+    (workdir / "prelude.sql").write_text("\n".join(prelude) + "\n")
+    (workdir / "postlude.sql").write_text("\n".join(postlude) + "\n")
+    args = [tools.path("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+            "-d", database, "-f", str(workdir / "prelude.sql"), "-f", str(prepared.script),
+            "-f", str(workdir / "postlude.sql")]
+    done = subprocess.run(args, env=target.child_env(database), capture_output=True, text=True)
+    if done.returncode != 0:
+        errors = target.scrub(done.stderr.strip()[-1200:])
+        hint = (" Another object (a view, or a foreign key of a table not restored) depends on a replaced table: "
+                "include it or drop it first." if "depend" in errors else "")
+        raise RunnerError(f"selective restore into {database!r} on {target.describe()} failed and was rolled back, "
+                          f"{database!r} is unchanged: {errors}.{hint}", reason="RestoreFailed")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def count_tables(target: ConnParams, database: str, tables: Iterable[Table]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with target.connect(database) as conn:
+        for schema, name in tables:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
+                                                                             sql.Identifier(name))).fetchone()
+            counts[f"{schema}.{name}"] = int(row[0]) if row else 0
+    return counts
+
+
+def _format(manifest: Manifest, obj: ManifestObject) -> str:
+    info = next((d for d in manifest.databases if d.name == obj.database), None)
+    return info.dump_format if info else "custom"
+
+
+def _expected(manifest: Manifest, obj: ManifestObject, tables: Iterable[Table]) -> dict[str, int]:
+    info = next((d for d in manifest.databases if d.name == obj.database), None)
+    rows = info.row_counts if info else {}
+    return {f"{s}.{t}": rows[f"{s}.{t}"] for s, t in tables if f"{s}.{t}" in rows}
+
+
+def restore_selected(catalog: Catalog, backup_id: str, target: ConnParams, target_database: str, selection: Selection,
+                     identity: str | None = None, *, source_database: str | None = None, scratch: Path | None = None,
+                     environ: Mapping[str, str] | None = None) -> RestoreReport:
+    """`pgbackup restore ID --target-database NEW --table ... --schema ...`: the selection into a NEW database;
+    row counts compared for the included tables only."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    started = time.monotonic()
+    manifest = catalog.get(backup_id)
+    if manifest.method != "logical":
+        raise UsageError(f"backup {backup_id} is a physical backup: a selective restore needs a logical backup")
+    obj = _pick_database(manifest, source_database)
+    with target.connect("postgres") as conn:
+        server = server_info(conn)
+    dump_major = int((manifest.tools.get("pg_dump") or "0").split(".")[0] or 0)
+    tools = find_tools(max(server.major, dump_major), environ)
+    with prepare_selection(catalog, manifest, obj, _format(manifest, obj), selection, tools, identity, scratch,
+                           target.child_env("postgres")) as prepared:
+        with target.connect("postgres") as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target_database,)).fetchone():
+                raise UsageError(f"database {target_database!r} already exists on {target.describe()}: a selective "
+                                 f"restore with `pgbackup restore` creates a new database; replace tables of an "
+                                 f"existing one with a RestoreRequest (target.overwrite: true)",
+                                 reason="TargetDatabaseExists")
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_database)))
+        try:
+            apply_selection(target, target_database, tools, prepared, replace=False)
+        except BaseException:
+            with target.connect("postgres") as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target_database)))
+            raise
+        actual = count_tables(target, target_database, prepared.selected.tables)
+        expected = _expected(manifest, obj, prepared.selected.tables)
+    report = RestoreReport(backup_id=backup_id, source_database=str(obj.database), target_database=target_database,
+                           bytes_read=prepared.bytes_read)
+    report.tables = [TableCheck(t, expected.get(t), actual.get(t), checked=not manifest.imported) for t in sorted(actual)]
+    report.duration_seconds = round(time.monotonic() - started, 3)
+    log("restore.selective.done", backup_id=backup_id, target_database=target_database, tables=sorted(actual),
+        mismatches=[c.table for c in report.mismatches])
+    return report
+
+
+def selective_steps(selection: Selection, planned: PlannedRestore) -> list[str]:
+    """The plan's steps for a RestoreRequest with spec.include (replaces the whole-database steps)."""
+    where = f"{planned.target.host}:{planned.target.port}"
+    step = planned.databases[0]
+    out = [f"verify size and SHA-256 of the objects of backup {planned.manifest.id} (done while planning)",
+           f"list database {step.source!r} of the backup with pg_restore -l and keep only {selection.describe()} "
+           f"(tables, data, sequences, indexes, constraints, defaults, triggers); an unknown name stops here"]
+    if step.replaces:
+        out += [f"take a safety backup of {step.target!r} on {where} (unless target.preRestoreBackup: false)",
+                f"restore the selection into the temporary database {step.temp!r} and check row counts there",
+                f"in one transaction on {step.target!r}: drop the included tables, recreate and load them, assert "
+                f"their row counts; other tables stay untouched",
+                f"drop {step.temp!r}"]
+    else:
+        out += [f"create database {step.target!r} on {where} and restore the selection in one transaction",
+                "check the row counts of the included tables against the manifest"]
+    return out
+
+
+def execute_selective(request: RequestConfig, planned: PlannedRestore, catalog: Catalog, identity: str | None,
+                      result: RestoreResult, environ: Mapping[str, str]) -> int:
+    """RestoreRequest with spec.include: returns the bytes read from storage."""
+    from pgbackup.api.restore import RestoreInclude
+    from pgbackup.runner.checks import failed
+    from pgbackup.runner.config import scratch_dir
+    from pgbackup.runner.restore_request import (
+        ChecksFailed,
+        _create_with_extensions,
+        _drop_quietly,
+        _run_checks,
+        _terminate_sessions,
+        take_safety_backup,
+    )
+
+    spec = request.spec
+    include = spec.include
+    assert isinstance(include, RestoreInclude)
+    if len(planned.databases) != 1:
+        raise UsageError(f"spec.include restores objects of one database, but {len(planned.databases)} would be "
+                         f"restored: list exactly one in spec.databases", reason="InvalidRestoreRequest")
+    selection = Selection.parse(include.schemas, include.tables)
+    target = planned.target
+    step = planned.databases[0]
+    manifest = planned.manifest
+    with target.connect("postgres") as conn:
+        server = server_info(conn)
+    dump_major = int((manifest.tools.get("pg_dump") or "0").split(".")[0] or 0)
+    tools = find_tools(max(server.major, dump_major), environ)
+    with prepare_selection(catalog, manifest, step.obj, _format(manifest, step.obj), selection, tools, identity,
+                           scratch_dir(environ), target.child_env("postgres")) as prepared:
+        if step.replaces and spec.target.pre_restore_backup:
+            result.pre_restore_backup = take_safety_backup(request, target, [step.target], catalog.storage, environ)
+        step.expected_rows = _expected(manifest, step.obj, prepared.selected.tables)
+        clock = time.monotonic()
+        try:
+            _create_with_extensions(target, step.restore_into, spec.extensions)
+        except BaseException:
+            _drop_quietly(target, step.restore_into, planned.server_version_num)
+            raise
+        try:
+            apply_selection(target, step.restore_into, tools, prepared, replace=False)
+            actual = count_tables(target, step.restore_into, prepared.selected.tables)
+            result.restore_seconds = round(time.monotonic() - clock, 3)
+            result.checks, result.row_counts = _run_checks(spec, planned, {step.source: actual})
+            bad = failed(result.checks)
+            if bad:
+                listing = "; ".join(f"{c.name}: {c.message}" for c in bad[:10])
+                raise ChecksFailed(f"{len(bad)} of {len(result.checks)} post-restore check(s) failed: {listing}"
+                                   + (f"; {step.target!r} unchanged" if step.replaces else ""))
+            if step.replaces:
+                if spec.target.terminate_connections:
+                    with target.connect("postgres") as conn:
+                        ended = _terminate_sessions(conn, step.target)
+                    log("restore.sessions_terminated", database=step.target, sessions=ended)
+                apply_selection(target, step.target, tools, prepared, replace=True, expected_rows=actual)
+                log("restore.selective.replaced", database=step.target, tables=sorted(actual))
+        except BaseException:
+            _drop_quietly(target, step.restore_into, planned.server_version_num)
+            raise
+        if step.replaces:
+            _drop_quietly(target, step.restore_into, planned.server_version_num)
+        return prepared.bytes_read

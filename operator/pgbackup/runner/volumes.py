@@ -1,0 +1,379 @@
+"""Application volumes (BackupPolicy spec.volumes) in the same backup as the databases.
+
+Backup: each claim, mounted read-only at $PGBACKUP_APP_VOLUMES_ROOT/<claimName>, is written as one tar
+(tarfile stream mode 'w|', PAX format: modes, mtimes, owners, symlinks and hard links kept; sockets, devices
+and FIFOs skipped) into a pipe that store_stream reads: bounded memory, no temporary copy, the same
+compression, encryption and SHA-256 as every other object (`volumes/<claimName>.tar.zst[.age]`, kind 'volume').
+
+Restore: the tar is read back through the verifying pipeline and extracted member by member. Nothing may land
+outside the target directory: absolute names, '..' components, links pointing outside, and writes through
+symlinks already in the target are refused (the archive is then treated as tampered with). A non-empty target
+needs overwrite.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tarfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pgbackup.api import jobenv
+from pgbackup.api.policy import AppVolume, Compression
+from pgbackup.api.restore import RestorePlan, RestoreRequestSpec, VolumeRestore
+from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.config import RunnerError, UsageError
+from pgbackup.runner.log import Progress, log, log_warning
+from pgbackup.runner.manifest import Manifest, ManifestObject
+from pgbackup.runner.pipeline import StoredObject, store_stream
+from pgbackup.runner.storage.base import Storage
+
+CHUNK = 1 << 20
+
+
+def volume_object_name(claim: str) -> str:
+    return f"volumes/{claim}.tar"
+
+
+def app_volumes_root(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(jobenv.ENV_APP_VOLUMES_ROOT) or jobenv.APP_VOLUMES_ROOT)
+
+
+# ---------------------------------------------------------------- backup
+
+
+@dataclass
+class TarStats:
+    files: int = 0
+    directories: int = 0
+    links: int = 0
+    skipped: int = 0
+    excluded: int = 0
+
+
+def _excluded(arcname: str, exclude: Sequence[str]) -> bool:
+    name = arcname.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(arcname, p) or fnmatch.fnmatchcase(name, p) for p in exclude)
+
+
+# ext4 puts it at the root of every fresh volume, owned by root and unreadable for the Job's user.
+LOST_AND_FOUND = "lost+found"
+
+
+def walk_volume(root: Path, paths: Sequence[str], exclude: Sequence[str], stats: TarStats,
+                claim: str) -> Iterator[tuple[Path, str]]:
+    """(file system path, name in the tar) of everything to copy, in a stable order; excluded directories
+    are not descended into, symlinks are never followed, lost+found is left out."""
+    for rel in paths:
+        start = root if rel == "." else root / rel
+        if not os.path.lexists(start):
+            raise UsageError(f"volume {claim}: path {rel!r} does not exist in the claim (mounted at {root}); "
+                             f"fix BackupPolicy spec.volumes[{claim}].paths", reason="VolumePathMissing")
+        yield from _walk(start, "" if rel == "." else rel, [*exclude, LOST_AND_FOUND], stats, claim)
+
+
+def _walk(path: Path, arcname: str, exclude: Sequence[str], stats: TarStats,
+          claim: str) -> Iterator[tuple[Path, str]]:
+    if arcname:
+        yield path, arcname
+    if not path.is_symlink() and path.is_dir():
+        try:
+            names = sorted(os.listdir(path))
+        except PermissionError as exc:
+            raise _unreadable(claim, arcname or ".", exc) from None
+        for name in names:
+            child = f"{arcname}/{name}" if arcname else name
+            if _excluded(child, exclude):
+                stats.excluded += 1
+                continue
+            yield from _walk(path / name, child, exclude, stats, claim)
+
+
+def _unreadable(claim: str, arcname: str, exc: OSError) -> RunnerError:
+    return RunnerError(
+        f"volume {claim}: cannot read {arcname!r} ({exc.strerror}); the backup Job runs as uid {os.geteuid()}: "
+        f"make it readable for that user (e.g. world- or group-readable) or leave it out with "
+        f"spec.volumes[{claim}].exclude", reason="VolumeUnreadable")
+
+
+class _ExactReader:
+    """Exactly `size` bytes of a file that may change while it is read (a live volume): a shrunken file is
+    padded with zeros, a grown one cut at the size recorded in its header."""
+
+    def __init__(self, file: BinaryIO, size: int, path: Path) -> None:
+        self.file, self.left, self.path, self.changed = file, size, path, False
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        want = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.file.read(want)
+        if len(data) < want:
+            self.changed = True
+            data += b"\0" * (want - len(data))
+        self.left -= len(data)
+        return data
+
+
+class VolumeTar:
+    """A tar of one volume produced by a thread into a pipe; iterate it for the bytes. A failure in the
+    thread (an unreadable file) is raised at the end of the iteration, so store_stream aborts the upload."""
+
+    def __init__(self, root: Path, volume: AppVolume) -> None:
+        self.root, self.volume = root, volume
+        self.stats = TarStats()
+        self.error: BaseException | None = None
+        read_fd, write_fd = os.pipe()
+        self._reader = os.fdopen(read_fd, "rb", buffering=CHUNK)
+        self._writer = os.fdopen(write_fd, "wb", buffering=CHUNK)
+        self._thread = threading.Thread(target=self._produce, name=f"tar-{volume.claim_name}", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            with tarfile.open(fileobj=self._writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for path, arcname in walk_volume(self.root, self.volume.paths, self.volume.exclude, self.stats,
+                                                 self.volume.claim_name):
+                    self._add(tar, path, arcname)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading side
+            self.error = exc
+        finally:
+            try:
+                self._writer.close()
+            except OSError:  # the reader went away (upload aborted)
+                pass
+
+    def _add(self, tar: tarfile.TarFile, path: Path, arcname: str) -> None:
+        claim = self.volume.claim_name
+        try:
+            info = tar.gettarinfo(str(path), arcname)
+        except FileNotFoundError:  # removed since it was listed: a live volume
+            self.stats.skipped += 1
+            return
+        if info is None or not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+            self.stats.skipped += 1  # sockets, devices, FIFOs: nothing to restore from them
+            return
+        if not info.isreg() or info.islnk():
+            self.stats.directories += info.isdir()
+            self.stats.links += info.issym() or info.islnk()
+            tar.addfile(info)
+            return
+        try:
+            with open(path, "rb") as file:
+                reader = _ExactReader(file, info.size, path)
+                tar.addfile(info, reader)  # type: ignore[arg-type]
+        except PermissionError as exc:
+            raise _unreadable(claim, arcname, exc) from None
+        if reader.changed:
+            log_warning("volume.file_changed", claim=claim, path=arcname,
+                        hint="the file shrank while it was copied; its tail is zero-filled in this backup")
+        self.stats.files += 1
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self._reader.read(CHUNK):
+            yield chunk
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self._reader.close()  # a writer still running gets EPIPE and stops
+        self._thread.join()
+
+
+@dataclass(frozen=True)
+class StoredVolume:
+    claim: str
+    stored: StoredObject
+    stats: TarStats
+
+
+def backup_volume(root: Path, volume: AppVolume, storage: Storage, key: str, compression: Compression,
+                  recipients: Sequence[str]) -> StoredVolume:
+    """Stream one volume (mounted at `root`) into storage under `key` (+ suffixes)."""
+    if not root.is_dir():
+        raise RunnerError(f"volume {volume.claim_name} is not mounted at {root}; the backup Job mounts each "
+                          f"spec.volumes claim there (set ${jobenv.ENV_APP_VOLUMES_ROOT} when running by hand)",
+                          reason="VolumeNotMounted")
+    log("volume.start", claim=volume.claim_name, paths=volume.paths, exclude=volume.exclude)
+    tar = VolumeTar(root, volume)
+    try:
+        with Progress("volume", claim=volume.claim_name) as progress:
+            stored = store_stream(tar, storage, key, compression=compression, recipients=tuple(recipients),
+                                  progress=progress)
+    finally:
+        tar.close()
+    stats = tar.stats
+    log("volume.done", claim=volume.claim_name, key=stored.key, size=stored.size, raw_size=stored.raw_size,
+        files=stats.files, directories=stats.directories, links=stats.links, excluded=stats.excluded,
+        skipped=stats.skipped)
+    return StoredVolume(claim=volume.claim_name, stored=stored, stats=stats)
+
+
+def backup_volumes(volumes: Sequence[AppVolume], storage: Storage, key_for: Callable[[str], str], compression: Compression,
+                   recipients: Sequence[str], environ: Mapping[str, str] | None = None) -> list[StoredVolume]:
+    """Every spec.volumes claim, in order; `key_for` maps an object name to its storage key."""
+    root = app_volumes_root(environ)
+    return [backup_volume(root / volume.claim_name, volume, storage, key_for(volume_object_name(volume.claim_name)),
+                          compression, recipients) for volume in volumes]
+
+
+# ---------------------------------------------------------------- restore
+
+
+class UnsafeArchive(RunnerError):
+    """A tar member would land outside the target: the object was not written by pgbackup as stored."""
+
+    reason = "UnsafeArchive"
+
+
+@dataclass
+class VolumeRestoreReport:
+    claim: str
+    target_dir: Path
+    files: int = 0
+    directories: int = 0
+    links: int = 0
+    bytes: int = 0
+
+
+def volume_object(manifest: Manifest, claim: str) -> ManifestObject:
+    for obj in manifest.object_by_kind("volume"):
+        if obj.volume == claim:
+            return obj
+    held = sorted(str(o.volume) for o in manifest.object_by_kind("volume"))
+    raise UsageError(f"backup {manifest.id} holds no volume {claim!r}"
+                     + (f" (it holds: {', '.join(held)})" if held else " (it holds no volumes)"),
+                     reason="VolumeNotInBackup")
+
+
+def _inside(root: str, path: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _clean_name(name: str, what: str) -> str:
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts or not name.strip("/.") or "\0" in name:
+        raise UnsafeArchive(f"refusing tar member {what}{name!r}: absolute or '..' paths would land outside "
+                            f"the target; the object was altered after the backup, restore from another backup")
+    return "/".join(part for part in parts if part not in ("", "."))
+
+
+def check_member(member: tarfile.TarInfo, root: Path) -> Path:
+    """The path `member` extracts to, after checking it (and its link target) stays inside `root`."""
+    name = _clean_name(member.name, "")
+    real_root = os.path.realpath(root)
+    destination = root / name
+    parent = os.path.realpath(destination.parent)
+    if not _inside(real_root, parent):
+        raise UnsafeArchive(f"refusing tar member {member.name!r}: its directory resolves to {parent}, outside "
+                            f"{root} (through a symlink)")
+    if member.issym():
+        if os.path.isabs(member.linkname):
+            raise UnsafeArchive(f"refusing symlink {member.name!r} -> {member.linkname!r}: absolute link targets "
+                                f"point outside the restored volume")
+        resolved = os.path.normpath(os.path.join(os.path.dirname(name), member.linkname))
+        if resolved == ".." or resolved.startswith("../"):
+            raise UnsafeArchive(f"refusing symlink {member.name!r} -> {member.linkname!r}: it points outside "
+                                f"the restored volume")
+    if member.islnk():
+        target = _clean_name(member.linkname, "link target ")
+        real_target = os.path.realpath(root / target)
+        if not _inside(real_root, real_target):
+            raise UnsafeArchive(f"refusing hard link {member.name!r} -> {member.linkname!r}: outside {root}")
+    return destination
+
+
+def _clear_for(member: tarfile.TarInfo, destination: Path) -> None:
+    """With overwrite: remove what is in the way (never follow a symlink that is already there)."""
+    if destination.is_symlink() or (os.path.lexists(destination) and not destination.is_dir()):
+        destination.unlink()
+    elif destination.is_dir() and not member.isdir():
+        raise UsageError(f"cannot restore file {member.name!r}: a directory of that name exists in the target; "
+                         f"remove it or restore into an empty directory", reason="TargetConflict")
+
+
+def extract_volume(stream: BinaryIO, root: Path, claim: str) -> VolumeRestoreReport:
+    """Extract the tar in `stream` into `root` safely, then read the stream to its end (checksum check)."""
+    report = VolumeRestoreReport(claim=claim, target_dir=root)
+    directories: list[tuple[tarfile.TarInfo, Path]] = []
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+                log_warning("volume.restore_skipped", claim=claim, member=member.name, type=member.type.decode())
+                continue
+            destination = check_member(member, root)
+            _clear_for(member, destination)
+            if member.isdir():
+                destination.mkdir(parents=True, exist_ok=True)
+                directories.append((member, destination))
+                report.directories += 1
+                continue
+            archive.extract(member, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+            if member.isreg():
+                report.files += 1
+                report.bytes += member.size
+            else:
+                report.links += 1
+        for member, destination in reversed(directories):  # after their contents, as extractall does
+            if os.geteuid() == 0:
+                archive.chown(member, str(destination), numeric_owner=True)
+            archive.utime(member, str(destination))
+            archive.chmod(member, str(destination))
+    while stream.read(CHUNK):  # read to the end so size and SHA-256 are verified
+        pass
+    return report
+
+
+def restore_volume(catalog: Catalog, manifest: Manifest, claim: str, target_dir: Path, overwrite: bool = False,
+                   identity: str | None = None) -> VolumeRestoreReport:
+    """Restore the volume `claim` of `manifest` into `target_dir` (created when missing)."""
+    obj = volume_object(manifest, claim)
+    if target_dir.exists() and not target_dir.is_dir():
+        raise UsageError(f"{target_dir} is not a directory", reason="TargetDirectoryInvalid")
+    if target_dir.is_dir() and any(p.name != LOST_AND_FOUND for p in target_dir.iterdir()) and not overwrite:
+        raise UsageError(f"{target_dir} is not empty: restore volume {claim} into an empty directory, or allow "
+                         f"replacing files of the same name (RestoreRequest spec.volumes[].overwrite: true)",
+                         reason="TargetDirectoryNotEmpty")
+    target_dir.mkdir(parents=True, exist_ok=True)
+    log("volume.restore.start", backup_id=manifest.id, claim=claim, target_dir=str(target_dir), overwrite=overwrite)
+    with catalog.open_object(manifest, obj, identity=identity) as stream:
+        report = extract_volume(stream, target_dir, claim)
+    log("volume.restore.done", backup_id=manifest.id, claim=claim, target_dir=str(target_dir), files=report.files,
+        directories=report.directories, links=report.links, bytes=report.bytes)
+    return report
+
+
+# ---------------------------------------------------------------- RestoreRequest spec.volumes
+
+
+def volume_target_dir(volume: VolumeRestore, environ: Mapping[str, str] | None = None) -> Path:
+    """Where a RestoreRequest volume goes: the target claim's mount (the restore Job mounts it there)."""
+    base = app_volumes_root(environ) / volume.target_claim
+    return base / volume.path if volume.path else base
+
+
+def plan_volumes(spec: RestoreRequestSpec, manifest: Manifest, catalog: Catalog, plan: RestorePlan) -> None:
+    """Check every requested volume is in the backup (before anything changes) and add it to the plan."""
+    for volume in spec.volumes:
+        obj = volume_object(manifest, volume.claim_name)
+        plan.objects.append(catalog.storage.location(catalog.object_key(manifest.id, obj.key)))
+        where = f"{volume.target_claim}:/{volume.path}"
+        plan.steps.append(f"restore volume {volume.claim_name} into claim {where}"
+                          + (" (replacing files of the same name)" if volume.overwrite else " (must be empty)"))
+
+
+def restore_request_volumes(spec: RestoreRequestSpec, manifest: Manifest, catalog: Catalog, identity: str | None,
+                            environ: Mapping[str, str] | None = None) -> int:
+    """Restore spec.volumes after the databases; returns the bytes written."""
+    written = 0
+    for volume in spec.volumes:
+        report = restore_volume(catalog, manifest, volume.claim_name, volume_target_dir(volume, environ),
+                                volume.overwrite, identity)
+        written += report.bytes
+    return written
