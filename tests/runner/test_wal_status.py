@@ -10,11 +10,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,13 +21,14 @@ import pytest
 from pgbackup.api.wal import WalStreamState
 from pgbackup.runner.backup import backup_command
 from pgbackup.runner.config import UsageError, policy_from_document
-from pgbackup.runner.pg import ConnParams, find_tools
+from pgbackup.runner.pg import find_tools
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.status import StatusServer, WalStateTracker, _age_of, _Sample, status_port
 from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
 from pgbackup.runner.wal.xlog import parse_lsn
 from tests.fixtures.postgres import SUPERUSER_PASSWORD, PgFactory, PgServer, backup_policy, free_port
+from tests.runner.wal_support import Running, conn_params, switch_wal, wait_until
 
 SLOT = "pgbackup_test_status"
 
@@ -40,25 +39,6 @@ def status_server(pg_factory: PgFactory) -> Iterator[PgServer]:
     server.query("CREATE TABLE IF NOT EXISTS filler (id serial PRIMARY KEY, pad text)")
     yield server
     server.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
-
-
-def _params(server: PgServer, port: int | None = None) -> ConnParams:
-    return ConnParams(host=server.host, port=port or server.port, user=server.user, password=server.password,
-                      sslmode="disable")
-
-
-def _switch(server: PgServer) -> str:
-    server.query("INSERT INTO filler (pad) SELECT repeat('x', 100) FROM generate_series(1, 200)")
-    return str(server.query("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Client:
@@ -83,45 +63,22 @@ class Client:
         return WalStreamState.model_validate_json(body)
 
 
-class Running:
-    """A WalStreamer looping in a thread until stopped."""
-
-    def __init__(self, streamer: WalStreamer) -> None:
-        self.streamer = streamer
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.streamer.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in stop()
-            self.error = exc
-
-    def stop(self) -> None:
-        self.streamer.stop.set()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive(), "the streamer did not stop"
-        if self.error is not None:
-            raise self.error
-
-
 def test_status_follows_streaming_gaps_and_a_dropped_slot(status_server: PgServer, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     volume = tmp_path / "volume"
     volume.mkdir()
     archive = WalArchive(FilesystemStorage(volume))
-    tracker = WalStateTracker(_params(status_server), archive, slot=SLOT, refresh_interval=0.2, catalog_interval=0,
+    tracker = WalStateTracker(conn_params(status_server), archive, slot=SLOT, refresh_interval=0.2, catalog_interval=0,
                               stall_after=60)
     http = StatusServer(tracker, host="127.0.0.1", port=0).start()
     client = Client(http.port)
     tracker.start()
-    streamer = WalStreamer(_params(status_server), find_tools(15), archive, slot=SLOT, directory=tmp_path / "wal",
+    streamer = WalStreamer(conn_params(status_server), find_tools(15), archive, slot=SLOT, directory=tmp_path / "wal",
                            partial_interval=0.3, progress_interval=5, poll_interval=0.1, status_interval=1,
                            observer=tracker)
     running = Running(streamer)
     try:
-        _wait(lambda: client.state().streaming and bool(status_server.query(
+        wait_until(lambda: client.state().streaming and bool(status_server.query(
             f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{SLOT}' AND active")), "pg_receivewal")
         for name, value in {"PGUSER": status_server.user, "PGPASSWORD": status_server.password,
                             "PGBACKUP_VOLUME_ROOT": str(volume), "PGBACKUP_SCRATCH": str(tmp_path),
@@ -130,13 +87,13 @@ def test_status_follows_streaming_gaps_and_a_dropped_slot(status_server: PgServe
         policy = backup_policy(status_server, {"volume": {"claimName": "backups"}}, method="physical")
         code, summary = backup_command(policy_from_document(policy, "status"))
         assert code == 0, summary.error
-        segments = [_switch(status_server) for _ in range(3)]
+        segments = [switch_wal(status_server) for _ in range(3)]
 
         def caught_up() -> bool:
             state = client.state()
             return state.last_archived_segment == segments[-1] and state.first_recoverable_point is not None
 
-        _wait(caught_up, f"{segments[-1]} and the base backup in /status")
+        wait_until(caught_up, f"{segments[-1]} and the base backup in /status")
         state = client.state()
         assert state.streaming and state.error is None
         assert state.slot_name == SLOT and state.slot_exists
@@ -158,7 +115,7 @@ def test_status_follows_streaming_gaps_and_a_dropped_slot(status_server: PgServe
             state = client.state()
             return state.lag_bytes == 0 and parse_lsn(state.archived_lsn or "0/0") > full_end
 
-        _wait(partial_caught_up, "archivedLsn to move into the shipped .partial")
+        wait_until(partial_caught_up, "archivedLsn to move into the shipped .partial")
         assert client.state().last_partial_at is not None
     finally:
         running.stop()
@@ -169,7 +126,7 @@ def test_status_follows_streaming_gaps_and_a_dropped_slot(status_server: PgServe
 
     archive.delete([segments[1]])  # a segment lost in storage
     status_server.query(f"SELECT pg_drop_replication_slot('{SLOT}')")  # and the slot dropped by someone
-    _wait(lambda: not client.state().slot_exists, "the missing slot in /status")
+    wait_until(lambda: not client.state().slot_exists, "the missing slot in /status")
     broken = client.state()
     assert broken.gaps == [segments[1]]
     assert broken.slot_retained_bytes is None
@@ -184,7 +141,7 @@ def test_status_follows_streaming_gaps_and_a_dropped_slot(status_server: PgServe
 def test_a_failing_refresh_is_reported_and_the_server_keeps_answering(status_server: PgServer,
                                                                       tmp_path: Path) -> None:
     nobody_listens = free_port()
-    tracker = WalStateTracker(_params(status_server, nobody_listens), WalArchive(FilesystemStorage(tmp_path)),
+    tracker = WalStateTracker(conn_params(status_server, nobody_listens), WalArchive(FilesystemStorage(tmp_path)),
                               slot=SLOT)
     http = StatusServer(tracker, host="127.0.0.1", port=0).start()
     client = Client(http.port)
@@ -202,7 +159,7 @@ def test_a_failing_refresh_is_reported_and_the_server_keeps_answering(status_ser
 
 def test_healthz_fails_when_the_loop_stops_ticking(status_server: PgServer, tmp_path: Path) -> None:
     now = [1000.0]
-    tracker = WalStateTracker(_params(status_server), WalArchive(FilesystemStorage(tmp_path)), slot=SLOT,
+    tracker = WalStateTracker(conn_params(status_server), WalArchive(FilesystemStorage(tmp_path)), slot=SLOT,
                               refresh_interval=15, clock=lambda: now[0])
     http = StatusServer(tracker, host="127.0.0.1", port=0).start()
     client = Client(http.port)
@@ -259,7 +216,7 @@ def test_wal_stream_command_serves_its_status_until_sigterm(status_server: PgSer
             return False
 
     try:
-        _wait(streaming, "/status of pgbackup wal-stream")
+        wait_until(streaming, "/status of pgbackup wal-stream")
         assert client.get("/healthz")[0] == 200
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)

@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy
 from tests.fixtures.s3 import S3Bucket
+from tests.runner.wal_support import Running, conn_params, switch_wal, wait_until
 
 SLOT = "pgbackup_test_stream"
 
@@ -43,26 +42,6 @@ def stream_server(pg_factory: PgFactory) -> Iterator[PgServer]:
     server.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
 
 
-def _params(server: PgServer) -> ConnParams:
-    return ConnParams(host=server.host, port=server.port, user=server.user, password=server.password,
-                      sslmode="disable")
-
-
-def _switch(server: PgServer) -> str:
-    """Write a little WAL and end the segment; returns the name of the segment just completed."""
-    server.query("INSERT INTO filler (pad) SELECT repeat('x', 100) FROM generate_series(1, 200)")
-    return str(server.query("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _full(archive: WalArchive) -> list[str]:
     return [s.name for s in archive.segments() if not s.partial]
 
@@ -71,32 +50,8 @@ def _archived(archive: WalArchive, segment: str) -> Callable[[], bool]:
     return lambda: segment in _full(archive)
 
 
-class Running:
-    """A WalStreamer looping in a thread until stopped."""
-
-    def __init__(self, streamer: WalStreamer) -> None:
-        self.streamer = streamer
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.streamer.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in stop()
-            self.error = exc
-
-    def stop(self) -> None:
-        self.streamer.stop.set()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive(), "the streamer did not stop"
-        if self.error is not None:
-            raise self.error
-        assert self.streamer.state.ship_failures == 0
-
-
 def _streamer(server: PgServer, storage: Storage, directory: Path, slot: str = SLOT) -> WalStreamer:
-    return WalStreamer(_params(server), find_tools(15), WalArchive(storage), slot=slot, directory=directory,
+    return WalStreamer(conn_params(server), find_tools(15), WalArchive(storage), slot=slot, directory=directory,
                        partial_interval=0.5, progress_interval=1.0, poll_interval=0.1, status_interval=1)
 
 
@@ -114,21 +69,21 @@ def test_streaming_survives_a_killed_receiver_and_a_postgres_restart(stream_serv
     running = Running(_streamer(stream_server, archive.storage, tmp_path / "wal"))
     streamer = running.streamer
     try:
-        _wait(lambda: streamer.receiver is not None and streamer.state.receiver_starts == 1, "pg_receivewal")
-        first = _switch(stream_server)
-        _wait(_archived(archive, first), f"segment {first}")
+        wait_until(lambda: streamer.receiver is not None and streamer.state.receiver_starts == 1, "pg_receivewal")
+        first = switch_wal(stream_server)
+        wait_until(_archived(archive, first), f"segment {first}")
 
         assert streamer.receiver is not None
         os.kill(streamer.receiver.pid, signal.SIGKILL)  # pg_receivewal dies mid-stream
-        after_kill = [_switch(stream_server) for _ in range(2)][-1]
-        _wait(_archived(archive, after_kill), f"segment {after_kill} after the kill")
+        after_kill = [switch_wal(stream_server) for _ in range(2)][-1]
+        wait_until(_archived(archive, after_kill), f"segment {after_kill} after the kill")
         assert streamer.state.receiver_starts >= 2
         assert streamer.state.receiver_exits[0] == -signal.SIGKILL
 
         stream_server.stop()  # PostgreSQL restarts under the streamer
         stream_server.start()
-        after_restart = [_switch(stream_server) for _ in range(2)][-1]
-        _wait(_archived(archive, after_restart), f"segment {after_restart} after the PostgreSQL restart")
+        after_restart = [switch_wal(stream_server) for _ in range(2)][-1]
+        wait_until(_archived(archive, after_restart), f"segment {after_restart} after the PostgreSQL restart")
     finally:
         running.stop()
 
@@ -146,10 +101,10 @@ def test_streaming_to_s3_ships_segments_and_the_partial(stream_server: PgServer,
     slot = "pgbackup_test_stream_s3"
     running = Running(_streamer(stream_server, storage, tmp_path / "wal", slot=slot))
     try:
-        segment = _switch(stream_server)
-        _wait(_archived(archive, segment), f"segment {segment} in S3")
+        segment = switch_wal(stream_server)
+        wait_until(_archived(archive, segment), f"segment {segment} in S3")
         stream_server.query("INSERT INTO filler (pad) VALUES ('in the partial segment')")
-        _wait(lambda: any(s.partial for s in archive.segments()), "the .partial in S3")
+        wait_until(lambda: any(s.partial for s in archive.segments()), "the .partial in S3")
     finally:
         running.stop()
         stream_server.query(f"SELECT pg_drop_replication_slot('{slot}')")
@@ -173,11 +128,11 @@ def test_wal_stream_command_stops_cleanly_on_sigterm(stream_server: PgServer, tm
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     archive = WalArchive(FilesystemStorage(volume))
     try:
-        _wait(lambda: bool(stream_server.query(
+        wait_until(lambda: bool(stream_server.query(
             f"SELECT 1 FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid "
             f"WHERE s.slot_name = '{slot}'")), "pg_receivewal to connect")
-        segment = _switch(stream_server)
-        _wait(_archived(archive, segment), f"segment {segment}")
+        segment = switch_wal(stream_server)
+        wait_until(_archived(archive, segment), f"segment {segment}")
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -239,7 +194,7 @@ def test_pitr_from_the_streamed_archive_reaches_into_the_shipped_partial(
             stream_server.query("INSERT INTO filler (pad) VALUES ('keeps the partial changing')")
             return streamer.state.partials_shipped >= shipped + 2
 
-        _wait(shipped_after_batch_2, "the .partial holding batch 2")
+        wait_until(shipped_after_batch_2, "the .partial holding batch 2")
     finally:
         running.stop()
         stream_server.query(f"SELECT pg_drop_replication_slot('{slot}')")
