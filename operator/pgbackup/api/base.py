@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -60,6 +60,21 @@ def parse_duration(text: str) -> timedelta:
     if value <= timedelta(0):
         raise ValueError(f"invalid duration {text!r}: must be greater than zero")
     return value
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """A Kubernetes/RFC 3339 timestamp ('2026-11-23T02:00:00Z') as an aware datetime; None when empty or not a
+    timestamp. A time without a zone is read as UTC."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def format_duration(value: timedelta | float) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from pgbackup.api.base import parse_duration
+from pgbackup.api.base import parse_duration, parse_timestamp
 from pgbackup.builders.conditions import READY, find_condition
 from pgbackup.builders.objectives import OBJECTIVES_MET
 from pgbackup.builders.size_anomaly import previous_median
@@ -63,13 +63,8 @@ class Sample:
 
 
 def _timestamp(value: Any) -> float | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    parsed = parse_timestamp(value)
+    return parsed.timestamp() if parsed is not None else None
 
 
 def _number(value: Any) -> float | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pgbackup.api.base import parse_duration
+from pgbackup.api.base import parse_duration, parse_timestamp
 from pgbackup.api.policy import Objectives
 from pgbackup.builders.conditions import Status, find_condition, set_condition
 
@@ -40,16 +40,6 @@ def human(seconds: float) -> str:
     return f"{secs}s"
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None
-
-
 def _recovery_point(status: Mapping[str, Any], verified_only: bool) -> datetime | None:
     """completedAt of the newest completed (and, when asked, verification-passed) backup in status."""
     points: list[datetime] = []
@@ -58,11 +48,11 @@ def _recovery_point(status: Mapping[str, Any], verified_only: bool) -> datetime 
             continue
         if verified_only and (record.get("verification") or {}).get("phase") != "Passed":
             continue
-        if (point := _parse_time(record.get("completedAt"))) is not None:
+        if (point := parse_timestamp(record.get("completedAt"))) is not None:
             points.append(point)
     last = status.get("lastBackup") or {}
     if last.get("phase") == "Completed" and (last.get("verified") is True or not verified_only):
-        if (point := _parse_time(last.get("completedAt"))) is not None:
+        if (point := parse_timestamp(last.get("completedAt"))) is not None:
             points.append(point)
     return max(points, default=None)
 
@@ -72,7 +62,7 @@ def _archived_wal_point(spec: Mapping[str, Any], status: Mapping[str, Any]) -> d
     handler keeps before any gap and leaves as it was while the streamer does not answer)."""
     if not (spec.get("wal") or {}).get("enabled"):
         return None
-    return _parse_time((status.get("recoverability") or {}).get("lastPoint"))
+    return parse_timestamp((status.get("recoverability") or {}).get("lastPoint"))
 
 
 def evaluate_objectives(spec: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> ObjectivesReport:
