@@ -573,7 +573,7 @@ class BackupPolicyStatus(StatusModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """Ready, LastBackupSucceeded, Verified, WALArchiving, ObjectivesMet."""
+    """Ready, LastBackupSucceeded, Verified, WALArchiving, ObjectivesMet, SizeAnomaly (True means look at this)."""
     cron_job_name: str | None = None
     """Name of the CronJob that runs scheduled backups."""
     last_backup: LastBackup | None = None

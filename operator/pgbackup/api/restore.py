@@ -237,7 +237,7 @@ class RestoreRequestStatus(StatusModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """Ready, SpecChanged, ..."""
+    """Ready (reason names the step or the failure), SpecChanged, Quiesced, Hooks."""
     plan: RestorePlan | None = None
     """The plan."""
     result: RestoreResult | None = None
