@@ -21,23 +21,25 @@ ANNOTATION_SPEC_HASH = "pgbackup.dev/spec-hash"  # lets the operator skip writes
 ANNOTATION_BACKUP_NOW = "pgbackup.dev/backup-now"
 
 
-def build_cronjob(name: str, namespace: str, uid: str, spec: BackupPolicySpec, settings: JobSettings) -> dict[str, Any]:
-    """The CronJob that runs a policy's scheduled backups, owned by the policy (deleted with it)."""
-    labels = policy_labels(name)
+def policy_cronjob(name: str, namespace: str, uid: str, spec: BackupPolicySpec, *, cronjob: str, schedule: str,
+                   labels: dict[str, str], job_spec: dict[str, Any]) -> dict[str, Any]:
+    """A CronJob of a policy (backups, or scheduled verification): owned by the policy (deleted with it), one run
+    at a time, the policy's time zone, suspend and history limits, and a spec-hash annotation so that an unchanged
+    one is never written again."""
     annotations = {ANNOTATION_POLICY_NAME: name}
     overrides = spec.job_template
-    cronjob: dict[str, Any] = {
+    manifest: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {
-            "name": cronjob_name(name),
+            "name": cronjob,
             "namespace": namespace,
             "labels": labels,
             "annotations": dict(annotations),
             "ownerReferences": [owner_reference("BackupPolicy", name, uid)],
         },
         "spec": {
-            "schedule": spec.schedule,
+            "schedule": schedule,
             "timeZone": spec.time_zone,
             "suspend": spec.suspend,
             "concurrencyPolicy": "Forbid",
@@ -46,23 +48,32 @@ def build_cronjob(name: str, namespace: str, uid: str, spec: BackupPolicySpec, s
             "failedJobsHistoryLimit": overrides.failed_jobs_history_limit,
             "jobTemplate": {
                 "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                "spec": {
-                    "backoffLimit": overrides.backoff_limit,
-                    "activeDeadlineSeconds": overrides.active_deadline_seconds,
-                    "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
-                    "template": {
-                        "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                        "spec": runner_pod_spec(spec, settings, command=jobenv.COMMAND_BACKUP, env=[
-                            {"name": jobenv.ENV_POLICY, "value": policy_env_json(name, namespace, spec)}]),
-                    },
-                },
+                "spec": job_spec,
             },
         },
     }
-    job_spec = cronjob["spec"]["jobTemplate"]["spec"]
+    manifest["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = manifest_hash(manifest)
+    return manifest
+
+
+def build_cronjob(name: str, namespace: str, uid: str, spec: BackupPolicySpec, settings: JobSettings) -> dict[str, Any]:
+    """The CronJob that runs a policy's scheduled backups."""
+    labels = policy_labels(name)
+    annotations = {ANNOTATION_POLICY_NAME: name}
+    overrides = spec.job_template
+    job_spec: dict[str, Any] = {
+        "backoffLimit": overrides.backoff_limit,
+        "activeDeadlineSeconds": overrides.active_deadline_seconds,
+        "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+        "template": {
+            "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+            "spec": runner_pod_spec(spec, settings, command=jobenv.COMMAND_BACKUP, env=[
+                {"name": jobenv.ENV_POLICY, "value": policy_env_json(name, namespace, spec)}]),
+        },
+    }
     with_pre_backup_hook(job_spec["template"]["spec"], job_spec, spec.hooks.pre_backup if spec.hooks else None)
-    cronjob["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = manifest_hash(cronjob)
-    return cronjob
+    return policy_cronjob(name, namespace, uid, spec, cronjob=cronjob_name(name), schedule=spec.schedule,
+                          labels=labels, job_spec=job_spec)
 
 
 def manifest_hash(manifest: dict[str, Any]) -> str:

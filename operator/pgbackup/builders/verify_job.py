@@ -11,7 +11,7 @@ from typing import Any
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import BackupPolicySpec
-from pgbackup.builders.cronjob import ANNOTATION_POLICY_NAME, ANNOTATION_SPEC_HASH, manifest_hash
+from pgbackup.builders.cronjob import ANNOTATION_POLICY_NAME, policy_cronjob
 from pgbackup.builders.names import policy_labels, verify_cronjob_name, verify_job_name
 from pgbackup.builders.pod import JOB_TTL_SECONDS, JobSettings, owner_reference, policy_env_json, runner_pod_spec
 
@@ -64,33 +64,8 @@ def build_verify_cronjob(name: str, namespace: str, uid: str, spec: BackupPolicy
     CronJob it follows `spec.suspend`: a suspended policy runs no scheduled Jobs."""
     labels = policy_labels(name, COMPONENT_VERIFY)
     annotations = {ANNOTATION_POLICY_NAME: name}
-    overrides = spec.job_template
-    cronjob: dict[str, Any] = {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": {
-            "name": verify_cronjob_name(name),
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": dict(annotations),
-            "ownerReferences": [owner_reference("BackupPolicy", name, uid)],
-        },
-        "spec": {
-            "schedule": spec.verify.schedule,
-            "timeZone": spec.time_zone,
-            "suspend": spec.suspend,
-            "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": overrides.starting_deadline_seconds,
-            "successfulJobsHistoryLimit": overrides.successful_jobs_history_limit,
-            "failedJobsHistoryLimit": overrides.failed_jobs_history_limit,
-            "jobTemplate": {
-                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                "spec": _job_spec(name, namespace, spec, settings, labels, annotations, None),
-            },
-        },
-    }
-    cronjob["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = manifest_hash(cronjob)
-    return cronjob
+    return policy_cronjob(name, namespace, uid, spec, cronjob=verify_cronjob_name(name), schedule=spec.verify.schedule,
+                          labels=labels, job_spec=_job_spec(name, namespace, spec, settings, labels, annotations, None))
 
 
 def wants_verify_cronjob(spec: BackupPolicySpec) -> bool:

@@ -102,41 +102,42 @@ def read_secret_value(namespace: str, name: str, key: str) -> str | None:
     return base64.b64decode(encoded).decode() if encoded else None
 
 
-# ------------------------------------------------------------------ CronJobs and Jobs
+# ------------------------------------------------------------------ owned objects kept in step with a policy
 
 
-def apply_cronjob(desired: dict[str, Any]) -> bool:
-    """Make the CronJob match `desired`; True when something was written. An unchanged CronJob (same
-    spec hash annotation) is left alone, so reconciling an unchanged policy writes nothing."""
-    batch = kubernetes.client.BatchV1Api(client())
+def _apply_hashed(desired: dict[str, Any], read: Callable[..., Any], patch: Callable[..., Any],
+                  create: Callable[..., Any]) -> bool:
+    """Make an object match `desired`; True when something was written. An object whose spec-hash annotation
+    matches is left alone, so reconciling an unchanged policy writes nothing; otherwise server-side apply (fields
+    the operator stops setting are removed, others' fields are kept), or create where the server cannot create by
+    apply."""
     meta = desired["metadata"]
     try:
-        existing = _json(batch.read_namespaced_cron_job(meta["name"], meta["namespace"], _preload_content=False))
+        existing = _json(read(meta["name"], meta["namespace"], _preload_content=False))
     except ApiException as error:
         if not is_status(error, 404):
             raise
         existing = None
     if existing is not None:
-        current_hash = (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
-        if current_hash == meta["annotations"][ANNOTATION_SPEC_HASH]:
+        if (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH) == \
+                meta["annotations"][ANNOTATION_SPEC_HASH]:
             return False
     try:
-        # Server-side apply: fields the operator stops setting are removed, others' fields are kept.
-        batch.patch_namespaced_cron_job(meta["name"], meta["namespace"], desired, field_manager=FIELD_MANAGER,
-                                        force=True, _content_type=APPLY_PATCH)
+        patch(meta["name"], meta["namespace"], desired, field_manager=FIELD_MANAGER, force=True,
+              _content_type=APPLY_PATCH)
     except ApiException as error:
-        if not is_status(error, 404):  # servers that cannot create by apply
+        if not is_status(error, 404):
             raise
-        batch.create_namespaced_cron_job(meta["namespace"], desired, field_manager=FIELD_MANAGER)
+        create(meta["namespace"], desired, field_manager=FIELD_MANAGER)
     return True
 
 
-def delete_owned_cronjob(namespace: str, name: str, policy_name: str) -> bool:
-    """Delete CronJob `name` when it exists and was made for `policy_name`; True when it was deleted.
-    Read first, so that reconciling a policy that has none writes nothing."""
-    batch = kubernetes.client.BatchV1Api(client())
+def _delete_owned(namespace: str, name: str, policy_name: str, read: Callable[..., Any],
+                  delete: Callable[..., Any]) -> bool:
+    """Delete object `name` when it exists and was made for `policy_name`; True when it was deleted. Read first,
+    so that reconciling a policy that has none writes nothing."""
     try:
-        existing = _json(batch.read_namespaced_cron_job(name, namespace, _preload_content=False))
+        existing = _json(read(name, namespace, _preload_content=False))
     except ApiException as error:
         if is_status(error, 404):
             return False
@@ -144,12 +145,27 @@ def delete_owned_cronjob(namespace: str, name: str, policy_name: str) -> bool:
     if (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_POLICY_NAME) != policy_name:
         return False  # not ours: never delete a user's object that happens to have the name
     try:
-        batch.delete_namespaced_cron_job(name, namespace, propagation_policy="Background")
+        delete(name, namespace, propagation_policy="Background")
     except ApiException as error:
         if is_status(error, 404):
             return False
         raise
     return True
+
+
+# ------------------------------------------------------------------ CronJobs and Jobs
+
+
+def apply_cronjob(desired: dict[str, Any]) -> bool:
+    batch = kubernetes.client.BatchV1Api(client())
+    return _apply_hashed(desired, batch.read_namespaced_cron_job, batch.patch_namespaced_cron_job,
+                         batch.create_namespaced_cron_job)
+
+
+def delete_owned_cronjob(namespace: str, name: str, policy_name: str) -> bool:
+    batch = kubernetes.client.BatchV1Api(client())
+    return _delete_owned(namespace, name, policy_name, batch.read_namespaced_cron_job,
+                         batch.delete_namespaced_cron_job)
 
 
 def create_job_once(job: dict[str, Any]) -> bool:
@@ -178,51 +194,6 @@ def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ WAL streamer Deployment and Service
-
-
-def _apply_hashed(desired: dict[str, Any], read: Callable[..., Any], patch: Callable[..., Any],
-                  create: Callable[..., Any]) -> bool:
-    """apply_cronjob for any kind: skip when the spec-hash annotation matches, else server-side apply
-    (create where the server cannot create by apply); True when something was written."""
-    meta = desired["metadata"]
-    try:
-        existing = _json(read(meta["name"], meta["namespace"], _preload_content=False))
-    except ApiException as error:
-        if not is_status(error, 404):
-            raise
-        existing = None
-    if existing is not None:
-        if (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH) == \
-                meta["annotations"][ANNOTATION_SPEC_HASH]:
-            return False
-    try:
-        patch(meta["name"], meta["namespace"], desired, field_manager=FIELD_MANAGER, force=True,
-              _content_type=APPLY_PATCH)
-    except ApiException as error:
-        if not is_status(error, 404):
-            raise
-        create(meta["namespace"], desired, field_manager=FIELD_MANAGER)
-    return True
-
-
-def _delete_owned(namespace: str, name: str, policy_name: str, read: Callable[..., Any],
-                  delete: Callable[..., Any]) -> bool:
-    """delete_owned_cronjob for any kind: only an object annotated as made for `policy_name`."""
-    try:
-        existing = _json(read(name, namespace, _preload_content=False))
-    except ApiException as error:
-        if is_status(error, 404):
-            return False
-        raise
-    if (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_POLICY_NAME) != policy_name:
-        return False  # not ours: never delete a user's object that happens to have the name
-    try:
-        delete(name, namespace, propagation_policy="Background")
-    except ApiException as error:
-        if is_status(error, 404):
-            return False
-        raise
-    return True
 
 
 def apply_deployment(desired: dict[str, Any]) -> bool:
