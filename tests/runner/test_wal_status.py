@@ -28,17 +28,14 @@ from pgbackup.runner.wal.status import StatusServer, WalStateTracker, _age_of, _
 from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
 from pgbackup.runner.wal.xlog import parse_lsn
 from tests.fixtures.postgres import SUPERUSER_PASSWORD, PgFactory, PgServer, backup_policy, free_port
-from tests.runner.wal_support import Running, conn_params, switch_wal, wait_until
+from tests.runner.wal_support import Running, clean_up_stream_command, conn_params, switch_wal, wait_until, wal_server
 
 SLOT = "pgbackup_test_status"
 
 
 @pytest.fixture(scope="module")
 def status_server(pg_factory: PgFactory) -> Iterator[PgServer]:
-    server = pg_factory.get("15", "walstatus")
-    server.query("CREATE TABLE IF NOT EXISTS filler (id serial PRIMARY KEY, pad text)")
-    yield server
-    server.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
+    yield from wal_server(pg_factory, "walstatus")
 
 
 class Client:
@@ -221,11 +218,7 @@ def test_wal_stream_command_serves_its_status_until_sigterm(status_server: PgSer
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        status_server.query(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                            f"WHERE slot_name = '{slot}' AND NOT active")
+        clean_up_stream_command(proc, status_server, slot)
     assert proc.returncode == 0, stderr[-2000:]
     assert "wal.status.serving" in stderr
     with pytest.raises(urllib.error.URLError):  # stopped with the streamer

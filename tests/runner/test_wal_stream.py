@@ -28,7 +28,7 @@ from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy
 from tests.fixtures.s3 import S3Bucket
-from tests.runner.wal_support import Running, conn_params, switch_wal, wait_until
+from tests.runner.wal_support import Running, clean_up_stream_command, conn_params, switch_wal, wait_until, wal_server
 
 SLOT = "pgbackup_test_stream"
 
@@ -36,10 +36,7 @@ SLOT = "pgbackup_test_stream"
 @pytest.fixture(scope="module")
 def stream_server(pg_factory: PgFactory) -> Iterator[PgServer]:
     """A server of its own: these tests restart it."""
-    server = pg_factory.get("15", "walstream")
-    server.query("CREATE TABLE IF NOT EXISTS filler (id serial PRIMARY KEY, pad text)")
-    yield server
-    server.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
+    yield from wal_server(pg_factory, "walstream")
 
 
 def _full(archive: WalArchive) -> list[str]:
@@ -136,11 +133,7 @@ def test_wal_stream_command_stops_cleanly_on_sigterm(stream_server: PgServer, tm
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        stream_server.query(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                            f"WHERE slot_name = '{slot}' AND NOT active")
+        clean_up_stream_command(proc, stream_server, slot)
 
     assert proc.returncode == 0, stderr[-2000:]
     events = [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]

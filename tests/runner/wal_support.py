@@ -3,13 +3,32 @@ WalStreamer looping in a thread."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pgbackup.runner.pg import ConnParams
 from pgbackup.runner.wal.stream import WalStreamer
-from tests.fixtures.postgres import PgServer
+from tests.fixtures.postgres import PgFactory, PgServer
+
+
+def wal_server(pg_factory: PgFactory, name: str) -> Iterator[PgServer]:
+    """A PostgreSQL 15 server of its own for a WAL test module, with a table to write WAL into; replication slots
+    left inactive by the tests are dropped afterwards."""
+    server = pg_factory.get("15", name)
+    server.query("CREATE TABLE IF NOT EXISTS filler (id serial PRIMARY KEY, pad text)")
+    yield server
+    server.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
+
+
+def clean_up_stream_command(proc: subprocess.Popen[str], server: PgServer, slot: str) -> None:
+    """After a `pgbackup wal-stream` subprocess test: kill it if it still runs, drop its slot if it is idle."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    server.query(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                 f"WHERE slot_name = '{slot}' AND NOT active")
 
 
 def conn_params(server: PgServer, port: int | None = None) -> ConnParams:
