@@ -24,7 +24,9 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # PostgreSQL client and server binaries (the server restores backups to verify them) from the PostgreSQL
 # project's apt repository, set up with Debian's own postgresql-common script and the signing key it ships;
-# no cluster is created. Plus `age` (encryption) and `zstd` (compression) for manual emergency restores.
+# no cluster is created. Plus `age` (encryption) and `zstd` (compression) for manual emergency restores, and
+# libnss-wrapper: initdb needs a passwd entry, which a pod run under another UID (OpenShift's restricted SCC, a
+# runAsUser override) lacks; the runner then preloads the wrapper into its throwaway server's programs only.
 # Versions follow the repositories (a rebuild picks up security fixes); PG_MAJOR pins the major.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -37,6 +39,7 @@ RUN apt-get update \
       "postgresql-${PG_MAJOR}-pgvector" \
       age \
       zstd \
+      libnss-wrapper \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && pg_dump --version && initdb --version && age --version && zstd --version

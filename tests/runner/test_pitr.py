@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,6 +47,8 @@ from tests.fixtures.postgres import (
     bindir_for,
     start_cluster_from,
 )
+from tests.runner import uid_support
+from tests.runner.uid_support import as_uid, chown_tree, owned_by, uid_workspace, unused_uid
 
 DB = "drill"
 PGBACKUP, PGBACKUP_ENV = runner_program(server_account())
@@ -178,6 +181,39 @@ def test_pitr_to_an_lsn_leaves_a_startable_data_directory(drill_env: Drill, pg_f
     try:
         assert _batches(recovered, DB) == {0: 10, 1: 5}
         assert recovered.query("SELECT pg_is_in_recovery()") == [(False,)]
+    finally:
+        recovered.stop()
+
+
+def test_pitr_runs_under_a_uid_without_a_passwd_entry(drill_env: Drill, pg_factory: PgFactory) -> None:
+    """`pgbackup restore --target-lsn` as a UID with no passwd entry (OpenShift): the throwaway server, its
+    restore_command (wal-fetch) and the restore itself write only into the UID's scratch and target."""
+    drill = drill_env
+    uid = unused_uid()
+    prefix = as_uid(uid)
+    with uid_workspace(uid) as home:
+        scratch, target = home / "scratch", home / "restored"
+        scratch.mkdir()
+        chown_tree(home, uid)
+        env = uid_support.runner_env(**{**drill.env, "HOME": str(scratch), "TMPDIR": str(scratch),
+                                        "PGBACKUP_SCRATCH": str(scratch),
+                                        "PGBACKUP_SUMMARY_FILE": str(home / "termination-log")})
+        before_tmp = set(owned_by(uid, Path(tempfile.gettempdir())))
+
+        done = subprocess.run([*prefix, *uid_support.RUNNER, "restore", "latest", "--target-lsn", drill.lsn1,
+                               "--target-dir", str(target), "--json"], env=env, cwd="/", capture_output=True,
+                              text=True, timeout=900)
+
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout)["restored_into"] == str(target)
+        assert list(scratch.iterdir()) == []
+        assert sorted(p.name for p in home.iterdir()) == ["restored", "scratch"]  # no server files left beside it
+        assert set(owned_by(uid, Path(tempfile.gettempdir()))) == before_tmp  # nothing written outside its dirs
+        datadir = pg_factory.new_datadir("pitr-any-uid")
+        shutil.move(target, datadir)
+    recovered = pg_factory.adopt(start_cluster_from(drill.server, datadir))
+    try:
+        assert _batches(recovered, DB) == {0: 10, 1: 5}
     finally:
         recovered.stop()
 

@@ -70,6 +70,11 @@ def test_postgresql_from_the_postgresql_project() -> None:
     assert "/usr/lib/postgresql/${PG_MAJOR}/bin" in env, "pg_dump, initdb and pg_ctl of the major on PATH"
 
 
+def test_libnss_wrapper_gives_any_uid_a_passwd_entry() -> None:
+    run = " ".join(args for keyword, args in instructions() if keyword == "RUN")
+    assert " libnss-wrapper " in run, "initdb under a UID without a passwd entry (OpenShift) needs libnss_wrapper"
+
+
 def test_runs_as_the_non_root_user_the_chart_expects() -> None:
     pairs = instructions()
     users = [args for keyword, args in pairs if keyword == "USER"]

@@ -3,7 +3,10 @@ listen on 127.0.0.1 and a unix socket with trust authentication, stop and remove
 
 Verification Jobs restore backups into one (the image carries the server binaries, the pod's emptyDir holds
 the data); the demo and the test fixtures can use it too. PostgreSQL refuses to run as root: when we are root
-(a developer machine, CI) the server runs as an unprivileged system user; in a pod we already are one.
+(a developer machine, CI) the server runs as an unprivileged system user; in a pod we already are one. initdb
+needs the user's passwd entry: a pod running under a UID that has none (OpenShift's restricted SCC, a
+securityContext.runAsUser override) gets one from libnss_wrapper, preloaded into the server programs only, with a
+passwd/group file generated beside the server's files.
 Nothing here needs a password: the server only ever listens on loopback and a private socket directory.
 """
 
@@ -17,6 +20,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +38,9 @@ SERVICE_USER = "pgbackup-test"
 DEFAULT_SUPERUSER = "pgbackup"
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 _STOP_WAIT_SECONDS = {"fast": 30, "immediate": 15}
+NSS_WRAPPER_LIBRARY = "libnss_wrapper.so"
+"""Supplies a passwd entry to a UID that has none (Debian/Ubuntu: libnss-wrapper; Fedora/RHEL: nss_wrapper)."""
+_LIBRARY_DIRS = ("/usr/lib64", "/usr/lib", "/usr/local/lib")
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; '/.s.PGSQL.65535' is appended
 
 _BASE_SETTINGS: dict[str, str] = {
@@ -152,6 +159,75 @@ def server_account() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+class ServerAccountMissing(RunnerError):
+    """Our UID has no passwd entry (initdb refuses to run without one) and libnss_wrapper is not installed."""
+
+    reason = "ServerAccountMissing"
+
+
+def _nss_wrapper_candidates() -> list[Path]:
+    multiarch = sysconfig.get_config_var("MULTIARCH")  # e.g. x86_64-linux-gnu: this platform's directory first
+    dirs = [f"/usr/lib/{multiarch}"] if multiarch else []
+    return [Path(directory) / NSS_WRAPPER_LIBRARY for directory in [*dirs, *_LIBRARY_DIRS]]
+
+
+def nss_wrapper_library() -> Path | None:
+    """Where libnss_wrapper.so is installed, or None."""
+    return next((path for path in _nss_wrapper_candidates() if path.is_file()), None)
+
+
+def _has_passwd_entry(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _table_lines(path: Path) -> list[str]:
+    """The lines of /etc/passwd or /etc/group, kept so that other names still resolve under the wrapper."""
+    try:
+        return [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def passwd_wrapper_env(directory: Path, stem: str) -> tuple[dict[str, str], list[Path]]:
+    """Environment for the server programs when our UID has no passwd entry: LD_PRELOAD of libnss_wrapper with
+    a passwd and a group file (written into `directory`, owner-only) that add an entry for our UID/GID. When
+    the UID has an entry, ({}, []): nothing changes. Returns the environment and the files written."""
+    uid, gid = os.geteuid(), os.getegid()
+    if _has_passwd_entry(uid):
+        return {}, []
+    library = nss_wrapper_library()
+    if library is None:
+        raise ServerAccountMissing(
+            f"this runner runs as uid {uid}, which has no passwd entry, and initdb refuses to run without one "
+            f"(\"could not look up effective user ID {uid}\"); {NSS_WRAPPER_LIBRARY}, which would supply one, is "
+            f"not installed (looked for {', '.join(map(str, _nss_wrapper_candidates()))}). Use the pgbackup image (it "
+            f"carries libnss-wrapper), install libnss-wrapper (Debian/Ubuntu) or nss_wrapper (Fedora/RHEL), or "
+            f"run the pod as a user that has a passwd entry")
+    passwd_lines = _table_lines(Path("/etc/passwd"))
+    taken = {line.split(":", 1)[0] for line in passwd_lines}
+    name = "pgbackup" if "pgbackup" not in taken else f"pgbackup-{uid}"
+    home = os.environ.get("HOME") or str(directory)
+    group_lines = _table_lines(Path("/etc/group"))
+    groups = [line.split(":") for line in group_lines]
+    if str(gid) not in {fields[2] for fields in groups if len(fields) > 2}:
+        group_name = "pgbackup" if "pgbackup" not in {fields[0] for fields in groups} else f"pgbackup-{gid}"
+        group_lines.append(f"{group_name}:x:{gid}:")
+    passwd_file = directory / f"{stem}-passwd"
+    group_file = directory / f"{stem}-group"
+    for path, lines in ((passwd_file, [*passwd_lines, f"{name}:x:{uid}:{gid}:pgbackup:{home}:/usr/sbin/nologin"]),
+                        (group_file, group_lines)):
+        path.write_text("".join(f"{line}\n" for line in lines))
+        os.chmod(path, 0o600)
+    preload = " ".join(p for p in (str(library), os.environ.get("LD_PRELOAD", "")) if p)
+    log("pg.instance.passwd_wrapper", uid=uid, gid=gid, name=name, passwd=str(passwd_file))
+    return ({"LD_PRELOAD": preload, "NSS_WRAPPER_PASSWD": str(passwd_file), "NSS_WRAPPER_GROUP": str(group_file)},
+            [passwd_file, group_file])
+
+
 def _reachable(path: Path, account: tuple[int, int] | None) -> bool:
     """Whether `account` may traverse every directory above `path` (root's pytest tmp dirs are 0700)."""
     if account is None:
@@ -239,6 +315,7 @@ class ThrowawayPostgres:
         """Extra environment for the server process (e.g. what a restore_command such as `pgbackup wal-fetch`
         needs: the policy, storage credentials). PG* variables are otherwise stripped from its environment."""
         self._recovery: dict[str, str] = {}
+        self._account_env: dict[str, str] | None = None
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -330,9 +407,20 @@ class ThrowawayPostgres:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = env.get("LC_ALL") or "C.UTF-8"
         env.update(self.server_env)
+        env.update(self._server_account_env())
         done: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
             args, capture_output=True, text=True, cwd="/", env=env, timeout=timeout, **extra)
         return done
+
+    def _server_account_env(self) -> dict[str, str]:
+        """A passwd entry for our UID when it has none (see passwd_wrapper_env); written once, removed on close."""
+        if self._account_env is None:
+            if self.account is not None:  # root: the server runs as a system user that has an entry
+                self._account_env = {}
+            else:
+                self._account_env, written = passwd_wrapper_env(self.workdir, self.datadir.name)
+                self._remove += written
+        return self._account_env
 
     def _initdb(self, settings: Mapping[str, str]) -> None:
         auth = ["--auth=trust"]

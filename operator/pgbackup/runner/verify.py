@@ -59,7 +59,8 @@ from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.termination import Terminated
 
 # RunnerError reasons that mean this environment cannot verify, not that the backup is broken.
-_ENVIRONMENT_REASONS = frozenset({"ServerBinariesMissing", "ToolsMissing", "VerificationLoginFailed", "Terminated"})
+_ENVIRONMENT_REASONS = frozenset({"ServerBinariesMissing", "ServerAccountMissing", "ToolsMissing",
+                                  "VerificationLoginFailed", "Terminated"})
 VerificationReason = Literal["RestoreVerified", "RowCountMismatch", "CheckFailed", "RestoreFailed"]
 RESTORE_JOBS = 2
 # Not a name the backed-up cluster is likely to have: its globals must not redefine (demote) our superuser.
