@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pgbackup.runner import cli
 from pgbackup.runner.backup import backup_command
 from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.config import UsageError, policy_from_document
@@ -63,6 +64,40 @@ def test_physical_restore_refuses_a_non_empty_directory(sample_db: tuple[PgServe
     with pytest.raises(UsageError, match="not empty"):
         restore_physical(Catalog(FilesystemStorage(tmp_path / "volume")), str(summary.backup_id), occupied)
     assert [p.name for p in occupied.iterdir()] == ["keep-me"]
+
+
+@pytest.mark.parametrize(("target_existed", "damage"), [(False, "flipped"), (True, "truncated")],
+                         ids=["new-directory-damaged-object", "empty-directory-cut-off-object"])
+def test_a_failed_physical_restore_leaves_no_data_directory_behind(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        target_existed: bool, damage: str) -> None:
+    document = backup_policy(pg15, {"volume": {"claimName": "backups"}}, method="physical",
+                             compression={"algorithm": "none"})
+    runner_env(pg15, monkeypatch, tmp_path, policy=document)
+    code, summary = backup_command(policy_from_document(document, "test"))
+    assert code == 0, summary.error
+    stored = tmp_path / "volume" / str(summary.backup_id) / "base.tar"
+    data = bytearray(stored.read_bytes())
+    middle = len(data) * 3 // 5
+    if damage == "flipped":  # damaged in storage: found by the checksum once everything is extracted
+        data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    else:  # a stream that ends halfway: tar stops in the middle of a member
+        del data[middle:]
+    stored.write_bytes(bytes(data))
+    target = tmp_path / "restored" / "data"
+    if target_existed:
+        target.mkdir(parents=True)
+
+    code = cli.main(["restore", str(summary.backup_id), "--target-dir", str(target)])
+
+    err = capsys.readouterr().err
+    assert code != 0
+    if target_existed:  # the caller's empty directory stays, empty
+        assert target.is_dir() and list(target.iterdir()) == []
+        assert f"{target} was emptied again" in err
+    else:  # the directory the restore created is gone
+        assert not target.parent.exists()  # with the parent it made
+        assert f"the partly restored data directory {target} was removed, and {target.parent} with it" in err
 
 
 def test_tar_scanner_finds_members_across_chunk_boundaries() -> None:

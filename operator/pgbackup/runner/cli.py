@@ -417,13 +417,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"pgbackup {args.command}: {exc}", file=sys.stderr)
         return jobenv.EXIT_USAGE
     except (RunnerError, UsageError) as exc:
-        log_error(f"{args.command}.failed", reason=exc.reason, error=str(exc))
-        print(f"pgbackup {args.command}: {exc}", file=sys.stderr)
+        log_error(f"{args.command}.failed", reason=exc.reason, error=_described(exc))
+        print(f"pgbackup {args.command}: {_described(exc)}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - mapped to the documented exit codes
-        log_error(f"{args.command}.failed", error=exc)
-        print(f"pgbackup {args.command}: {exc}", file=sys.stderr)
+        log_error(f"{args.command}.failed", error=_described(exc))
+        print(f"pgbackup {args.command}: {_described(exc)}", file=sys.stderr)
         return exit_code_for(exc)
+
+
+def _described(exc: BaseException) -> str:
+    """The error with the notes added on its way up (e.g. what a failed restore removed again)."""
+    return "; ".join([str(exc), *getattr(exc, "__notes__", ())])
 
 
 if __name__ == "__main__":
