@@ -105,11 +105,14 @@ def test_retention_dry_run_deletes_nothing(policy_file: Path, tmp_path: Path, ca
     document["spec"]["retention"] = {"keepLast": 1}
     document["spec"]["logical"] = {"globals": False}
     policy_file.write_text(yaml.safe_dump(document))
-    ids = []
+    ids, stored = [], []
     for _ in range(2):
         code, out = run(capsys, "backup", "--policy", str(policy_file))
         assert code == 0
         ids.append(json.loads(out)["backupId"])
+        stored.append(json.loads((tmp_path / "termination-log").read_text()).get("storedBackups"))
+    # the summary the operator reads lists what storage holds after retention: status.backups follows it
+    assert stored == [[ids[0]], [ids[1]]]
     # the second backup's own retention (keepLast 1) already pruned the first; dry-run keeps the second
     code, out = run(capsys, "retention", "--dry-run", "--policy", str(policy_file))
     assert code == 0
