@@ -62,7 +62,7 @@ def test_the_part_limit_holds_the_largest_s3_object_from_any_part_size(s3_bucket
 
 def test_an_object_beyond_the_part_limit_fails_at_once_and_leaves_nothing(s3_bucket: S3Bucket) -> None:
     storage = S3Storage(s3_bucket.spec(), max_attempts=2, max_parts=2)  # 5 + 10 MiB at most
-    with pytest.raises(StorageError, match=r"larger than 15 MiB, the most 2 parts .* raise partSizeMiB"):
+    with pytest.raises(StorageError, match=r"larger than 15 MiB, the most 2 parts .* raise partSizeMib"):
         store_stream(io.BytesIO(os.urandom(20 * MIB)), storage, "20260101T000000Z/base.tar", compression=NONE)
     assert s3_bucket.keys() == []
     assert s3_bucket.incomplete_uploads() == []
