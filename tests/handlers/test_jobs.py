@@ -116,3 +116,56 @@ async def test_backup_now_creates_one_job_also_across_restarts(cluster: Cluster,
                                 {"metadata": {"annotations": {"pgbackup.dev/backup-now": "second"}}}, False)
         jobs = await eventually(lambda: len(j := cluster.jobs()) == 2 and j, what="a second on-demand Job")
     assert {j["metadata"]["annotations"]["pgbackup.dev/backup-now"] for j in jobs} == {"first", "second"}
+
+
+def backup_summary(backup_id: str, **extra: Any) -> dict[str, Any]:
+    summary = JobSummary(kind="backup", phase="Completed", backup_id=backup_id, method="logical",
+                         size_bytes=3 * 1024 * 1024, duration_seconds=42.0, completed_at=f"{backup_id[:4]}-{backup_id[4:6]}-{backup_id[6:8]}T02:01:00Z",
+                         **extra)
+    return {"terminated": {"exitCode": 0, "message": summary.to_termination_message()}}
+
+
+async def test_a_completed_job_without_summary_is_unknown_and_keeps_the_last_backup(cluster: Cluster, secrets: None,
+                                                                                     operator: Operator) -> None:
+    async with operator.running():
+        cronjob = await ready_policy(cluster)
+        await asyncio.to_thread(finish_job, cluster, cronjob, "orders-backup-29000010", "Complete", None,
+                                backup_summary("20261122T020000Z"))
+        await eventually(lambda: cluster.condition("orders", "LastBackupSucceeded"), what="the first backup")
+        # the next Job completes but its container left no summary (e.g. the termination log was not writable)
+        await asyncio.to_thread(finish_job, cluster, cronjob, "orders-backup-29000011", "Complete", None,
+                                {"terminated": {"exitCode": 0}})
+        condition = await eventually(
+            lambda: (c := cluster.condition("orders", "LastBackupSucceeded")) and c["status"] == "Unknown" and c,
+            what="LastBackupSucceeded=Unknown")
+        events = await eventually(lambda: cluster.events("BackupOutcomeUnknown"), what="a BackupOutcomeUnknown Event")
+        job = await eventually(lambda: (j := cluster.batch.read_namespaced_job("orders-backup-29000011", NAMESPACE))
+                               .metadata.annotations.get("pgbackup.dev/recorded") and j, what="the recorded mark")
+        status = (await asyncio.to_thread(cluster.policy, "orders"))["status"]
+    assert condition["reason"] == "NoSummary"
+    assert "orders-backup-29000011" in condition["message"] and "kubectl logs" in condition["message"]
+    assert status["lastBackup"]["id"] == "20261122T020000Z"  # no evidence of a new backup: the RPO does not reset
+    assert status["lastBackup"]["jobName"] == "orders-backup-29000010"
+    assert status["lastBackup"]["completedAt"] == "2026-11-22T02:01:00Z"
+    assert [b["id"] for b in status["backups"]] == ["20261122T020000Z"]
+    assert events[0]["type"] == "Warning" and "orders-backup-29000011" in events[0]["message"]
+    assert job.metadata.annotations["pgbackup.dev/recorded"] == "Unknown"
+    BackupPolicyStatus.model_validate(status)
+
+
+async def test_status_backups_follow_storage_after_retention(cluster: Cluster, secrets: None,
+                                                             operator: Operator) -> None:
+    async with operator.running():
+        cronjob = await ready_policy(cluster)
+        for number, backup_id in enumerate(["20261120T020000Z", "20261121T020000Z"]):
+            await asyncio.to_thread(finish_job, cluster, cronjob, f"orders-backup-2900002{number}", "Complete", None,
+                                    backup_summary(backup_id))
+            await eventually(lambda: backup_id in [b["id"] for b in cluster.policy("orders")["status"]
+                                                   .get("backups", [])], what=f"{backup_id} in status.backups")
+        # keepLast 2: the third backup's retention deleted 20261120T020000Z
+        await asyncio.to_thread(finish_job, cluster, cronjob, "orders-backup-29000022", "Complete", None,
+                                backup_summary("20261122T020000Z",
+                                               stored_backups=["20261122T020000Z", "20261121T020000Z"]))
+        ids = await eventually(lambda: (ids := [b["id"] for b in cluster.policy("orders")["status"]["backups"]])[0]
+                               == "20261122T020000Z" and ids, what="the third backup in status.backups")
+    assert ids == ["20261122T020000Z", "20261121T020000Z"]

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from pgbackup.api.policy import Compression
-from pgbackup.runner.catalog import BackupNotFound, Catalog
+from pgbackup.runner.catalog import BackupNotFound, Catalog, ManifestChanged
 from pgbackup.runner.manifest import DatabaseInfo, Manifest, ManifestObject, PhysicalInfo, new_backup_id
 from pgbackup.runner.pipeline import IntegrityError, store_stream
 from pgbackup.runner.storage.base import Storage
@@ -106,6 +106,51 @@ def test_write_manifest_returns_location_and_checksum(storage: Storage) -> None:
     assert digest == hashlib.sha256(storage.get_bytes(f"{manifest.id}/manifest.json")).hexdigest()
 
 
+def edit_row_count(storage: Storage, backup_id: str, rows: int) -> None:
+    """What a person (or a bug) editing manifest.json in the bucket does: one recorded row count changed."""
+    document = json.loads(storage.get_bytes(f"{backup_id}/manifest.json"))
+    document["databases"][0]["row_counts"]["public.orders"] = rows
+    storage.put_bytes(f"{backup_id}/manifest.json", json.dumps(document, indent=2).encode())
+
+
+def test_a_manifest_edited_in_storage_is_named_by_check_get_and_listing(storage: Storage,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = Catalog(storage)
+    older = take_backup(catalog, T0)
+    edited = take_backup(catalog, T0 + timedelta(days=1))
+    assert storage.get_bytes(f"{edited.id}/manifest.json.sha256").decode() == (
+        f"{hashlib.sha256(storage.get_bytes(f'{edited.id}/manifest.json')).hexdigest()}  manifest.json\n")
+    edit_row_count(storage, edited.id, 4999)
+    capsys.readouterr()
+
+    report = catalog.check(edited.id)
+    assert not report.ok
+    assert [(p.key, p.status) for p in report.problems] == [("manifest.json", "changed")]
+    assert (f"manifest.json of backup {edited.id} ({storage.url}/{edited.id}/manifest.json) does not match its "
+            f"recorded SHA-256") in report.summary()
+    assert "the manifest was changed after the backup" in report.summary()
+    with pytest.raises(ManifestChanged, match=f"manifest.json of backup {edited.id} .* was changed after the backup"):
+        catalog.get(edited.id)
+    # the listing does not break: the changed backup is left out (never 'latest', never pruned) with a warning
+    assert catalog.ids() == [older.id]
+    assert catalog.latest() == catalog.get(older.id)
+    err = capsys.readouterr().err
+    assert "catalog.manifest_changed" in err and edited.id in err
+
+
+def test_a_backup_from_before_manifest_checksums_loads_with_a_warning(fs_storage: FilesystemStorage,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = Catalog(fs_storage)
+    old = take_backup(catalog, T0)
+    fs_storage.delete([f"{old.id}/manifest.json.sha256"])
+    capsys.readouterr()
+    assert catalog.get(old.id).databases[0].row_counts == {"public.orders": 5000}
+    assert catalog.ids() == [old.id]
+    assert catalog.check(old.id).ok
+    err = capsys.readouterr().err
+    assert "catalog.manifest_unsealed" in err and old.id in err
+
+
 def test_unknown_id_names_the_nearest_ones(fs_storage: FilesystemStorage) -> None:
     catalog = Catalog(fs_storage)
     with pytest.raises(BackupNotFound, match="catalog is empty"):
@@ -182,7 +227,8 @@ def test_delete_removes_the_manifest_first_then_the_objects(fs_storage: Filesyst
     kept = take_backup(catalog, T0 + timedelta(days=1))
     catalog.delete(old.id)
     assert storage.deleted[0] == [f"{old.id}/manifest.json"]
-    assert sorted(storage.deleted[1]) == [f"{old.id}/globals.sql.zst", f"{old.id}/orders.dump.zst"]
+    assert sorted(storage.deleted[1]) == [f"{old.id}/globals.sql.zst", f"{old.id}/manifest.json.sha256",
+                                          f"{old.id}/orders.dump.zst"]
     assert catalog.ids() == [kept.id]
     assert [info.key for info in storage.list(f"{old.id}/")] == []
 

@@ -79,16 +79,40 @@ def test_check_reports_a_corrupted_object(policy_file: Path, tmp_path: Path, cap
     assert "corrupt" in out and dump.name in out
 
 
+def test_check_and_restore_name_a_manifest_changed_after_the_backup(policy_file: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "backup", "--policy", str(policy_file))
+    assert code == 0
+    backup_id = json.loads(out)["backupId"]
+    manifest_file = tmp_path / "volume" / backup_id / "manifest.json"
+    document = json.loads(manifest_file.read_text())
+    document["databases"][0]["row_counts"]["sales.orders"] = 999
+    manifest_file.write_text(json.dumps(document, indent=2))
+    said = f"manifest.json of backup {backup_id} (file://{manifest_file}) does not match its recorded SHA-256"
+
+    code, out = run(capsys, "check", backup_id, "--policy", str(policy_file))
+    assert code == jobenv.EXIT_FAILED
+    assert "manifest.json: changed" in out and said in out and "the manifest was changed after the backup" in out
+
+    code = main(["restore", backup_id, "--target-database", "never_restored", "--policy", str(policy_file)])
+    err = capsys.readouterr().err
+    assert code == jobenv.EXIT_FAILED
+    assert said in err and "the manifest was changed after the backup" in err
+
+
 def test_retention_dry_run_deletes_nothing(policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = yaml.safe_load(policy_file.read_text())
     document["spec"]["retention"] = {"keepLast": 1}
     document["spec"]["logical"] = {"globals": False}
     policy_file.write_text(yaml.safe_dump(document))
-    ids = []
+    ids, stored = [], []
     for _ in range(2):
         code, out = run(capsys, "backup", "--policy", str(policy_file))
         assert code == 0
         ids.append(json.loads(out)["backupId"])
+        stored.append(json.loads((tmp_path / "termination-log").read_text()).get("storedBackups"))
+    # the summary the operator reads lists what storage holds after retention: status.backups follows it
+    assert stored == [[ids[0]], [ids[1]]]
     # the second backup's own retention (keepLast 1) already pruned the first; dry-run keeps the second
     code, out = run(capsys, "retention", "--dry-run", "--policy", str(policy_file))
     assert code == 0

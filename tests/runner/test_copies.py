@@ -111,6 +111,8 @@ def test_backup_lands_in_every_copy_with_identical_bytes(shop: tuple[PgServer, s
     for storage in (offsite_storage, nearby_storage):
         assert Catalog(storage).ids() == [manifest.id]
         assert stored_sha256(storage, manifest) == expected
+        assert storage.get_bytes(Catalog.manifest_digest_key(manifest.id)) == primary.get_bytes(
+            Catalog.manifest_digest_key(manifest.id))  # the manifest stays protected in the copy
         assert Catalog(storage).check(manifest.id).ok
     # the operator reads the copies' state from the termination message
     written = JobSummary.from_termination_message(summary_file.read_text())

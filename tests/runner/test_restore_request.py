@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -388,6 +389,25 @@ def test_unknown_backup_id(shop_backup: Backup, target: PgServer, tmp_path: Path
     assert code == jobenv.EXIT_USAGE and summary.reason == "BackupNotFound"
     assert "20200101T000000Z" in str(summary.error) and shop_backup.backup_id in str(summary.error)
     assert summary.plan is None and summary.result is None
+
+
+def test_a_manifest_changed_after_the_backup_is_refused_before_any_change(shop_backup: Backup, target: PgServer,
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = Backup(root=tmp_path / "storage", policy=shop_backup.policy, backup_id=shop_backup.backup_id)
+    shutil.copytree(shop_backup.root, copy.root)
+    manifest_file = copy.root / "orders" / copy.backup_id / "manifest.json"
+    document = json.loads(manifest_file.read_text())
+    document["databases"][0]["row_counts"]["sales.orders"] = 999
+    manifest_file.write_text(json.dumps(document))
+    before = databases(target)
+
+    code, summary = restore(monkeypatch, tmp_path, copy, target, target={"database": "never_restored"})
+
+    assert code == jobenv.EXIT_FAILED and summary.reason == "ManifestChanged"
+    assert f"manifest.json of backup {copy.backup_id}" in str(summary.error)
+    assert "the manifest was changed after the backup" in str(summary.error)
+    assert databases(target) == before
 
 
 def test_unreachable_target(shop_backup: Backup, target: PgServer, tmp_path: Path,

@@ -40,6 +40,34 @@ def test_large_object_is_a_multipart_upload(s3_bucket: S3Bucket, s3_storage: S3S
     assert s3_bucket.incomplete_uploads() == []
 
 
+def test_parts_grow_so_an_object_needing_more_than_the_part_limit_still_uploads(s3_bucket: S3Bucket) -> None:
+    storage = S3Storage(s3_bucket.spec(), max_attempts=2, max_parts=10)  # 5 MiB parts, at most 10 per object
+    data = os.urandom(60 * MIB)  # 12 parts' worth of 5 MiB
+    stored = store_stream(io.BytesIO(data), storage, "20260101T000000Z/base.tar", compression=NONE)
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key=f"team/orders-db/{stored.key}")
+    parts = int(head["ETag"].strip('"').rsplit("-", 1)[1])
+    assert 1 < parts <= 10
+    assert head["ContentLength"] == len(data)
+    assert storage.get_bytes(stored.key) == data
+    assert s3_bucket.incomplete_uploads() == []
+
+
+def test_the_part_limit_holds_the_largest_s3_object_from_any_part_size(s3_bucket: S3Bucket) -> None:
+    for part_size_mib in (5, 64, 5120):
+        storage = S3Storage(s3_bucket.spec(part_size_mib=part_size_mib))
+        assert storage.capacity() >= 5 * 1024**4, f"{part_size_mib} MiB parts"  # 5 TiB in 10,000 parts
+        assert storage.part_size_for(1) == part_size_mib * MIB
+        assert max(storage.part_size_for(n) for n in range(1, 10_001)) <= 5 * 1024 * MIB
+
+
+def test_an_object_beyond_the_part_limit_fails_at_once_and_leaves_nothing(s3_bucket: S3Bucket) -> None:
+    storage = S3Storage(s3_bucket.spec(), max_attempts=2, max_parts=2)  # 5 + 10 MiB at most
+    with pytest.raises(StorageError, match=r"larger than 15 MiB, the most 2 parts .* raise partSizeMib"):
+        store_stream(io.BytesIO(os.urandom(20 * MIB)), storage, "20260101T000000Z/base.tar", compression=NONE)
+    assert s3_bucket.keys() == []
+    assert s3_bucket.incomplete_uploads() == []
+
+
 def test_failing_source_aborts_the_multipart_upload(s3_bucket: S3Bucket, s3_storage: S3Storage) -> None:
     def dump_killed_after_7_mib() -> Iterator[bytes]:
         for _ in range(7):

@@ -106,11 +106,16 @@ def postgres_processes_under(path: Path) -> list[str]:
     return found
 
 
-def rewrite_manifest(storage: FilesystemStorage, backup_id: str, change: object) -> None:
+def rewrite_manifest(storage: FilesystemStorage, backup_id: str, change: object, *, reseal: bool = True) -> None:
+    """Change a stored manifest; `reseal` records its new SHA-256 too (as if the backup had written it so),
+    without it the edit is one made after the backup."""
     key = f"{backup_id}/{MANIFEST_NAME}"
     document = json.loads(storage.get_bytes(key))
     change(document)  # type: ignore[operator]
-    storage.put_bytes(key, json.dumps(document).encode())
+    data = json.dumps(document).encode()
+    storage.put_bytes(key, data)
+    if reseal:
+        storage.put_bytes(f"{key}.sha256", f"{hashlib.sha256(data).hexdigest()}  {MANIFEST_NAME}\n".encode())
 
 
 CHECKS = [SqlCheck(name="orders-present", database="shop", sql="SELECT count(*) = 1000 FROM sales.orders")]
@@ -243,6 +248,31 @@ def test_a_tampered_row_count_fails_naming_the_table(backups: Backups, tmp_path:
     assert written["backupId"] == backups.logical_id and "sales.orders" in written["error"]
     assert not Catalog(storage).get(backups.logical_id).verified
     assert list(scratch.iterdir()) == []
+
+
+def test_a_manifest_changed_after_the_backup_is_named_not_the_dump(backups: Backups, tmp_path: Path, scratch: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = storage_copy(backups, tmp_path)
+
+    def tamper(document: dict) -> None:
+        document["databases"][0]["row_counts"]["sales.orders"] = 999
+
+    rewrite_manifest(storage, backups.logical_id, tamper, reseal=False)
+    summary_file = tmp_path / "termination-log"
+    monkeypatch.setenv("PGBACKUP_SUMMARY_FILE", str(summary_file))
+    monkeypatch.setenv("PGBACKUP_SCRATCH", str(scratch))
+    monkeypatch.setenv("PGUSER", backups.server.user)
+    monkeypatch.setenv("PGBACKUP_VERIFY_BACKUP_ID", backups.logical_id)
+
+    code, summary, outcome = run_verification_command(policy_from_document(backups.document, "test"),
+                                                      storage=storage)
+
+    assert code == 1 and outcome is None
+    assert (summary.phase, summary.reason) == ("Failed", "ManifestChanged")
+    assert f"manifest.json of backup {backups.logical_id}" in str(summary.error)
+    assert "the manifest was changed after the backup" in str(summary.error)
+    assert "RowCountMismatch" not in summary_file.read_text() and "ManifestChanged" in summary_file.read_text()
+    assert list(scratch.iterdir()) == []  # nothing was restored
 
 
 def test_a_corrupt_object_fails_before_anything_is_restored(backups: Backups, tmp_path: Path, scratch: Path,

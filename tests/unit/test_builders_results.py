@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pgbackup.api import BackupPolicyStatus, JobSummary
-from pgbackup.builders.results import read_result, record_result
+from pgbackup.builders.results import event_for, read_result, record_result
 
 NOW = "2026-11-23T10:00:00Z"
 
@@ -78,3 +78,48 @@ def test_failed_summary_error_is_reported() -> None:
     result = read_result(job("Failed", "BackoffLimitExceeded"), [pod(terminated=text)])
     assert result is not None and result.reason == "DatabaseUnreachable"
     assert "connection to db:5432 refused" in record_result({}, result, 1, NOW)["lastBackup"]["error"]
+
+
+def test_completed_job_without_summary_is_unknown_and_moves_nothing() -> None:
+    status: dict[str, Any] = {}
+    earlier = read_result(job("Complete"), [pod(summary("20261122T020000Z"))])
+    assert earlier is not None
+    status.update(record_result(status, earlier, 1, "2026-11-22T02:05:00Z"))
+    last_before, backups_before = dict(status["lastBackup"]), list(status["backups"])
+
+    result = read_result(job("Complete"), [pod(terminated="Killed")])  # no summary: a crash text, or nothing
+    assert result is not None and (result.phase, result.reason) == ("Unknown", "NoSummary")
+    patch = record_result(status, result, 2, NOW)
+
+    assert "lastBackup" not in patch and "backups" not in patch  # no evidence: lastBackup and the RPO stay
+    status.update(patch)
+    assert status["lastBackup"] == last_before and status["backups"] == backups_before
+    condition = next(c for c in status["conditions"] if c["type"] == "LastBackupSucceeded")
+    assert (condition["status"], condition["reason"]) == ("Unknown", "NoSummary")
+    assert "orders-backup-123" in condition["message"] and "kubectl logs job/orders-backup-123" in condition["message"]
+    reason, message = event_for(result)
+    assert reason == "BackupOutcomeUnknown" and "orders-backup-123" in message
+    BackupPolicyStatus.model_validate(status)
+
+
+def test_backups_that_retention_deleted_leave_status() -> None:
+    status: dict[str, Any] = {}
+    for day in (20, 21, 22):
+        result = read_result(job("Complete"), [pod(summary(f"202611{day}T020000Z"))])
+        assert result is not None
+        status.update(record_result(status, result, 1, NOW))
+    assert [b["id"] for b in status["backups"]] == ["20261122T020000Z", "20261121T020000Z", "20261120T020000Z"]
+
+    # keepLast 2: this run's retention deleted 20261121 and 20261120
+    kept = ["20261123T020000Z", "20261122T020000Z"]
+    result = read_result(job("Complete"), [pod(summary("20261123T020000Z", stored_backups=kept))])
+    assert result is not None
+    patch = record_result(status, result, 1, NOW)
+    assert [b["id"] for b in patch["backups"]] == kept
+    BackupPolicyStatus.model_validate({**status, **patch})
+
+    # no list (retention did not finish): status keeps what it had
+    result = read_result(job("Complete"), [pod(summary("20261124T020000Z"))])
+    assert result is not None
+    assert [b["id"] for b in record_result({**status, **patch}, result, 1, NOW)["backups"]] == [
+        "20261124T020000Z", *kept]

@@ -19,6 +19,7 @@ MAX_ERROR_CHARS = 1500
 
 
 MAX_COPY_ERROR_CHARS = 300
+MAX_STORED_BACKUPS = 20  # as many as status.backups holds
 
 
 class CopySummary(StatusModel):
@@ -73,6 +74,9 @@ class JobSummary(StatusModel):
     """Restore Jobs: what the restore did; failed checks are kept first when the list has to be shortened."""
     copies: list[CopySummary] | None = None
     """Backup Jobs with spec.copies: the state of each copy after this run (errors cut to fit 4096 bytes)."""
+    stored_backups: list[str] | None = Field(default=None, max_length=MAX_STORED_BACKUPS)
+    """Backup Jobs: ids of the backups in storage after this run's retention, newest first (at most 20); absent
+    when retention did not finish. The operator drops every other id from status.backups."""
 
     def to_termination_message(self) -> str:
         """Serialise within the 4096-byte limit: shorten a restore's plan/result lists, then the error."""

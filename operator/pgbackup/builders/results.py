@@ -14,7 +14,10 @@ MAX_BACKUPS_IN_STATUS = 20
 ANNOTATION_RECORDED = "pgbackup.dev/recorded"
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError"}
 
-Phase = Literal["Completed", "Failed"]
+Phase = Literal["Completed", "Failed", "Unknown"]
+"""Unknown: the Job completed but left no summary, so nothing says whether a backup was stored."""
+NO_SUMMARY = "NoSummary"
+OUTCOME_UNKNOWN_EVENT = "BackupOutcomeUnknown"
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,10 @@ def read_result(job: dict[str, Any], pods: list[dict[str, Any]]) -> BackupResult
         reason = summary.reason or ("BackupSucceeded" if phase == "Completed" else "BackupFailed")
         return BackupResult(name, phase, summary, reason, summary.error or "")
     if outcome == "Completed":
-        return BackupResult(name, "Completed", None, "NoSummary", "the Job completed but left no backup summary")
+        return BackupResult(name, "Unknown", None, NO_SUMMARY,
+                            f"Job {name} completed but left no backup summary, so it is not known whether it stored a "
+                            f"backup; status.lastBackup and the recovery point are left as they were. See `kubectl "
+                            f"logs job/{name}`, and `kubectl pgbackup list` (or `pgbackup list`) for what storage holds")
     reason, message = failure_without_summary(job, pods)
     return BackupResult(name, "Failed", None, reason, message)
 
@@ -115,13 +121,20 @@ def event_for(result: BackupResult) -> tuple[str, str]:
         what = f"backup {summary.backup_id}" if summary and summary.backup_id else "backup"
         details = ", ".join(part for part in (size, f"in {duration}" if duration else None) if part)
         return "BackupSucceeded", f"{what} completed by Job {result.job_name}" + (f": {details}" if details else "")
+    if result.phase == "Unknown":
+        return OUTCOME_UNKNOWN_EVENT, result.message
     return "BackupFailed", f"backup Job {result.job_name} failed ({result.reason}): {result.message}"
 
 
 def record_result(status: dict[str, Any], result: BackupResult, generation: int | None, now: str) -> dict[str, Any]:
     """The status fields to patch for a finished Job: lastBackup, backups (newest first, deduplicated by id,
-    at most 20) and the LastBackupSucceeded condition."""
+    at most 20) and the LastBackupSucceeded condition. An Unknown outcome (no summary) only sets the condition
+    to Unknown: without evidence, lastBackup (and so the RPO) does not move."""
     summary = result.summary
+    if result.phase == "Unknown":
+        conditions = set_condition(list(status.get("conditions") or []), LAST_BACKUP_SUCCEEDED, "Unknown",
+                                   result.reason, result.message, generation, now)
+        return {"conditions": conditions}
     last: dict[str, Any] = {"phase": result.phase, "jobName": result.job_name, "completedAt": now}
     if summary is not None:
         last.update({
@@ -143,6 +156,9 @@ def record_result(status: dict[str, Any], result: BackupResult, generation: int 
         if summary.manifest_sha256:
             record["sha256"] = summary.manifest_sha256
         backups = [b for b in backups if b.get("id") != summary.backup_id]
+        if summary.stored_backups is not None:  # status follows storage: ids retention deleted go
+            stored = set(summary.stored_backups)
+            backups = [b for b in backups if b.get("id") in stored]
         backups.insert(0, record)
         backups.sort(key=lambda b: str(b.get("id") or ""), reverse=True)
         backups = backups[:MAX_BACKUPS_IN_STATUS]

@@ -40,7 +40,9 @@ def record_finished_job(body: kopf.Body, type: str, name: str, namespace: str | 
         post = kopf.info if result.phase == "Completed" else kopf.warn
         post(cast(kopf.Body, policy), reason=reason, message=message)  # kopf only reads its metadata
         logger.info(f"{reason}: {message}")
-        notify.notify(policy, reason, reason=result.reason, message=message,  # BackupSucceeded / BackupFailed
+        # an Unknown outcome goes to BackupFailed subscribers: no backup can be shown to exist
+        notify.notify(policy, "BackupSucceeded" if result.phase == "Completed" else "BackupFailed",
+                      reason=result.reason, message=message,
                       backup_id=result.summary.backup_id if result.summary else None)
     kube.annotate_job(namespace, name, {ANNOTATION_RECORDED: result.phase})
 

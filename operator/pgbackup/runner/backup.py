@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pgbackup.api import jobenv
-from pgbackup.api.summary import TERMINATION_MESSAGE_PATH, JobSummary
+from pgbackup.api.summary import MAX_STORED_BACKUPS, TERMINATION_MESSAGE_PATH, JobSummary
 from pgbackup.runner.config import PolicyConfig, RunnerError, scratch_dir
 from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.log import log, log_error, log_warning, redact
@@ -186,7 +186,10 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
             copies = sync_copies(policy, storage, environ=environ, grace=unfinished_grace(policy))
             summary = summary.model_copy(update={"copies": copies})
             write_summary(summary, environ)
-        run_retention_after_backup(policy, storage)
+        stored = run_retention_after_backup(policy, storage)
+        if stored is not None:  # status.backups follows storage: what retention kept, newest first
+            summary = summary.model_copy(update={"stored_backups": stored[:MAX_STORED_BACKUPS]})
+            write_summary(summary, environ)
         clean_unfinished_after_backup(policy, storage)
     except Terminated as exc:  # the backup is complete and recorded: only the housekeeping was cut short
         log_warning("backup.housekeeping_terminated", backup_id=manifest.id, signal=exc.signal_name,
@@ -194,14 +197,18 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
     return jobenv.EXIT_OK, summary
 
 
-def run_retention_after_backup(policy: PolicyConfig, storage: Storage) -> None:
-    """Retention failures are logged, not fatal: the backup itself is good and recorded."""
+def run_retention_after_backup(policy: PolicyConfig, storage: Storage) -> list[str] | None:
+    """Apply retention; returns the ids of the backups kept (newest first), None when it failed. Failures are
+    logged, not fatal: the backup itself is good and recorded."""
     try:
         decisions = apply_retention(Catalog(storage), policy.spec.retention, datetime.now(UTC), dry_run=False)
-        log("retention.done", kept=[d.id for d in decisions if d.keep], deleted=[d.id for d in decisions if not d.keep])
     except Exception as exc:  # noqa: BLE001
         log_error("retention.failed", error=exc,
                   hint="the backup succeeded; old backups were not pruned, run `pgbackup retention` to retry")
+        return None
+    kept = [d.id for d in decisions if d.keep]
+    log("retention.done", kept=kept, deleted=[d.id for d in decisions if not d.keep])
+    return kept
 
 
 UNFINISHED_GRACE_MARGIN = timedelta(hours=1)

@@ -3,6 +3,9 @@
 A backup exists once its manifest does; objects without a manifest are an unfinished (or failed) backup:
 never listed, removed after a grace period. Only directories named like backup ids are touched, so other
 data beside the backups (e.g. a wal/ archive) is safe.
+
+The manifest's own SHA-256 is written just before it, as <id>/manifest.json.sha256 (`sha256sum -c` format), so a
+manifest edited later (a row count, an object checksum) is detected by every reader instead of being trusted.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +42,22 @@ class BackupNotFound(StorageError):
     """No complete backup with that id."""
 
 
-ObjectStatus = Literal["ok", "missing", "truncated", "oversized", "corrupt", "unreadable"]
+MANIFEST_DIGEST_NAME = f"{MANIFEST_NAME}.sha256"
+
+
+class ManifestChanged(StorageError):
+    """A manifest that does not match the SHA-256 recorded beside it when the backup was taken."""
+
+    reason = "ManifestChanged"
+
+    def __init__(self, message: str, *, recorded: str, actual: str, size: int) -> None:
+        super().__init__(message)
+        self.recorded = recorded
+        self.actual = actual
+        self.size = size
+
+
+ObjectStatus = Literal["ok", "missing", "truncated", "oversized", "corrupt", "unreadable", "changed"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,11 @@ class Catalog:
     def manifest_key(backup_id: str) -> str:
         return f"{backup_id}/{MANIFEST_NAME}"
 
+    @staticmethod
+    def manifest_digest_key(backup_id: str) -> str:
+        """Where the manifest's SHA-256 is recorded (written just before the manifest)."""
+        return f"{backup_id}/{MANIFEST_DIGEST_NAME}"
+
     def new_id(self, now: datetime) -> str:
         """A fresh backup id for `now`, not used by any complete or unfinished backup (e.g. a run that failed
         in the same second). Only keys starting with the id's time are listed: every candidate ('<time>',
@@ -100,12 +124,45 @@ class Catalog:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def _load(self, backup_id: str, *, verified: bool | None = None) -> Manifest:
+    def _load(self, backup_id: str, *, verified: bool | None = None, sealed: bool | None = None) -> Manifest:
+        """`sealed`: True = check the recorded SHA-256, None = check it when there is one (warn when not),
+        False = do not check (old backups found by a listing, or `check` reading a changed manifest)."""
         data = self.storage.get_bytes(self.manifest_key(backup_id))
+        if sealed is not False:
+            self._check_manifest_digest(backup_id, data, required=sealed is True)
         manifest = Manifest.model_validate_json(data)
         if verified is None:
             verified = self._read_verified(backup_id)
         return manifest.model_copy(update={"verified": verified})
+
+    def _check_manifest_digest(self, backup_id: str, data: bytes, *, required: bool) -> None:
+        """Raise ManifestChanged when `data` is not the manifest the backup wrote."""
+        digest_key = self.manifest_digest_key(backup_id)
+        try:
+            recorded_text = self.storage.get_bytes(digest_key).decode(errors="replace")
+        except ObjectNotFound:
+            if required:
+                raise
+            log_warning("catalog.manifest_unsealed", backup_id=backup_id,
+                        hint=f"backup {backup_id} was written before manifests carried a SHA-256 "
+                             f"({MANIFEST_DIGEST_NAME}): later edits of its manifest cannot be detected")
+            return
+        recorded = (recorded_text.split() or [""])[0].lower()
+        actual = hashlib.sha256(data).hexdigest()
+        if recorded == actual:
+            return
+        where = self.storage.location(self.manifest_key(backup_id))
+        if not re.fullmatch(r"[0-9a-f]{64}", recorded):
+            problem = f"its recorded SHA-256 ({self.storage.location(digest_key)}) is unreadable"
+        else:
+            problem = f"does not match its recorded SHA-256 ({actual} != {recorded})"
+        raise ManifestChanged(
+            f"{MANIFEST_NAME} of backup {backup_id} ({where}) {problem}: the manifest was changed after the backup, "
+            f"so its row counts and object checksums cannot be trusted; restore another backup (or the backup "
+            f"from a copy), and if the edit was deliberate write the manifest's new SHA-256 to "
+            f"{self.storage.location(digest_key)}",
+            recorded=recorded, actual=actual, size=len(data),
+        )
 
     def _read_verified(self, backup_id: str) -> bool:
         try:
@@ -120,6 +177,7 @@ class Catalog:
         """Complete backups, newest first. Unreadable manifests are logged and skipped."""
         manifests: list[str] = []
         verifications: set[str] = set()
+        sealed: set[str] = set()
         for info in self.storage.list():
             parts = info.key.split("/")
             if len(parts) != 2 or not BACKUP_ID_PATTERN.match(parts[0]):
@@ -128,11 +186,17 @@ class Catalog:
                 manifests.append(parts[0])
             elif parts[1] == VERIFICATION_NAME:
                 verifications.add(parts[0])
+            elif parts[1] == MANIFEST_DIGEST_NAME:
+                sealed.add(parts[0])
         found: list[Manifest] = []
         for backup_id in manifests:
             try:
                 verified = self._read_verified(backup_id) if backup_id in verifications else False
-                found.append(self._load(backup_id, verified=verified))
+                found.append(self._load(backup_id, verified=verified, sealed=backup_id in sealed))
+            except ManifestChanged as exc:
+                log_warning("catalog.manifest_changed", backup_id=backup_id, error=str(exc)[:800],
+                            hint=f"the backup is left out of the catalog (not listed, never chosen as latest, not "
+                                 f"deleted by retention); `pgbackup check {backup_id}` shows it")
             except (ValidationError, ValueError, StorageError) as exc:
                 log_warning(
                     "catalog.manifest_unreadable",
@@ -140,6 +204,11 @@ class Catalog:
                     error=str(exc)[:500],
                     hint="the backup is ignored; inspect or delete it",
                 )
+        unsealed = sorted(set(manifests) - sealed, key=backup_id_sort_key)
+        if unsealed:
+            log_warning("catalog.manifest_unsealed", backups=len(unsealed), ids=unsealed[:10],
+                        hint=f"written before manifests carried a SHA-256 ({MANIFEST_DIGEST_NAME}): later edits of "
+                             f"their manifests cannot be detected")
         found.sort(key=lambda m: (m.completed_at, backup_id_sort_key(m.id)), reverse=True)
         return found
 
@@ -186,21 +255,29 @@ class Catalog:
     # -- writing --------------------------------------------------------------------------------
 
     def write_manifest(self, manifest: Manifest) -> tuple[str, str]:
-        """Commit a backup: write its manifest (call LAST). Returns (location, SHA-256 of the manifest)."""
+        """Commit a backup: write its manifest's SHA-256, then the manifest (call LAST). Returns (location,
+        SHA-256 of the manifest)."""
         data = manifest.to_json()
         key = self.manifest_key(manifest.id)
+        digest = hashlib.sha256(data).hexdigest()
+        self.storage.put_bytes(self.manifest_digest_key(manifest.id), f"{digest}  {MANIFEST_NAME}\n".encode())
         self.storage.put_bytes(key, data)
         location = self.storage.location(key)
-        digest = hashlib.sha256(data).hexdigest()
         log("catalog.manifest_written", backup_id=manifest.id, location=location, sha256=digest)
         return location, digest
 
     # -- checking -------------------------------------------------------------------------------
 
     def check(self, backup_id: str) -> CheckReport:
-        """Re-read every object of a backup and compare its size and SHA-256 with the manifest."""
-        manifest = self.get(backup_id)
+        """Re-read every object of a backup and compare its size and SHA-256 with the manifest; a manifest changed
+        after the backup is reported first (its objects are still checked against what it now says)."""
         report = CheckReport(backup_id=backup_id)
+        try:
+            manifest = self.get(backup_id)
+        except ManifestChanged as exc:
+            manifest = self._load(backup_id, sealed=False)
+            report.objects.append(ObjectCheck(MANIFEST_NAME, "changed", exc.size, exc.size, exc.recorded, exc.actual,
+                                              str(exc)))
         progress = Progress("check", total=manifest.size_bytes, backup_id=backup_id)
         for obj in manifest.objects:
             report.objects.append(self._check_object(manifest.id, obj, progress))

@@ -30,7 +30,7 @@ from pgbackup.runner.config import PolicyConfig, UsageError
 from pgbackup.runner.log import log, log_error, redact
 from pgbackup.runner.manifest import Manifest
 from pgbackup.runner.retention import BackupRef, apply_retention, plan_retention
-from pgbackup.runner.storage.base import Storage, StorageError
+from pgbackup.runner.storage.base import ObjectNotFound, Storage, StorageError
 from pgbackup.runner.storage.factory import open_storage
 
 MAX_CATCH_UP_PER_RUN = 5
@@ -112,7 +112,11 @@ def copy_backup(source: Storage, target: Storage, manifest: Manifest) -> int:
                     f"{manifest.id}` on the primary"
                 )
         copied += size
-    manifest_key = Catalog.manifest_key(manifest.id)
+    digest_key, manifest_key = Catalog.manifest_digest_key(manifest.id), Catalog.manifest_key(manifest.id)
+    try:  # the manifest's recorded SHA-256 travels with it, written just before it as on the primary
+        target.put_bytes(digest_key, source.get_bytes(digest_key))
+    except ObjectNotFound:
+        pass  # a backup from before manifests carried a SHA-256
     target.put_bytes(manifest_key, source.get_bytes(manifest_key))
     return copied
 

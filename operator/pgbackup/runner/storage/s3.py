@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 MIB = 1024 * 1024
 DELETE_BATCH = 1000  # the DeleteObjects limit
+MAX_PARTS = 10_000  # S3: parts per multipart upload
+MAX_PART_SIZE = 5 * 1024 * MIB  # S3: bytes per part
+MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MIB  # S3: bytes per object (5 TiB)
 ENV_MAX_ATTEMPTS = "PGBACKUP_S3_MAX_ATTEMPTS"
 ENV_RETRY_MODE = "PGBACKUP_S3_RETRY_MODE"
 DEFAULT_MAX_ATTEMPTS = 8
@@ -74,13 +77,17 @@ class S3Storage(Storage):
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         credentials: S3Credentials | None = None,
+        max_parts: int = MAX_PARTS,
     ) -> None:
         """`credentials`: explicit keys for this storage only (a copy's Secret, read from its own env names);
-        None = boto3's usual chain (AWS_* env, pod identity)."""
+        None = boto3's usual chain (AWS_* env, pod identity). `max_parts`: the service's limit of parts per
+        upload (S3: 10,000)."""
         self.spec = spec
         self.bucket = spec.bucket
         self.prefix = f"{spec.prefix.strip('/')}/" if spec.prefix.strip("/") else ""
         self.part_size = spec.part_size_mib * MIB
+        self.max_parts = max_parts
+        self._growth_step = _growth_step(self.part_size, max_parts)
         attempts = max_attempts or int(os.environ.get(ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS))
         mode = retry_mode or os.environ.get(ENV_RETRY_MODE, "standard")
         config = Config(
@@ -167,6 +174,18 @@ class S3Storage(Storage):
             extra["SSEKMSKeyId"] = self.spec.kms_key_id
         return extra
 
+    def part_size_for(self, number: int) -> int:
+        """Size of part `number` (1-based) of an upload. The size of a backup stream is not known in advance, so
+        parts grow as the upload goes (as rclone and the AWS CLI do): storage.s3.partSizeMib for the first parts,
+        then doubling every `_growth_step` parts up to S3's 5 GiB, so that `max_parts` parts hold at least 5 TiB
+        (S3's largest object). With the default 64 MiB: 1,000 parts of each size, so objects up to 62.5 GiB use
+        64 MiB parts, up to 437 GiB at most 256 MiB, up to 5 TiB at most 4 GiB (each part is held in memory)."""
+        return min(self.part_size << ((number - 1) // self._growth_step), max(MAX_PART_SIZE, self.part_size))
+
+    def capacity(self) -> int:
+        """The largest object an upload can hold within `max_parts` parts."""
+        return sum(self.part_size_for(number) for number in range(1, self.max_parts + 1))
+
     # -- Storage ----------------------------------------------------------------------------------
 
     def open_writer(self, key: str) -> ObjectWriter:
@@ -239,6 +258,20 @@ class S3Storage(Storage):
             raise self.error(exc, "aborting the multipart upload of", upload.key) from exc
 
 
+def _growth_step(initial: int, max_parts: int) -> int:
+    """Parts per size step: the longest run of equal parts (starting at max_parts // 10) with which `max_parts`
+    doubling parts still hold MAX_OBJECT_SIZE."""
+    def capacity(step: int) -> int:
+        return sum(min(initial << ((number - 1) // step), max(MAX_PART_SIZE, initial))
+                   for number in range(1, max_parts + 1))
+
+    for groups in range(10, max_parts + 1):
+        step = max(1, max_parts // groups)
+        if step == 1 or capacity(step) >= MAX_OBJECT_SIZE:
+            return step
+    return 1
+
+
 @dataclass(frozen=True)
 class IncompleteUpload:
     key: str
@@ -262,7 +295,7 @@ class _MultipartWriter(ObjectWriter):
         if self._finished:
             raise StorageError(f"write to s3://{self._storage.bucket}/{self._full_key} after commit/abort")
         self._buffer.write(data)
-        if self._buffer.tell() >= self._storage.part_size:
+        if self._buffer.tell() >= self._storage.part_size_for(len(self._parts) + 1):
             self._upload_buffer()
 
     def _upload_buffer(self) -> None:
@@ -270,6 +303,13 @@ class _MultipartWriter(ObjectWriter):
         body = self._buffer
         self._buffer = io.BytesIO()
         body.seek(0)
+        if len(self._parts) >= self._storage.max_parts:
+            self.abort()
+            raise StorageError(
+                f"uploading s3://{self._storage.bucket}/{self._full_key} failed: the object is larger than "
+                f"{self._storage.capacity() // MIB} MiB, the most {self._storage.max_parts} parts starting at "
+                f"storage.s3.partSizeMib {self._storage.part_size // MIB} can hold; raise partSizeMib"
+            )
         try:
             if self._upload_id is None:
                 response = client.create_multipart_upload(
