@@ -79,7 +79,8 @@ class S3Storage(Storage):
         None = boto3's usual chain (AWS_* env, pod identity)."""
         self.spec = spec
         self.bucket = spec.bucket
-        self.prefix = f"{spec.prefix.strip('/')}/" if spec.prefix.strip("/") else ""
+        prefix = (spec.prefix or "").strip("/")  # PolicyConfig fills an unset prefix in ('<namespace>/<policy>')
+        self.prefix = f"{prefix}/" if prefix else ""
         self.part_size = spec.part_size_mib * MIB
         attempts = max_attempts or int(os.environ.get(ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS))
         mode = retry_mode or os.environ.get(ENV_RETRY_MODE, "standard")
