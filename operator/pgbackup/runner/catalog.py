@@ -5,7 +5,7 @@ never listed, removed after a grace period. Only directories named like backup i
 data beside the backups (e.g. a wal/ archive) is safe.
 
 A catalog opened for a policy sees only that policy's backups (the manifest's namespace and policy), and its
-clean-up skips unfinished backups whose owner.json (written first by every backup) names another policy, so
+clean-up skips unfinished backups whose owner.json (present while a backup is written) names another policy, so
 policies that share a location never list, prune or clean up each other's backups.
 """
 
