@@ -11,11 +11,17 @@ from typing import Any
 
 import pytest
 
+from pgbackup.api.policy import Compression, Retention
 from pgbackup.runner import cli
 from pgbackup.runner.backup import backup_command, clean_unfinished_after_backup, take_backup
 from pgbackup.runner.catalog import BackupNotFound, Catalog
 from pgbackup.runner.config import PolicyConfig, policy_from_document
+from pgbackup.runner.manifest import Manifest, PhysicalInfo
+from pgbackup.runner.retention import apply_retention
 from pgbackup.runner.storage.factory import open_storage
+from pgbackup.runner.storage.fs import FilesystemStorage
+from pgbackup.runner.wal.archive import WalArchive
+from pgbackup.runner.wal.xlog import WalSegment, format_lsn, lsn_of_segment_start
 from tests.fixtures.postgres import PgServer, backup_policy, runner_env
 from tests.fixtures.s3 import S3Bucket
 from tests.runner.test_failures import HookedStorage
@@ -96,3 +102,36 @@ def test_cleanup_of_one_policy_leaves_another_policys_running_backup_alone(pg15:
     report = Catalog(a_storage).check(outcome.manifest.id)
     assert report.ok, report.summary()
     assert [o.kind for o in outcome.manifest.objects] == ["globals", "database"]
+
+
+def test_wal_retention_of_a_shared_archive_keeps_the_other_policys_base_backups(tmp_path: Path) -> None:
+    """Guard: policy A's retention prunes a shared WAL archive only before the oldest base backup of ANY policy
+    there (a scoped catalog must neither ignore B's base backups nor take them for unreadable manifests)."""
+    (tmp_path / "shared").mkdir()
+    storage = FilesystemStorage(tmp_path / "shared")
+    archive = WalArchive(storage, compression=Compression(algorithm="none"))
+    for n in range(2, 10):
+        segment = tmp_path / WalSegment(1, 0, n).name
+        segment.write_bytes(b"w" * 100)
+        archive.push(segment)
+    now = datetime.now(UTC)
+
+    def base(policy_name: str, backup_id: str, age_days: int, start: int) -> None:
+        lsn = lsn_of_segment_start(WalSegment(1, 0, start))
+        Catalog(storage).write_manifest(Manifest(
+            id=backup_id, policy=policy_name, namespace="shop", method="physical", objects=[],
+            started_at=now - timedelta(days=age_days), completed_at=now - timedelta(days=age_days),
+            server_version="15.0", compression="none",
+            physical=PhysicalInfo(start_lsn=format_lsn(lsn + 40), stop_lsn=format_lsn(lsn + 400), timeline=1,
+                                  start_wal_segment=WalSegment(1, 0, start).name,
+                                  stop_wal_segment=WalSegment(1, 0, start).name)))
+
+    base("orders-b", "20261101T020000Z", 5, 3)  # B's only base backup needs WAL from segment 3 on
+    base("orders-a", "20261102T020000Z", 4, 5)
+    base("orders-a", "20261103T020000Z", 3, 7)
+    a = PolicyConfig(name="orders-a", namespace="shop", spec=None)  # type: ignore[arg-type]
+
+    decisions = apply_retention(Catalog(storage, a), Retention(keep_last=1), now)
+
+    assert [d.id for d in decisions if not d.keep] == ["20261102T020000Z"]
+    assert [s.segment.seg for s in archive.segments()] == list(range(3, 10))
