@@ -101,7 +101,9 @@ async def test_backup_now_creates_one_job_also_across_restarts(cluster: Cluster,
         await eventually(lambda: cluster.policy("orders")["status"].get("backupNowHandled") == "first",
                          what="status.backupNowHandled")
     assert len(jobs) == 1
-    assert jobs[0]["spec"]["template"]["spec"] == cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod = jobs[0]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["env"].pop() == {"name": "PGBACKUP_BACKUP_PURPOSE", "value": "on-demand"}
+    assert pod == cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert jobs[0]["metadata"]["annotations"]["pgbackup.dev/backup-now"] == "first"
 
     # A restart with the status not yet written (e.g. a crash right after the Job was created):

@@ -117,9 +117,10 @@ def test_imported_custom_dump_restores_through_a_restore_request(
     assert code == 0, err
     assert "database 'legacy_shop'" in out and "format custom" in out  # the name from the dump's own header
 
+    backup_id = out.split(" as backup ", 1)[1].split(":", 1)[0]  # by id: an import never becomes `latest`
     policy = yaml.safe_load(policy_file.read_text())
     request = {"name": "from-import", "namespace": "shop",
-               "spec": {"policyRef": {"name": policy["name"]}, "backup": "latest",
+               "spec": {"policyRef": {"name": policy["name"]}, "backup": backup_id,
                         "target": {"host": pg15.host, "port": pg15.port, "database": "imported_rr"}},
                "policy": {"name": policy["name"], "spec": policy["spec"]}}
     monkeypatch.setenv(jobenv.ENV_RESTORE, json.dumps(request))

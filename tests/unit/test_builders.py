@@ -202,6 +202,9 @@ def test_backup_now_job_name_is_deterministic_per_value() -> None:
     other = build_backup_now_job(cronjob, "2026-11-23T11:00")
     assert first["metadata"]["name"] == again["metadata"]["name"] != other["metadata"]["name"]
     assert len(first["metadata"]["name"]) <= 63 and DNS_LABEL.match(first["metadata"]["name"])
+    runner = first["spec"]["template"]["spec"]["containers"][0]
+    assert runner["env"][-1] == {"name": "PGBACKUP_BACKUP_PURPOSE", "value": "on-demand"}  # recorded in the manifest
+    runner["env"].pop()
     assert first["spec"] == cronjob["spec"]["jobTemplate"]["spec"]
     assert first["metadata"]["ownerReferences"] == cronjob["metadata"]["ownerReferences"]
     assert first["metadata"]["annotations"]["pgbackup.dev/backup-now"] == "2026-11-23T10:00"

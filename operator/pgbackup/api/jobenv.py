@@ -12,6 +12,7 @@ ENV_POLICY = "PGBACKUP_POLICY"
 ENV_RESTORE = "PGBACKUP_RESTORE"
 # Backup id to verify (verification Jobs only)
 ENV_VERIFY_BACKUP_ID = "PGBACKUP_VERIFY_BACKUP_ID"
+ENV_BACKUP_PURPOSE = "PGBACKUP_BACKUP_PURPOSE"  # 'on-demand' in backup-now Jobs (recorded in the manifest)
 
 # libpq and boto3 read these natively, so no credential is ever copied into an argument list.
 ENV_DB_USER = "PGUSER"

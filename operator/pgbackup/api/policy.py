@@ -58,8 +58,9 @@ class S3Storage(ApiModel):
 
     bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-_]*[a-z0-9]$")
     """Bucket name; it must exist."""
-    prefix: str = Field(default="", max_length=512, pattern=r"^[^/].*[^/]$|^[^/]?$")
-    """Key prefix; backups live under <prefix>/<backup-id>/... (no leading or trailing '/')."""
+    prefix: str | None = Field(default=None, max_length=512, pattern=r"^[^/].*[^/]$|^[^/]?$")
+    """Key prefix; backups live under <prefix>/<backup-id>/... (no leading or trailing '/'). Unset:
+    '<namespace>/<policy name>', so policies sharing a bucket never share a location; '' is the bucket root."""
     endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
     """Endpoint URL for non-AWS services, e.g. https://minio.minio.svc:9000; empty for AWS."""
     region: str = Field(default="us-east-1", min_length=1, max_length=64)
@@ -385,6 +386,17 @@ class CopySpec(ApiModel):
         return Storage(s3=self.s3, volume=self.volume)
 
 
+def default_s3_prefix(namespace: str, policy: str) -> str:
+    """The key prefix of a policy whose s3.prefix is unset: '<namespace>/<policy>'."""
+    return f"{namespace}/{policy}"
+
+
+def _with_default_prefix(s3: S3Storage | None, namespace: str, policy: str) -> S3Storage | None:
+    if s3 is None or s3.prefix is not None:
+        return s3
+    return s3.model_copy(update={"prefix": default_s3_prefix(namespace, policy)})
+
+
 class BackupPolicySpec(ApiModel):
     """What to back up, when, where to, for how long, and how to prove it restores."""
 
@@ -446,6 +458,13 @@ class BackupPolicySpec(ApiModel):
         if duplicates:
             raise ValueError(f"copies: names must be unique, {', '.join(duplicates)} is used more than once")
         return self
+
+    def for_policy(self, namespace: str, name: str) -> BackupPolicySpec:
+        """This spec with the defaults that depend on the policy's identity filled in: an unset s3.prefix
+        (of the storage and of every copy) becomes '<namespace>/<name>'."""
+        storage = self.storage.model_copy(update={"s3": _with_default_prefix(self.storage.s3, namespace, name)})
+        copies = [c.model_copy(update={"s3": _with_default_prefix(c.s3, namespace, name)}) for c in self.copies]
+        return self.model_copy(update={"storage": storage, "copies": copies})
 
 
 # ---------------------------------------------------------------- status

@@ -87,6 +87,9 @@ def build_backup_now_job(cronjob: dict[str, Any], value: str) -> dict[str, Any]:
     """A Job from the CronJob's template for one pgbackup.dev/backup-now value. Its name depends only on
     the CronJob and the value, so creating it twice fails with 409 Conflict instead of running twice."""
     template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
+    for container in template["spec"]["template"]["spec"].get("containers", []):
+        if any(env.get("name") == jobenv.ENV_POLICY for env in container.get("env", [])):
+            container["env"].append({"name": jobenv.ENV_BACKUP_PURPOSE, "value": "on-demand"})  # in the manifest
     metadata = template.get("metadata", {})
     annotations = {
         **metadata.get("annotations", {}),

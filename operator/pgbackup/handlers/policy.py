@@ -13,9 +13,22 @@ from pgbackup.api.base import GROUP
 from pgbackup.builders.conditions import READY, Check, set_condition, summarise_ready
 from pgbackup.builders.cronjob import ANNOTATION_BACKUP_NOW, build_backup_now_job, build_cronjob
 from pgbackup.builders.secrets import missing_secret_checks, referenced_secret_keys
+from pgbackup.builders.storage_overlap import StorageUse, overlap_check, storage_uses
 from pgbackup.builders.validation import describe_validation_error
 from pgbackup.handlers import config, kube, verification, wal
 from pgbackup.handlers.common import plain
+
+
+@kopf.index(GROUP, kube.POLICIES)
+def storage_locations(name: str, namespace: str | None, meta: kopf.Meta, spec: kopf.Spec,
+                      **_: Any) -> dict[str, StorageUse]:
+    """Index: storage location -> the policies writing there (for StorageOverlap)."""
+    try:
+        parsed = BackupPolicySpec.model_validate(plain(spec))
+    except ValidationError:
+        return {}
+    return {use.location: use for use in storage_uses(namespace or "", name, str(meta.get("creationTimestamp") or ""),
+                                                      parsed)}
 
 
 @kopf.on.resume(GROUP, kube.POLICIES)
@@ -23,7 +36,7 @@ from pgbackup.handlers.common import plain
 @kopf.on.update(GROUP, kube.POLICIES)
 def reconcile_policy(
     body: kopf.Body, name: str, namespace: str | None, uid: str, meta: kopf.Meta, status: kopf.Status,
-    logger: kopf.Logger, **_: Any,
+    logger: kopf.Logger, storage_locations: kopf.Index[str, StorageUse], **_: Any,
 ) -> None:
     """Spec valid? Secrets there? Then the CronJob matches the spec, and a requested backup-now ran once."""
     assert namespace is not None  # BackupPolicy is namespaced (CRD scope)
@@ -41,6 +54,12 @@ def reconcile_policy(
         checks = missing_secret_checks(namespace, missing)
         _write_status(namespace, name, generation, *checks)
         raise kopf.TemporaryError("; ".join(c.message for c in checks), delay=config.current().secret_retry_seconds)
+
+    mine = storage_uses(namespace, name, str(meta.get("creationTimestamp") or ""), spec)
+    overlap = overlap_check(mine, [use for own in mine for use in storage_locations.get(own.location, [])])
+    if not overlap.ok:  # retried: fixing either policy (or deleting the other) clears it by itself
+        _write_status(namespace, name, generation, overlap)
+        raise kopf.TemporaryError(overlap.message, delay=config.current().secret_retry_seconds)
 
     cronjob = build_cronjob(name, namespace, uid, spec, config.current().job_settings())
     if kube.apply_cronjob(cronjob):

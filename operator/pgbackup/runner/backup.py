@@ -22,8 +22,8 @@ from pgbackup.runner.config import PolicyConfig, RunnerError, scratch_dir
 from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.log import log, log_error, log_warning, redact
 from pgbackup.runner.logical import DumpedObject, StreamTarget, run_logical
-from pgbackup.runner.manifest import DatabaseInfo, Manifest, ManifestObject, PhysicalInfo
-from pgbackup.runner.pg import ConnParams, find_tools, server_info
+from pgbackup.runner.manifest import BackupPurpose, DatabaseInfo, Manifest, ManifestObject, PhysicalInfo
+from pgbackup.runner.pg import ConnParams, PgTools, ServerInfo, find_tools, server_info
 from pgbackup.runner.physical import run_physical
 from pgbackup.runner.retention import apply_retention
 from pgbackup.runner.storage.base import Storage, StorageError, StorageUnreachable
@@ -54,11 +54,12 @@ def open_policy_storage(policy: PolicyConfig, environ: Mapping[str, str] | None 
     return open_storage(policy.spec.storage, volume_root=Path(root) if root else None)
 
 
-def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str, str] | None = None) -> BackupOutcome:
-    """Run one backup of `policy` into `storage`; the manifest is the last thing written."""
+def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str, str] | None = None,
+                purpose: BackupPurpose = "scheduled") -> BackupOutcome:
+    """Run one backup of `policy` into `storage`; owner.json is the first thing written, the manifest the last."""
     environ = os.environ if environ is None else environ
     spec = policy.spec
-    catalog = Catalog(storage)
+    catalog = Catalog(storage, policy)
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     params = ConnParams.from_spec(spec.database, environ)
@@ -66,10 +67,20 @@ def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str,
         server = server_info(conn)
     tools = find_tools(server.major, environ)
     backup_id = catalog.new_id(started_at)
+    with catalog.owned(backup_id):  # owner.json while the backup is unfinished (other policies leave it alone)
+        return _copy_and_commit(policy, catalog, backup_id, params, server, tools, started_at, clock, environ, purpose)
+
+
+def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, backup_id: str, params: ConnParams, server: ServerInfo,
+                     tools: PgTools, started_at: datetime, clock: float, environ: Mapping[str, str],
+                     purpose: BackupPurpose) -> BackupOutcome:
+    """The copy under `backup_id`, then the manifest."""
+    spec, storage = policy.spec, catalog.storage
     recipients = list(spec.encryption.recipients) if spec.encryption else []
     target = StreamTarget(storage=storage, key_for=lambda name: f"{backup_id}/{name}",
                           compression=spec.compression, recipients=recipients)
     log("backup.start", backup_id=backup_id, policy=policy.name, namespace=policy.namespace, method=spec.method,
+        purpose=purpose,
         server=params.describe(), server_version=server.version, tools=str(tools.bindir), storage=storage.url)
 
     dumped: list[DumpedObject]
@@ -109,6 +120,7 @@ def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str,
         compression=spec.compression.algorithm,
         encryption_recipients=recipients,
         physical=physical,
+        purpose=purpose,
     )
     location, sha256 = catalog.write_manifest(manifest)
     log("backup.done", backup_id=backup_id, manifest=location, size_bytes=manifest.size_bytes,
@@ -166,8 +178,9 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
     environ = os.environ if environ is None else environ
     started_at = datetime.now(UTC)
     try:
+        purpose = backup_purpose(environ)
         storage = storage or open_policy_storage(policy, environ)
-        outcome = take_backup(policy, storage, environ=environ)
+        outcome = take_backup(policy, storage, environ=environ, purpose=purpose)
     except (Exception, Terminated) as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
         summary = failure_summary("backup", exc, started_at, policy.spec.method)
         log_error("backup.failed", reason=summary.reason, error=summary.error)
@@ -197,11 +210,22 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
     return jobenv.EXIT_OK, summary
 
 
+def backup_purpose(environ: Mapping[str, str]) -> BackupPurpose:
+    """$PGBACKUP_BACKUP_PURPOSE: 'on-demand' in backup-now Jobs; unset (CronJob runs, runs by hand) is
+    'scheduled'. Both are the policy's own full backups."""
+    value = environ.get(jobenv.ENV_BACKUP_PURPOSE) or "scheduled"
+    if value not in ("scheduled", "on-demand"):
+        raise RunnerError(f"{jobenv.ENV_BACKUP_PURPOSE}={value!r} is not a purpose of `pgbackup backup`: use "
+                          f"'scheduled' or 'on-demand' (or leave it unset)", reason="InvalidPolicy",
+                          exit_code=jobenv.EXIT_USAGE)
+    return value  # type: ignore[return-value]
+
+
 def run_retention_after_backup(policy: PolicyConfig, storage: Storage) -> list[str] | None:
-    """Apply retention; returns the ids of the backups kept (newest first), None when it failed. Failures are
-    logged, not fatal: the backup itself is good and recorded."""
+    """Apply retention; returns the ids of the policy's backups kept (newest first), None when it failed. Failures
+    are logged, not fatal: the backup itself is good and recorded."""
     try:
-        decisions = apply_retention(Catalog(storage), policy.spec.retention, datetime.now(UTC), dry_run=False)
+        decisions = apply_retention(Catalog(storage, policy), policy.spec.retention, datetime.now(UTC), dry_run=False)
     except Exception as exc:  # noqa: BLE001
         log_error("retention.failed", error=exc,
                   hint="the backup succeeded; old backups were not pruned, run `pgbackup retention` to retry")
@@ -224,7 +248,7 @@ def clean_unfinished_after_backup(policy: PolicyConfig, storage: Storage, now: d
     """Remove the objects of failed or killed backups (no manifest) older than the grace period; not fatal."""
     grace = unfinished_grace(policy)
     try:
-        removed = Catalog(storage).clean_unfinished(grace, now or datetime.now(UTC))
+        removed = Catalog(storage, policy).clean_unfinished(grace, now or datetime.now(UTC))
     except Exception as exc:  # noqa: BLE001 - the backup itself is good and recorded
         log_error("unfinished.clean_failed", error=exc,
                   hint="the backup succeeded; leftovers of failed backups stay until the next successful backup")

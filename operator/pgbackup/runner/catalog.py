@@ -6,6 +6,10 @@ data beside the backups (e.g. a wal/ archive) is safe.
 
 The manifest's own SHA-256 is written just before it, as <id>/manifest.json.sha256 (`sha256sum -c` format), so a
 manifest edited later (a row count, an object checksum) is detected by every reader instead of being trusted.
+
+A catalog opened for a policy sees only that policy's backups (the manifest's namespace and policy), and its
+clean-up skips unfinished backups whose owner.json (present while a backup is written) names another policy, so
+policies that share a location never list, prune or clean up each other's backups.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from typing import BinaryIO, Literal
 
 from pydantic import ValidationError
 
+from pgbackup.runner.config import PolicyConfig
 from pgbackup.runner.log import Progress, log, log_warning
 from pgbackup.runner.manifest import (
     BACKUP_ID_PATTERN,
     MANIFEST_NAME,
+    OWNER_NAME,
     VERIFICATION_NAME,
     Manifest,
     ManifestObject,
@@ -93,10 +99,16 @@ class CheckReport:
 
 
 class Catalog:
-    """Backups in one storage (a policy's bucket prefix or volume directory)."""
+    """Backups in one storage (a policy's bucket prefix or volume directory); with `policy`, only that
+    policy's backups (None: every backup in the storage, e.g. for tools that inspect a location)."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, policy: PolicyConfig | None = None) -> None:
         self.storage = storage
+        self.owner = (policy.namespace, policy.name) if policy is not None else None
+
+    def owns(self, manifest: Manifest) -> bool:
+        """Whether a backup belongs to this catalog's policy (always, for a catalog of every policy)."""
+        return self.owner is None or (manifest.namespace, manifest.policy) == self.owner
 
     # -- naming ---------------------------------------------------------------------------------
 
@@ -174,7 +186,13 @@ class Catalog:
         return isinstance(data, dict) and bool(data.get("passed", data.get("verified", False)))
 
     def backups(self) -> list[Manifest]:
-        """Complete backups, newest first. Unreadable manifests are logged and skipped."""
+        """The policy's complete backups (every purpose), newest first. Unreadable manifests are logged and
+        skipped."""
+        return [m for m in self.location_backups() if self.owns(m)]
+
+    def location_backups(self) -> list[Manifest]:
+        """Complete backups of every policy in the storage, newest first (e.g. for the WAL a shared archive
+        must keep). Unreadable manifests are logged and skipped."""
         manifests: list[str] = []
         verifications: set[str] = set()
         sealed: set[str] = set()
@@ -216,9 +234,15 @@ class Catalog:
         return [m.id for m in self.backups()]
 
     def get(self, backup_id: str) -> Manifest:
-        """The manifest of a complete backup; BackupNotFound lists the nearest ids."""
+        """The manifest of a complete backup of the policy; BackupNotFound lists the nearest ids."""
         try:
-            return self._load(backup_id)
+            manifest = self._load(backup_id)
+            if self.owns(manifest):
+                return manifest
+            raise BackupNotFound(
+                f"backup {backup_id!r} in {self.storage.url} belongs to BackupPolicy {manifest.namespace}/"
+                f"{manifest.policy}, not {'/'.join(self.owner or ())}: use that policy to read it"
+            )
         except ObjectNotFound:
             pass
         except (ValidationError, ValueError) as exc:
@@ -233,8 +257,9 @@ class Catalog:
         )
 
     def latest(self) -> Manifest | None:
-        backups = self.backups()
-        return backups[0] if backups else None
+        """The newest of the policy's own full backups (scheduled or on-demand): never a pre-restore safety
+        backup or an imported dump."""
+        return next((m for m in self.backups() if m.own_full_backup), None)
 
     @contextmanager
     def open_object(
@@ -253,6 +278,42 @@ class Catalog:
             yield stream
 
     # -- writing --------------------------------------------------------------------------------
+
+    def mark_owner(self, backup_id: str) -> None:
+        """Record which policy a backup belongs to before anything else of it is written, so another policy
+        sharing the storage leaves it alone while it is unfinished."""
+        if self.owner is None:
+            return
+        namespace, policy = self.owner
+        self.storage.put_bytes(self.object_key(backup_id, OWNER_NAME),
+                               json.dumps({"namespace": namespace, "policy": policy}).encode())
+
+    @contextmanager
+    def owned(self, backup_id: str) -> Iterator[None]:
+        """owner.json for as long as a backup is being written: removed once its manifest names the owner, or
+        when the run fails (then nothing of it is left to protect)."""
+        self.mark_owner(backup_id)
+        try:
+            yield
+        finally:
+            if self.owner is not None:
+                try:
+                    self.storage.delete([self.object_key(backup_id, OWNER_NAME)])
+                except StorageError as exc:
+                    log_warning("catalog.owner_not_removed", backup_id=backup_id, error=str(exc)[:300],
+                                hint="harmless: it is removed with the backup's directory")
+
+    def _foreign(self, backup_id: str) -> bool:
+        """Whether an unfinished backup provably belongs to another policy (its owner.json names one)."""
+        if self.owner is None:
+            return False
+        try:
+            data = json.loads(self.storage.get_bytes(self.object_key(backup_id, OWNER_NAME)))
+        except ObjectNotFound:
+            return False  # written by a version without owner.json, or nothing but objects of its own
+        except (ValueError, StorageError):
+            return True  # unknown: leave it alone
+        return not isinstance(data, dict) or (data.get("namespace"), data.get("policy")) != self.owner
 
     def write_manifest(self, manifest: Manifest) -> tuple[str, str]:
         """Commit a backup: write its manifest's SHA-256, then the manifest (call LAST). Returns (location,
@@ -346,7 +407,8 @@ class Catalog:
             if parts[0] not in newest or info.modified > newest[parts[0]]:
                 newest[parts[0]] = info.modified
         return sorted(
-            (bid for bid, modified in newest.items() if bid not in complete and now - modified > grace),
+            (bid for bid, modified in newest.items()
+             if bid not in complete and now - modified > grace and not self._foreign(bid)),
             key=backup_id_sort_key,
         )
 
@@ -371,7 +433,7 @@ class Catalog:
             return
         for upload in list_uploads():
             backup_id = upload.key.split("/", 1)[0]
-            if not BACKUP_ID_PATTERN.match(backup_id):
+            if not BACKUP_ID_PATTERN.match(backup_id) or self._foreign(backup_id):
                 continue
             # The id is the backup's start time; some servers report a bogus upload initiation time.
             started = max(upload.initiated, backup_id_time(backup_id))

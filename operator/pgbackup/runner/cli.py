@@ -165,19 +165,26 @@ def _catalog(policy: PolicyConfig, from_copy: str | None = None) -> Catalog:
     if from_copy:
         from pgbackup.runner.copies import open_source_storage
 
-        return Catalog(open_source_storage(policy, from_copy))
-    return Catalog(open_policy_storage(policy))
+        return Catalog(open_source_storage(policy, from_copy), policy)
+    return Catalog(open_policy_storage(policy), policy)
 
 
 def cmd_list(policy: PolicyConfig, args: argparse.Namespace) -> int:
-    backups = _catalog(policy, args.copy).backups()
+    catalog = _catalog(policy, args.copy)
+    backups = catalog.backups()
+    if not backups:
+        others = sorted({f"{m.namespace}/{m.policy}" for m in catalog.location_backups()})
+        if others:
+            print(f"pgbackup list: {catalog.storage.url} holds no backup of BackupPolicy {policy.namespace}/"
+                  f"{policy.name}, only of {', '.join(others[:5])}: pass that BackupPolicy (its resource, or "
+                  f"{{name, namespace, spec}}) with --policy", file=sys.stderr)
     if args.json:
         print(json.dumps([json.loads(m.model_dump_json()) for m in backups], indent=2))
         return jobenv.EXIT_OK
-    print(f"{'ID':<22} {'METHOD':<9} {'COMPLETED (UTC)':<20} {'SIZE':>10} {'DURATION':>9} VERIFIED")
+    print(f"{'ID':<22} {'METHOD':<9} {'PURPOSE':<11} {'COMPLETED (UTC)':<20} {'SIZE':>10} {'DURATION':>9} VERIFIED")
     for m in backups:
         completed = m.completed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{m.id:<22} {m.method:<9} {completed:<20} {_human_size(m.size_bytes):>10} "
+        print(f"{m.id:<22} {m.method:<9} {m.purpose:<11} {completed:<20} {_human_size(m.size_bytes):>10} "
               f"{m.duration_seconds:>8.1f}s {'yes' if m.verified else 'no'}")
     return jobenv.EXIT_OK
 
@@ -361,7 +368,7 @@ def cmd_wal_stream(policy: PolicyConfig, args: argparse.Namespace) -> int:
     archive = archive_for_policy(policy)
     slot = spec.wal.slot_name or default_slot_name(policy.name)
     # Served first, so the operator sees why streaming cannot start (the answer's `error`) while this runs.
-    tracker = WalStateTracker(params, archive, slot=slot)
+    tracker = WalStateTracker(params, archive, slot=slot, catalog=Catalog(archive.storage, policy))
     server = StatusServer(tracker, port=status_port()).start()
     tracker.start()
     try:

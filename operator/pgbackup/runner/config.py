@@ -75,7 +75,7 @@ def policy_from_document(document: Any, origin: str) -> PolicyConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise UsageError(f"the policy in {origin} is invalid: {problems}") from exc
-    return PolicyConfig(name=str(name), namespace=str(namespace), spec=spec)
+    return PolicyConfig(name=str(name), namespace=str(namespace), spec=spec.for_policy(str(namespace), str(name)))
 
 
 def load_policy(path: str | Path | None, environ: Mapping[str, str] | None = None) -> PolicyConfig:

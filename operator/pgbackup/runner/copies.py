@@ -133,26 +133,29 @@ def plan_copy(primary: list[Manifest], in_copy: list[Manifest], copy: CopySpec, 
               max_catch_up: int = MAX_CATCH_UP_PER_RUN) -> CopyPlan:
     """Primary backups not in the copy that the copy's retention would keep once they are there."""
     present = {m.id for m in in_copy}
-    refs = [BackupRef(m.id, m.completed_at, False, True) for m in [*in_copy, *(m for m in primary if m.id not in present)]]
+    refs = [BackupRef(m.id, m.completed_at, False, True, m.purpose) for m in [*in_copy, *(m for m in primary if m.id not in present)]]
     keep = {d.id for d in plan_retention(refs, copy.retention, now) if d.keep}
     wanted = [m for m in primary if m.id not in present and m.id in keep]  # primary lists newest first
     return CopyPlan(wanted=wanted, this_run=wanted[:max_catch_up])
 
 
 def sync_copy(primary: Storage, copy: CopySpec, target: Storage, *, now: datetime | None = None,
-              max_catch_up: int = MAX_CATCH_UP_PER_RUN, grace: timedelta | None = None) -> CopySummary:
-    """Bring one copy up to date, then apply its retention; every failure ends up in the returned error."""
+              max_catch_up: int = MAX_CATCH_UP_PER_RUN, grace: timedelta | None = None,
+              policy: PolicyConfig | None = None) -> CopySummary:
+    """Bring one copy up to date, then apply its retention; every failure ends up in the returned error.
+    With `policy`, only its backups are copied, pruned and cleaned up (the storages may be shared)."""
     now = now or datetime.now(UTC)
-    copy_catalog = Catalog(target)
+    copy_catalog = Catalog(target, policy)
     last_copied_at: datetime | None = None
     error: str | None = None
     wanted: list[Manifest] = []
     try:
-        plan = plan_copy(Catalog(primary).backups(), copy_catalog.backups(), copy, now, max_catch_up)
+        plan = plan_copy(Catalog(primary, policy).backups(), copy_catalog.backups(), copy, now, max_catch_up)
         wanted = list(plan.wanted)
         for manifest in plan.this_run:
             log("copy.start", copy=copy.name, backup_id=manifest.id, target=target.url)
-            size = copy_backup(primary, target, manifest)
+            with copy_catalog.owned(manifest.id):
+                size = copy_backup(primary, target, manifest)
             wanted.remove(manifest)
             last_copied_at = datetime.now(UTC)
             log("copy.done", copy=copy.name, backup_id=manifest.id, target=target.url, size_bytes=size)
@@ -195,5 +198,5 @@ def sync_copies(policy: PolicyConfig, primary: Storage, *, environ: Mapping[str,
             log_error("copy.failed", copy=copy.name, error=error, hint="the backup itself succeeded")
             results.append(CopySummary(name=copy.name, error=_shorten(error)))
             continue
-        results.append(sync_copy(primary, copy, target, now=now, grace=grace))
+        results.append(sync_copy(primary, copy, target, now=now, grace=grace, policy=policy))
     return results

@@ -187,7 +187,7 @@ def import_dump(policy: PolicyConfig, catalog: Catalog, path: Path, *, sha_file:
         objects=[ManifestObject.from_stored(stored, backup_id, kind="database", database=name)],
         databases=[DatabaseInfo(name=name, size_bytes=0, dump_format=dump.dump_format)],
         server_version=header.get("server", "unknown"), tools=tools, compression=spec.compression.algorithm,
-        encryption_recipients=recipients, imported=True,
+        encryption_recipients=recipients, imported=True, purpose="imported",
         source=f"{path.name}" + (f" sha256:{dump.sha256}" if dump.sha256 else " (no checksum)"),
     )
     location, _ = catalog.write_manifest(manifest)

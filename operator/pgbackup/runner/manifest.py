@@ -18,10 +18,17 @@ from pgbackup.runner.pipeline import StoredObject
 
 MANIFEST_NAME = "manifest.json"
 VERIFICATION_NAME = "verification.json"  # reserved for restore verification, written beside the manifest
+OWNER_NAME = "owner.json"  # written FIRST by a backup: which policy an unfinished backup belongs to
 
 BACKUP_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
 ObjectKind = Literal["database", "globals", "base", "wal", "other", "volume"]
+
+BackupPurpose = Literal["scheduled", "on-demand", "pre-restore", "imported"]
+"""Why a backup exists. 'scheduled' and 'on-demand' are the policy's own full backups: only they become
+`latest` and count for the retention rules. 'pre-restore' (the safety backup a RestoreRequest takes before an
+overwrite) and 'imported' (`pgbackup import`) have their own retention (runner/retention.py)."""
+OWN_PURPOSES: frozenset[str] = frozenset({"scheduled", "on-demand"})
 
 
 class _Model(BaseModel):
@@ -122,6 +129,9 @@ class Manifest(_Model):
     """Registered by `pgbackup import` from an existing dump file: no row counts were recorded."""
     source: str | None = None
     """Imported backups: the file it was imported from (name and SHA-256 as given by its .sha256 file)."""
+    purpose: BackupPurpose = "scheduled"
+    """Why it was taken; manifests written before this field existed load as 'imported' when `imported` is
+    set, else 'scheduled'."""
     verified: bool = False
     """Set from verification.json when a restore verification passed (not stored by the backup)."""
 
@@ -131,6 +141,7 @@ class Manifest(_Model):
         if isinstance(data, dict) and "objects" in data:
             objects = [o if isinstance(o, dict) else o.model_dump() for o in data["objects"]]
             data = dict(data)
+            data.setdefault("purpose", "imported" if data.get("imported") else "scheduled")
             data.setdefault("size_bytes", sum(int(o["size"]) for o in objects))
             data.setdefault("raw_size_bytes", sum(int(o["raw_size"]) for o in objects))
             if "duration_seconds" not in data and "started_at" in data and "completed_at" in data:
@@ -148,6 +159,11 @@ class Manifest(_Model):
     def to_json(self) -> bytes:
         """The stored form (verified is a derived field and never stored)."""
         return self.model_dump_json(indent=2, exclude={"verified"}).encode()
+
+    @property
+    def own_full_backup(self) -> bool:
+        """A backup the policy took of what it names (scheduled or on-demand): one that can become `latest`."""
+        return self.purpose in OWN_PURPOSES
 
     def object_by_kind(self, kind: ObjectKind) -> list[ManifestObject]:
         return [o for o in self.objects if o.kind == kind]

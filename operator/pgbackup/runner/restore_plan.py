@@ -100,8 +100,11 @@ def resolve_backup(catalog: Catalog, requested: str) -> Manifest:
     if requested == "latest":
         newest = catalog.latest()
         if newest is None:
-            raise BackupNotFound(f"the catalog at {catalog.storage.url} holds no complete backup to restore; "
-                                 f"take one first (annotate the policy pgbackup.dev/backup-now=<value>)")
+            others = ", ".join(f"{m.id} ({m.purpose})" for m in catalog.backups()[:5])
+            hint = f"; name one of its other backups by id: {others}" if others else ""
+            raise BackupNotFound(f"the catalog at {catalog.storage.url} holds no complete scheduled or on-demand "
+                                 f"backup to restore as 'latest'; take one first (annotate the policy "
+                                 f"pgbackup.dev/backup-now=<value>){hint}")
         return newest
     return catalog.get(requested)
 

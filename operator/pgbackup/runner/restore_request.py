@@ -199,7 +199,7 @@ def take_safety_backup(request: RequestConfig, target: ConnParams, databases: Se
                                      "logical": spec.logical.model_copy(update={"globals": request.spec.include_globals})})
     log("restore.safety_backup.start", databases=list(databases), target=f"{target.host}:{target.port}")
     outcome = take_backup(PolicyConfig(name=request.policy.name, namespace=request.policy.namespace, spec=safety),
-                          storage, environ=environ)
+                          storage, environ=environ, purpose="pre-restore")
     log("restore.safety_backup.done", backup_id=outcome.manifest.id, manifest=outcome.location)
     return outcome.manifest.id
 
@@ -371,7 +371,7 @@ def run_restore_request(request: RequestConfig | None = None, *, request_file: s
 
             storage = open_source_storage(request.policy, request.spec.from_copy, environ)
         storage = storage or open_policy_storage(request.policy, environ)
-        catalog = Catalog(storage)
+        catalog = Catalog(storage, request.policy)
         target = target_params(request, environ)
         identity = _identity(identity_file, environ)
         log("restore.planning", request=request.name, namespace=request.namespace, policy=request.policy.name,

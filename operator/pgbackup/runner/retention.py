@@ -3,19 +3,25 @@
 A backup is kept if ANY rule keeps it; every decision carries its reasons. GFS periods are UTC days,
 ISO weeks and calendar months; each of the last N periods that HAVE backups keeps its newest one.
 The newest successful and the newest verified backup are never deleted, whatever the rules say.
+
+The rules (and those two protections) count only the policy's own full backups (purpose scheduled or
+on-demand). Other purposes have fixed rules of their own, so they never take the place of a base backup:
+- pre-restore safety backups are kept for SAFETY_KEEP_DAYS days, and the newest one always (the undo of the
+  latest overwrite restore stays available however long ago it was);
+- imported dumps are never deleted by retention (they were registered by hand; delete them by hand).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pgbackup.api.base import parse_duration
 from pgbackup.api.policy import Retention
 from pgbackup.runner.log import log
-from pgbackup.runner.manifest import backup_id_sort_key
+from pgbackup.runner.manifest import OWN_PURPOSES, backup_id_sort_key
 
 if TYPE_CHECKING:
     from pgbackup.runner.catalog import Catalog
@@ -29,6 +35,8 @@ class BackupRef:
     completed_at: datetime
     verified: bool = False
     succeeded: bool = True
+    purpose: str = "scheduled"
+    """Manifest.purpose: only 'scheduled' and 'on-demand' backups count for the policy's rules."""
 
 
 @dataclass
@@ -40,6 +48,9 @@ class RetentionDecision:
 
 NEWEST_SUCCESSFUL = "newest successful backup (never deleted)"
 NEWEST_VERIFIED = "newest verified backup (never deleted)"
+SAFETY_KEEP_DAYS = 7
+NEWEST_SAFETY = "newest pre-restore safety backup (never deleted)"
+IMPORTED = "imported dump (never deleted by retention)"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -82,9 +93,11 @@ def _newest_per_period(
 
 def plan_retention(backups: Sequence[BackupRef], rules: Retention, now: datetime) -> list[RetentionDecision]:
     """Keep/delete for every backup, newest first, each with the reasons it is kept (or deleted)."""
-    ordered = sorted(backups, key=_order, reverse=True)
+    everything = sorted(backups, key=_order, reverse=True)
+    reasons: dict[str, list[str]] = {ref.id: [] for ref in everything}
+    _keep_other_purposes(everything, reasons, now)
+    ordered = [ref for ref in everything if ref.purpose in OWN_PURPOSES]
     good = [ref for ref in ordered if ref.succeeded]
-    reasons: dict[str, list[str]] = {ref.id: [] for ref in ordered}
 
     if good:
         reasons[good[0].id].append(NEWEST_SUCCESSFUL)
@@ -111,20 +124,36 @@ def plan_retention(backups: Sequence[BackupRef], rules: Retention, now: datetime
                 reasons[ref.id].append(f"maxAge {rules.max_age}: younger than that")
 
     decisions = []
-    for ref in ordered:
+    for ref in everything:
         kept_by = reasons[ref.id]
         if kept_by:
             decisions.append(RetentionDecision(ref.id, True, kept_by))
         elif not ref.succeeded:
             decisions.append(RetentionDecision(ref.id, False, ["failed backup that no rule keeps"]))
+        elif ref.purpose == "pre-restore":
+            decisions.append(RetentionDecision(ref.id, False, [f"pre-restore safety backup older than "
+                                                               f"{SAFETY_KEEP_DAYS} days and not the newest"]))
         else:
             decisions.append(RetentionDecision(ref.id, False, ["no retention rule keeps it"]))
     return decisions
 
 
+def _keep_other_purposes(newest_first: Sequence[BackupRef], reasons: dict[str, list[str]], now: datetime) -> None:
+    """The fixed rules for backups that are not the policy's own full backups."""
+    safety = [ref for ref in newest_first if ref.purpose == "pre-restore"]
+    if safety:
+        reasons[safety[0].id].append(NEWEST_SAFETY)
+    for ref in safety:
+        if _utc(now) - _utc(ref.completed_at) < timedelta(days=SAFETY_KEEP_DAYS):
+            reasons[ref.id].append(f"pre-restore safety backup younger than {SAFETY_KEEP_DAYS} days")
+    for ref in newest_first:
+        if ref.purpose == "imported":
+            reasons[ref.id].append(IMPORTED)
+
+
 def apply_retention(catalog: Catalog, rules: Retention, now: datetime, *, dry_run: bool = False) -> list[RetentionDecision]:
     """Plan over the catalog's complete backups and delete what no rule keeps (unless dry_run)."""
-    refs = [BackupRef(m.id, m.completed_at, m.verified, True) for m in catalog.backups()]
+    refs = [BackupRef(m.id, m.completed_at, m.verified, True, m.purpose) for m in catalog.backups()]
     decisions = plan_retention(refs, rules, now)
     for decision in decisions:
         log(

@@ -427,7 +427,7 @@ def run_verification_command(policy: PolicyConfig, backup_id: str | None = None,
     method: str | None = None
     try:
         storage = storage or open_policy_storage(policy, environ)
-        catalog = Catalog(storage)
+        catalog = Catalog(storage, policy)
         resolved = _resolve_backup_id(catalog, requested)
         manifest = catalog.get(resolved)
         method = manifest.method

@@ -84,7 +84,8 @@ class S3Storage(Storage):
         upload (S3: 10,000)."""
         self.spec = spec
         self.bucket = spec.bucket
-        self.prefix = f"{spec.prefix.strip('/')}/" if spec.prefix.strip("/") else ""
+        prefix = (spec.prefix or "").strip("/")  # PolicyConfig fills an unset prefix in ('<namespace>/<policy>')
+        self.prefix = f"{prefix}/" if prefix else ""
         self.part_size = spec.part_size_mib * MIB
         self.max_parts = max_parts
         self._growth_step = _growth_step(self.part_size, max_parts)

@@ -88,7 +88,7 @@ def apply_wal_retention_for_catalog(catalog: Catalog, *, dry_run: bool = False) 
     archive = WalArchive(catalog.storage)
     if not archive.has_wal():
         return None
-    backups = catalog.backups()
+    backups = catalog.location_backups()  # every policy's: the archive may be shared (StorageOverlap)
     stored = {parts[0] for parts in (info.key.split("/") for info in catalog.storage.list())
               if len(parts) == 2 and parts[1] == MANIFEST_NAME and BACKUP_ID_PATTERN.match(parts[0])}
     unreadable = sorted(stored - {m.id for m in backups})

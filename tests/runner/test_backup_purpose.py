@@ -1,0 +1,197 @@
+"""Why a backup exists (manifest `purpose`): a pre-restore safety backup or an imported dump never becomes
+`latest`, never takes a keepLast place of the policy's own backups, and so never narrows the WAL (PITR) window.
+Real PostgreSQL 15, real pg_dump / pg_basebackup, WAL archived by the server through `pgbackup wal-push`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgbackup.api import jobenv
+from pgbackup.runner import cli
+from pgbackup.runner.backup import backup_command
+from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.config import policy_from_document
+from pgbackup.runner.instance import ThrowawayPostgres, server_account, server_installations
+from pgbackup.runner.manifest import Manifest
+from pgbackup.runner.pitr import runner_program
+from pgbackup.runner.restore_request import run_restore_request
+from pgbackup.runner.storage.fs import FilesystemStorage
+from pgbackup.runner.wal.archive import WalArchive
+from tests.fixtures.postgres import (
+    SETTINGS,
+    SUPERUSER,
+    SUPERUSER_PASSWORD,
+    PgServer,
+    backup_policy,
+    bindir_for,
+    runner_env,
+)
+
+PGBACKUP, PGBACKUP_ENV = runner_program(server_account())
+
+
+def backup(document: dict[str, Any]) -> str:
+    code, summary = backup_command(policy_from_document(document, "test"))
+    assert code == 0, summary.error
+    return str(summary.backup_id)
+
+
+def listing(capsys: pytest.CaptureFixture[str], policy_file: Path) -> dict[str, list[str]]:
+    """`pgbackup list` as a user reads it: backup id -> the row's columns."""
+    assert cli.main(["list", "--policy", str(policy_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header[:3] == ["ID", "METHOD", "PURPOSE"]
+    return {line.split()[0]: line.split() for line in lines[1:]}
+
+
+def test_a_safety_backup_is_neither_latest_nor_counted_by_keep_last(pg15: PgServer, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("purpose_src", "purpose_app"):
+        pg15.query(f'DROP DATABASE IF EXISTS "{name}"')
+        pg15.query(f'CREATE DATABASE "{name}"')
+    pg15.query("CREATE TABLE items AS SELECT generate_series(1, 20) AS id", "purpose_src")
+    pg15.query("CREATE TABLE marker AS SELECT generate_series(1, 7) AS id", "purpose_app")  # what gets replaced
+    document = backup_policy(pg15, {"volume": {"claimName": "backups", "path": "orders"}}, databases=["purpose_src"],
+                             logical={"globals": False}, retention={"keepLast": 2})
+    runner_env(pg15, monkeypatch, tmp_path)
+    catalog = Catalog(FilesystemStorage(tmp_path / "volume" / "orders"))
+    first = backup(document)
+
+    # An overwrite RestoreRequest: the replaced database is backed up first (the safety backup).
+    monkeypatch.setenv(jobenv.ENV_RESTORE, json.dumps({
+        "name": "rr-purpose", "namespace": "shop",
+        "spec": {"policyRef": {"name": "orders-db"}, "backup": first,
+                 "target": {"host": pg15.host, "port": pg15.port, "database": "purpose_app", "overwrite": True,
+                            "dropPrevious": True}},
+        "policy": {"name": document["name"], "spec": document["spec"]}}))
+    code, summary = run_restore_request()
+    assert code == 0, summary.error
+    safety = str(summary.result.pre_restore_backup) if summary.result else ""
+    assert catalog.get(safety).databases[0].name == "purpose_app"
+
+    latest = catalog.latest()
+    assert latest is not None and latest.id == first  # not the (newer) safety backup
+
+    monkeypatch.setenv(jobenv.ENV_BACKUP_PURPOSE, "on-demand")  # as in a backup-now Job
+    second = backup(document)  # keepLast 2: the policy's two own backups, whatever else the catalog holds
+    assert catalog.ids() == [second, safety, first]
+    assert catalog.latest().id == second  # type: ignore[union-attr]
+
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(document))
+    rows = listing(capsys, policy_file)
+    assert rows[safety][2] == "pre-restore"
+    assert rows[first][2] == "scheduled" and rows[second][2] == "on-demand"
+
+
+def test_old_manifests_without_a_purpose_still_load() -> None:
+    stored = {"version": 1, "id": "20261101T020000Z", "policy": "orders-db", "namespace": "shop",
+              "method": "logical", "started_at": "2026-11-01T02:00:00Z", "completed_at": "2026-11-01T02:01:00Z",
+              "objects": [], "server_version": "15.8", "compression": "zstd"}
+    assert Manifest.model_validate(stored).purpose == "scheduled"
+    assert Manifest.model_validate({**stored, "imported": True, "source": "x.dump"}).purpose == "imported"
+
+
+# ---------------------------------------------------------------- physical backups and the WAL they need
+
+
+def _wait_archived(server: PgServer, segment: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (last,) = server.query("SELECT last_archived_wal FROM pg_stat_archiver")[0]
+        if last is not None and last >= segment:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{segment} was not archived within {timeout}s\n{server.instance.log_tail()}")
+
+
+@pytest.fixture
+def archiving(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PgServer, dict[str, Any], Path]]:
+    """A PostgreSQL 15 archiving its WAL into the policy's volume with `pgbackup wal-push`."""
+    bindir = bindir_for("15")
+    if bindir is None:
+        pytest.skip("PostgreSQL 15 binaries are not installed")
+    tools = next(t for t in server_installations({}) if t.bindir == bindir)
+    root = Path(tempfile.mkdtemp(prefix="pgbackup-test-purpose-"))
+    os.chmod(root, 0o755)
+    volume, scratch = root / "volume", root / "scratch"
+    for directory in (volume, scratch):
+        directory.mkdir()
+        os.chmod(directory, 0o777)  # the server account archives into it
+    archive_command = shlex.join([*PGBACKUP, "wal-push", "%p"])
+    instance = ThrowawayPostgres.create(tools=tools, scratch=root, superuser=SUPERUSER, replication=True,
+                                        password=SUPERUSER_PASSWORD,
+                                        settings={**SETTINGS, "archive_mode": "on",
+                                                  "archive_command": "'" + archive_command + "'"})
+    instance.stop_modes = ("immediate",)
+    server = PgServer("15", instance)
+    document = backup_policy(server, {"volume": {"claimName": "backups"}}, method="physical",
+                             retention={"keepLast": 2})
+    policy_json = json.dumps(document)
+    instance.server_env = {"PGBACKUP_POLICY": policy_json, "PGBACKUP_VOLUME_ROOT": str(volume), **PGBACKUP_ENV}
+    for name in ("PGHOST", "PGPORT", "PGDATABASE", "PGPASSFILE", "PGSERVICE", "PGBACKUP_PG_BINDIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"PGUSER": server.user, "PGPASSWORD": server.password, "PGBACKUP_VOLUME_ROOT": str(volume),
+                        "PGBACKUP_SCRATCH": str(scratch), "PGBACKUP_SUMMARY_FILE": str(root / "summary"),
+                        "PGBACKUP_POLICY": policy_json}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        server.start()
+        yield server, document, volume
+    finally:
+        server.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _base_backup_then_switch(server: PgServer, document: dict[str, Any]) -> str:
+    backup_id = backup(document)
+    (segment,) = server.query("SELECT pg_walfile_name(pg_switch_wal())")[0]
+    _wait_archived(server, segment)
+    return backup_id
+
+
+def test_an_import_keeps_the_wal_of_every_retained_base_backup(archiving: tuple[PgServer, dict[str, Any], Path],
+                                                               tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    server, document, volume = archiving
+    server.query("CREATE TABLE t AS SELECT generate_series(1, 100) AS id")
+    bases = [_base_backup_then_switch(server, document), _base_backup_then_switch(server, document)]
+
+    # A dump of one database registered with `pgbackup import` (newer than every base backup).
+    dump = tmp_path / "legacy.dump"
+    subprocess.run([str(server.bindir / "pg_dump"), "-Fc", "-f", str(dump), server.conninfo("postgres")], check=True)
+    (tmp_path / "legacy.dump.sha256").write_text(f"{hashlib.sha256(dump.read_bytes()).hexdigest()}  legacy.dump\n")
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(document))
+    assert cli.main(["import", str(dump), "--policy", str(policy_file)]) == 0
+    capsys.readouterr()
+
+    bases.append(_base_backup_then_switch(server, document))  # keepLast 2 -> the last two base backups
+
+    catalog = Catalog(FilesystemStorage(volume))
+    kept = {m.id: m for m in catalog.backups()}
+    assert set(bases[1:]) <= set(kept), "a base backup lost its keepLast place to the imported dump"
+    assert bases[0] not in kept
+    assert [m.purpose for m in kept.values() if m.id not in bases] == ["imported"]
+    assert catalog.latest().id == bases[-1]  # type: ignore[union-attr]
+    archive = WalArchive(FilesystemStorage(volume))
+    oldest_kept = kept[bases[1]].physical
+    assert oldest_kept is not None and oldest_kept.start_wal_segment is not None
+    segments = [s.name for s in archive.segments()]
+    assert min(segments) == oldest_kept.start_wal_segment  # the WAL of the older retained base backup is kept
+    assert archive.gaps() == []
+    assert listing(capsys, policy_file)[bases[-1]][2] == "scheduled"
