@@ -26,7 +26,9 @@ from pgbackup.runner.backup import backup_command
 from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.cli import main
 from pgbackup.runner.config import policy_from_document
+from pgbackup.runner import restore as restore_module
 from pgbackup.runner.manifest import Manifest
+from pgbackup.runner.pg import ConnParams
 from pgbackup.runner.restore_request import run_restore_request
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.fixtures.postgres import PgServer, backup_policy, load_sample, runner_env
@@ -135,6 +137,28 @@ def test_damaged_volume_object_refuses_the_restore_before_database_or_claim_chan
     assert "vol_damage_restored" not in databases_on(pg15)
     assert tree(live) == before
     pg15.query(f'DROP DATABASE "{db}"')
+
+
+def test_cli_volume_restore_of_a_damaged_object_writes_no_file(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    uploads = tmp_path / "apps" / "uploads"
+    uploads.mkdir(parents=True)
+    for number in range(40):  # many files: extraction would write the first ones before reaching the damage
+        (uploads / f"file-{number:02}.bin").write_bytes(os.urandom(64 << 10))
+    monkeypatch.setenv(jobenv.ENV_APP_VOLUMES_ROOT, str(tmp_path / "apps"))
+    taken = take_backup(pg15, tmp_path, monkeypatch, ["postgres"], encrypted=True, volumes=[{"claimName": "uploads"}])
+    flip_bytes(taken.object_path("volume"))
+    key = tmp_path / "identity.txt"
+    key.write_text(f"{taken.identity}\n")
+    target = tmp_path / "restored-uploads"
+
+    code = main(["restore", taken.manifest.id, "--policy", str(policy_file(tmp_path, taken)), "--identity-file",
+                 str(key), "--volume", f"uploads={target}"])
+
+    assert code == jobenv.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "volumes/uploads.tar" in err and "SHA-256 mismatch" in err and f"pgbackup check {taken.manifest.id}" in err
+    assert not target.exists() or not any(target.iterdir())
 
 
 # ---------------------------------------------------------------- item 13: damage is reported as damage
@@ -384,3 +408,19 @@ def test_safety_backup_before_an_overwrite_holds_roles_and_tablespaces_too(
         assert "CREATE ROLE safety_role;" in stream.read().decode()
     for name in ("safety_src", "safety_app"):
         pg15.query(f'DROP DATABASE "{name}"')
+
+
+def test_a_restore_in_progress_keeps_its_temporary_database(pg15: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only leftovers of dead restores are dropped: one whose restore still runs (its lock held) stays."""
+    monkeypatch.setattr(restore_module, "LEFTOVER_LOCK_WAIT", "200ms")
+    target = ConnParams(host=pg15.host, port=pg15.port, user=pg15.user, password=pg15.password)
+    version = int(pg15.query("SHOW server_version_num")[0][0])
+    running = restore_module.temp_name("busy_target", restore_module.new_short_id())
+    with restore_module.RestoreSpace(target, version) as first:
+        first.create(running, "busy_target", "20261101T020000Z", None)
+        with restore_module.RestoreSpace(target, version) as second:
+            assert second.drop_leftovers("busy_target") == []
+        assert running in databases_on(pg15)
+    with restore_module.RestoreSpace(target, version) as third:  # the first one's process is gone
+        assert third.drop_leftovers("busy_target") == [running]
+    assert running not in databases_on(pg15)
