@@ -66,7 +66,14 @@ from pgbackup.runner.log import log, log_error, log_warning
 from pgbackup.runner.pg import ConnParams
 from pgbackup.runner.pipeline import IdentityError, load_identity
 from pgbackup.runner.manifest import DatabaseProperties, Manifest
-from pgbackup.runner.restore import RestoreSpace, apply_properties, mark_complete, rename_database, restore_backup
+from pgbackup.runner.restore import (
+    RestoreSpace,
+    apply_properties,
+    drop_database_quietly,
+    mark_complete,
+    rename_database,
+    restore_backup,
+)
 from pgbackup.runner.restore_plan import ActiveSessions, DatabaseStep, PlannedRestore, plan_restore
 from pgbackup.runner.storage.base import Storage, StorageError
 from pgbackup.runner.volumes import plan_volumes, restore_request_volumes
@@ -188,15 +195,19 @@ def create_restore_database(space: RestoreSpace, step: DatabaseStep, manifest: M
     if not extensions:
         return
     target, name = space.target, step.restore_into
-    with target.connect(name) as conn:
-        for extension in extensions:
-            try:
-                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
-            except psycopg.Error as exc:
-                raise RunnerError(
-                    f"cannot create extension {extension!r} in database {name!r} on {target.host}:{target.port}: "
-                    f"{str(exc).strip().splitlines()[0]}. Install it on the server (or remove it from "
-                    f"spec.extensions)", reason="ExtensionMissing") from None
+    try:
+        with target.connect(name) as conn:
+            for extension in extensions:
+                try:
+                    conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
+                except psycopg.Error as exc:
+                    raise RunnerError(
+                        f"cannot create extension {extension!r} in database {name!r} on {target.host}:{target.port}: "
+                        f"{str(exc).strip().splitlines()[0]}. Install it on the server (or remove it from "
+                        f"spec.extensions)", reason="ExtensionMissing") from None
+    except BaseException:
+        drop_database_quietly(target, name)  # created here, so dropped here: the caller never saw it
+        raise
 
 
 def safety_backup_has_globals(spec: RestoreRequestSpec, logical: LogicalOptions) -> bool:
