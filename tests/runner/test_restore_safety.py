@@ -320,13 +320,13 @@ def database_properties(server: PgServer, name: str) -> dict[str, Any]:
         f"SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, "
         f"{locale}, datconnlimit, shobj_description(oid, 'pg_database'), "
         f"(SELECT array_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || ':' || "
-        f"a.privilege_type || ':' || a.is_grantable || ':' || pg_get_userbyid(a.grantor) ORDER BY 1) "
+        f"a.privilege_type || ':' || a.is_grantable || ':' || pg_get_userbyid(a.grantor)) "
         f"FROM aclexplode(datacl) a) FROM pg_database WHERE datname = '{name}'")
     settings = server.query(
         f"SELECT coalesce(pg_get_userbyid(NULLIF(setrole, 0)), '*'), setconfig FROM pg_db_role_setting s "
         f"JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = '{name}' ORDER BY 1")
     return {"owner": row[0], "encoding": row[1], "collate": row[2], "ctype": row[3], "provider": row[4],
-            "locale": row[5], "connection_limit": row[6], "comment": row[7], "acl": row[8],
+            "locale": row[5], "connection_limit": row[6], "comment": row[7], "acl": sorted(row[8]) if row[8] else row[8],
             "settings": {role: config for role, config in settings}}
 
 
@@ -424,3 +424,26 @@ def test_a_restore_in_progress_keeps_its_temporary_database(pg15: PgServer, monk
     with restore_module.RestoreSpace(target, version) as third:  # the first one's process is gone
         assert third.drop_leftovers("busy_target") == [running]
     assert running not in databases_on(pg15)
+
+
+def test_a_role_missing_on_the_target_skips_its_grants_and_keeps_the_rest(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    make_database_with_properties(pg15, "props_gone_src", icu=False)
+    taken = take_backup(pg15, tmp_path, monkeypatch, ["props_gone_src"])
+    pg15.query('DROP DATABASE "props_gone_src"')
+    pg15.query("DROP ROLE prop_reader")  # the target server never had it
+    try:
+        code = main(["restore", taken.manifest.id, "--policy", str(policy_file(tmp_path, taken)),
+                     "--target-database", "props_gone", "--target-host", pg15.host, "--target-port", str(pg15.port)])
+
+        assert code == jobenv.EXIT_OK, capsys.readouterr().err
+        assert "restore.property_not_applied" in capsys.readouterr().err
+        restored = database_properties(pg15, "props_gone")
+        assert restored["owner"] == "prop_owner" and restored["comment"] == "orders of the shop; it's precious"
+        assert restored["acl"] == ["prop_owner:CONNECT:false:prop_owner", "prop_owner:CREATE:false:prop_owner",
+                                   "prop_owner:TEMPORARY:false:prop_owner"]  # PUBLIC still may not connect
+        assert set(restored["settings"]) == {"*"}
+    finally:
+        pg15.query('DROP DATABASE IF EXISTS "props_gone"')
+        pg15.query("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'prop_reader') THEN "
+                   "CREATE ROLE prop_reader NOLOGIN; END IF; END $$")
