@@ -447,3 +447,25 @@ def test_a_role_missing_on_the_target_skips_its_grants_and_keeps_the_rest(
         pg15.query('DROP DATABASE IF EXISTS "props_gone"')
         pg15.query("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'prop_reader') THEN "
                    "CREATE ROLE prop_reader NOLOGIN; END IF; END $$")
+
+
+def test_a_locale_the_target_server_lacks_falls_back_to_its_default_with_a_warning(
+        pg15: PgServer, pg18: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    if pg18.query("SELECT 1 FROM pg_collation WHERE collprovider = 'i' AND collname <> 'unicode' LIMIT 1"):
+        pytest.skip("the PostgreSQL 18 of the fixtures has ICU: no server without the locale to restore into")
+    make_database_with_properties(pg15, "icu_src", icu=True)
+    taken = take_backup(pg15, tmp_path, monkeypatch, ["icu_src"])
+    pg15.query('DROP DATABASE "icu_src"')
+    try:
+        code = main(["restore", taken.manifest.id, "--policy", str(policy_file(tmp_path, taken)),
+                     "--target-database", "icu_restored", "--target-host", pg18.host, "--target-port",
+                     str(pg18.port)])
+
+        err = capsys.readouterr().err
+        assert code == jobenv.EXIT_OK, err
+        assert "restore.locale_not_applied" in err and "de-DE" in err
+        assert pg18.query("SELECT count(*) FROM t", "icu_restored") == [(5,)]
+        assert database_properties(pg18, "icu_restored")["comment"] == "orders of the shop; it's precious"
+    finally:
+        pg18.query('DROP DATABASE IF EXISTS "icu_restored"')
