@@ -306,6 +306,7 @@ def make_database_with_properties(server: PgServer, name: str, icu: bool) -> Non
             "GRANT TEMPORARY ON DATABASE {db} TO prop_reader WITH GRANT OPTION",
             "ALTER DATABASE {db} SET search_path = app, \"$user\", public",
             "ALTER DATABASE {db} SET work_mem = '64MB'",
+            "ALTER DATABASE {db} SET app.tenant = 'shop, north'",
             "ALTER DATABASE {db} SET default_transaction_read_only = on",
             "ALTER ROLE prop_reader IN DATABASE {db} SET statement_timeout = '42s'",
             "COMMENT ON DATABASE {db} IS 'orders of the shop; it''s precious'"):

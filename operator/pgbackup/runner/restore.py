@@ -396,7 +396,8 @@ def _settings(prefix: sql.Composable, entries: Sequence[str]) -> list[sql.Compos
     out = []
     for entry in entries:
         name, _, value = entry.partition("=")
-        out.append(sql.SQL("{} SET {} TO {}").format(prefix, sql.Identifier(name), _setting_value(name, value)))
+        out.append(sql.SQL("{} SET {} TO {}").format(prefix, sql.Identifier(*name.split(".")),
+                                                     _setting_value(name, value)))
     return out
 
 
