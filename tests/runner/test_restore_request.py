@@ -201,7 +201,8 @@ def test_new_database_is_dropped_when_a_check_fails(shop_backup: Backup, target:
                             target={"database": "new_but_wrong"})
 
     assert code == jobenv.EXIT_FAILED and summary.reason == "CheckFailed"
-    assert "no-orders: returned false" in str(summary.error) and "dropped 'new_but_wrong'" in str(summary.error)
+    assert "no-orders: returned false" in str(summary.error) and "'new_but_wrong' not created" in str(summary.error)
+    assert "dropped 'new_but_wrong__pgbackup_restore_" in str(summary.error)
     assert summary.result is not None and summary.result.row_counts["new_but_wrong.sales.orders"] == 1000
     assert "new_but_wrong" not in databases(target)
 

@@ -91,7 +91,8 @@ def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, backup_id: str, par
         result = run_logical(params, tools, spec, target, scratch=scratch_dir(environ))
         dumped = result.objects
         databases = [DatabaseInfo(name=d.facts.name, size_bytes=d.facts.size_bytes, extensions=d.facts.extensions,
-                                  row_counts=d.facts.row_counts, dump_format=d.dump_format) for d in result.databases]
+                                  row_counts=d.facts.row_counts, dump_format=d.dump_format,
+                                  properties=d.properties) for d in result.databases]
         tool_versions.update({"pg_dump": tools.version, "pg_dumpall": tools.version})
     else:
         base, facts = run_physical(params, tools, server, target)

@@ -12,10 +12,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from pgbackup.api.policy import BackupPolicySpec, Compression
 from pgbackup.runner.log import Progress, log
+from pgbackup.runner.manifest import DatabaseGrant, DatabaseProperties
 from pgbackup.runner.pg import ChildOutput, ConnParams, DatabaseFacts, PgTools, exported_snapshot, list_databases
 from pgbackup.runner.pipeline import StoredObject, store_stream
 from pgbackup.runner.storage.base import Storage
@@ -36,6 +38,49 @@ class DumpedObject:
 class DumpedDatabase:
     facts: DatabaseFacts
     dump_format: str
+    properties: DatabaseProperties | None = None
+
+
+_PROVIDERS: dict[str, Literal["libc", "icu", "builtin"]] = {"c": "libc", "i": "icu", "b": "builtin"}
+
+
+def database_properties(params: ConnParams, dbname: str) -> DatabaseProperties:
+    """What `pg_restore` without --create does not bring back: owner, encoding and locale, privileges,
+    `ALTER DATABASE/ROLE ... SET`, connection limit, comment (from pg_database and pg_db_role_setting)."""
+    with params.connect(dbname) as conn:
+        version = int(conn.execute("SELECT current_setting('server_version_num')::int").fetchone()[0])  # type: ignore[index]
+        provider = "d.datlocprovider::text" if version >= 150000 else "NULL"
+        locale = "d.datlocale" if version >= 170000 else "d.daticulocale" if version >= 150000 else "NULL"
+        rules = "d.daticurules" if version >= 160000 else "NULL"
+        row = conn.execute(
+            f"SELECT pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate::text, "
+            f"d.datctype::text, {provider}, {locale}, {rules}, d.datconnlimit, "
+            f"shobj_description(d.oid, 'pg_database'), d.datacl IS NULL "
+            f"FROM pg_database d WHERE d.datname = current_database()").fetchone()
+        assert row is not None
+        grants: dict[str, DatabaseGrant] = {}
+        for grantee, privilege, grantable in conn.execute(
+                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+                "a.is_grantable FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database() "
+                "ORDER BY 1, 2").fetchall():
+            grant = grants.setdefault(str(grantee), DatabaseGrant(grantee=str(grantee)))
+            grant.privileges.append(str(privilege))
+            if grantable:
+                grant.grantable.append(str(privilege))
+        settings: list[str] = []
+        role_settings: dict[str, list[str]] = {}
+        for role, config in conn.execute(
+                "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, s.setconfig "
+                "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                "WHERE d.datname = current_database() ORDER BY 1 NULLS FIRST").fetchall():
+            if role is None:
+                settings = list(config or [])
+            else:
+                role_settings[str(role)] = list(config or [])
+    return DatabaseProperties(
+        owner=row[0], encoding=row[1], collate=row[2], ctype=row[3], locale_provider=_PROVIDERS.get(row[4] or ""),
+        locale=row[5], icu_rules=row[6], connection_limit=row[7], comment=row[8],
+        acl=None if row[9] else list(grants.values()), settings=settings, role_settings=role_settings)
 
 
 @dataclass
@@ -99,9 +144,10 @@ def dump_database(params: ConnParams, tools: PgTools, target: StreamTarget, dbna
         else:
             stored = _dump_directory(tools, target, env, name, dbname, jobs, scratch, common, what, hint,
                                      params.password or "")
+    properties = database_properties(params, dbname)
     log("dump.done", database=dbname, key=stored.key, size=stored.size, raw_size=stored.raw_size)
     return (DumpedObject(stored=stored, name=name, kind="database", database=dbname),
-            DumpedDatabase(facts=facts, dump_format=dump_format))
+            DumpedDatabase(facts=facts, dump_format=dump_format, properties=properties))
 
 
 def _dump_directory(tools: PgTools, target: StreamTarget, env: dict[str, str], name: str, dbname: str, jobs: int,

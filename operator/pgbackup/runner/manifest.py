@@ -76,6 +76,39 @@ class ManifestObject(_Model):
         )
 
 
+class DatabaseGrant(_Model):
+    """One entry of a database's access privileges (GRANT ... ON DATABASE)."""
+
+    grantee: str
+    """Role name, or 'PUBLIC'."""
+    privileges: list[str] = Field(default_factory=list)
+    """CREATE, CONNECT, TEMPORARY."""
+    grantable: list[str] = Field(default_factory=list)
+    """The privileges held WITH GRANT OPTION."""
+
+
+class DatabaseProperties(_Model):
+    """Database-level properties that a dump restored without --create does not carry: recorded at backup
+    time from pg_database / pg_db_role_setting and re-applied to the database a restore creates."""
+
+    owner: str | None = None
+    encoding: str | None = None
+    collate: str | None = None
+    ctype: str | None = None
+    locale_provider: Literal["libc", "icu", "builtin"] | None = None
+    locale: str | None = None
+    """ICU (or, from PostgreSQL 17, builtin) locale: daticulocale / datlocale."""
+    icu_rules: str | None = None
+    connection_limit: int = -1
+    acl: list[DatabaseGrant] | None = None
+    """GRANTs on the database; None = never changed (the default privileges: PUBLIC may CONNECT and TEMPORARY)."""
+    settings: list[str] = Field(default_factory=list)
+    """ALTER DATABASE ... SET, as 'name=value' (pg_db_role_setting.setconfig)."""
+    role_settings: dict[str, list[str]] = Field(default_factory=dict)
+    """ALTER ROLE r IN DATABASE ... SET, per role, as 'name=value'."""
+    comment: str | None = None
+
+
 class DatabaseInfo(_Model):
     """What a logical backup recorded about one database (for verification and restore)."""
 
@@ -88,6 +121,8 @@ class DatabaseInfo(_Model):
     """Exact row counts keyed 'schema.table'."""
     dump_format: str = "custom"
     """pg_dump format: custom, directory or plain (SQL, imported dumps)."""
+    properties: DatabaseProperties | None = None
+    """Owner, encoding and locale, privileges, settings, comment (None in backups taken before they were recorded)."""
 
 
 class PhysicalInfo(_Model):

@@ -1,29 +1,96 @@
 """Plain restores for round trips: a logical backup into a NEW database (row counts compared with the
 manifest), a physical backup into a new data directory. The full restore feature (RestoreRequest) builds on it.
+
+Shared by every restore into a database: objects verified against the manifest (a damaged object is reported
+as a checksum mismatch naming it, not as a decryption error); the database made under a temporary name marked
+as an incomplete restore (RestoreSpace) and renamed only when complete; the database-level properties recorded
+at backup time (owner, encoding/locale, privileges, settings, comment) re-applied to it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, BinaryIO
 
+import psycopg
 from psycopg import sql
 
 from pgbackup.runner.config import RunnerError, UsageError
 from pgbackup.runner.log import Progress, log, log_warning
-from pgbackup.runner.manifest import Manifest, ManifestObject
+from pgbackup.runner.manifest import DatabaseProperties, Manifest, ManifestObject
 from pgbackup.runner.pg import ConnParams, PgTools, count_rows, find_tools, server_info
 from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.pipeline import DecryptionError, IntegrityError
+from pgbackup.runner.storage.base import ObjectNotFound
 
 CHUNK = 1 << 20
+
+
+class BackupDamaged(RunnerError):
+    """An object of the backup does not match its manifest entry (size or SHA-256): damage, not a key problem."""
+
+    reason = "BackupDamaged"
+
+
+def object_damage(catalog: Catalog, manifest: Manifest, obj: ManifestObject) -> str | None:
+    """What is wrong with the stored bytes of `obj` (size, SHA-256, missing), or None when they match.
+    Reads the stored bytes only: no identity is needed and nothing is decrypted."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with catalog.storage.open_reader(catalog.object_key(manifest.id, obj.key)) as reader:
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except ObjectNotFound:
+        return "missing"
+    if size != obj.size:
+        return f"size mismatch ({size} bytes stored, the manifest records {obj.size})"
+    if digest.hexdigest() != obj.sha256:
+        return f"SHA-256 mismatch (the stored bytes hash to {digest.hexdigest()}, the manifest records {obj.sha256})"
+    return None
+
+
+def damaged(manifest: Manifest, problems: Sequence[tuple[ManifestObject, str]], changed: str) -> BackupDamaged:
+    listing = "; ".join(f"object {obj.key}: {problem}" for obj, problem in problems)
+    return BackupDamaged(f"backup {manifest.id} is damaged, {changed}: {listing}. Run `pgbackup check {manifest.id}` "
+                         f"to see every damaged object of it, and restore another backup (`pgbackup list` shows them)")
+
+
+def verify_objects(catalog: Catalog, manifest: Manifest, objects: Sequence[ManifestObject], *,
+                   changed: str = "nothing was restored or changed") -> None:
+    """Compare size and SHA-256 of the stored bytes of `objects` with the manifest (before anything changes);
+    raises BackupDamaged naming each damaged object."""
+    problems = [(obj, problem) for obj in objects if (problem := object_damage(catalog, manifest, obj))]
+    log("restore.objects_verified", backup_id=manifest.id, objects=len(objects), damaged=len(problems))
+    if problems:
+        raise damaged(manifest, problems, changed)
+
+
+@contextmanager
+def damage_reported(catalog: Catalog, manifest: Manifest, obj: ManifestObject, changed: str) -> Iterator[None]:
+    """Reading `obj` failed (decryption, decompression or checksum error): if its stored bytes differ from the
+    manifest, say so (checksum mismatch, the object, `pgbackup check`) instead of a decryption error."""
+    try:
+        yield
+    except (DecryptionError, IntegrityError) as exc:
+        problem = object_damage(catalog, manifest, obj)
+        if problem is None:
+            raise
+        raise damaged(manifest, [(obj, problem)], changed) from exc
 
 
 @dataclass(frozen=True)
@@ -140,13 +207,285 @@ def restore_globals(catalog: Catalog, manifest: Manifest, target: ConnParams, to
     return True
 
 
+# ---------------------------------------------------------------- restoring aside: temporary names, properties
+
+MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+TEMP_INFIX = "__pgbackup_restore_"
+INCOMPLETE_MARKER = "pgbackup: incomplete restore"
+"""Start of the COMMENT ON DATABASE of a database being restored; replaced when the restore completes."""
+_LOCK_CLASS = 1885823602  # pg_advisory_lock(class, hashtext(name)) space of the temporary databases ('pgbr')
+LEFTOVER_LOCK_WAIT = "5s"
+_SHORT_ID = re.compile(r"[0-9a-f]{8}")
+# GUCs whose value is a list of quoted elements (pg_dump's variable_is_guc_list_quote)
+_LIST_SETTINGS = frozenset({"local_preload_libraries", "search_path", "session_preload_libraries",
+                            "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"})
+
+
+def fit_name(prefix: str, suffix: str) -> str:
+    """`prefix + suffix` within PostgreSQL's 63-byte name limit, shortening the prefix (never mid-character)."""
+    room = MAX_NAME_BYTES - len(suffix.encode())
+    encoded = prefix.encode()
+    if len(encoded) > room:
+        prefix = encoded[:room].decode(errors="ignore")
+    return prefix + suffix
+
+
+def new_short_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def temp_name(target: str, short_id: str) -> str:
+    """'<target>__pgbackup_restore_<8 hex>': where a restore into `target` is made before it gets its name."""
+    return fit_name(target, f"{TEMP_INFIX}{short_id}")
+
+
+def is_temp_of(name: str, target: str) -> bool:
+    """Whether `name` is a temporary name of a restore into `target` (temp_name's pattern)."""
+    prefix = temp_name(target, "0" * 8)[:-8]
+    return name.startswith(prefix) and _SHORT_ID.fullmatch(name[len(prefix):]) is not None
+
+
+def find_leftovers(conn: psycopg.Connection) -> dict[str, bool]:
+    """Databases named like a restore's temporary database -> whether they carry the incomplete-restore marker."""
+    rows = conn.execute("SELECT datname, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+                        "WHERE strpos(datname, %s) > 0 ORDER BY 1", (TEMP_INFIX,)).fetchall()
+    return {str(name): str(comment).startswith(INCOMPLETE_MARKER) for name, comment in rows}
+
+
+def _drop_statement(name: str, version_num: int) -> sql.Composed:
+    force = sql.SQL(" WITH (FORCE)") if version_num >= 130000 else sql.SQL("")
+    return sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force)
+
+
+class RestoreSpace:
+    """The temporary databases this process restores into. Each is created with the incomplete-restore marker
+    (COMMENT ON DATABASE) and held under an advisory lock for as long as this process (its connection) lives:
+    another attempt tells a leftover of a dead restore (marker, lock free: dropped) from a restore still
+    running (lock held: left alone)."""
+
+    def __init__(self, target: ConnParams, version_num: int) -> None:
+        self.target, self.version_num = target, version_num
+        self._conn = target.connect("postgres")
+
+    def __enter__(self) -> RestoreSpace:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()  # releases the advisory locks
+
+    def _try_lock(self, name: str) -> bool:
+        row = self._conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, name)).fetchone()
+        return bool(row and row[0])
+
+    def _wait_lock(self, name: str) -> bool:
+        """The lock of a leftover; waits a little, as the server may not yet have noticed a killed runner."""
+        try:
+            with self._conn.transaction():
+                self._conn.execute(f"SET LOCAL lock_timeout = '{LEFTOVER_LOCK_WAIT}'")
+                self._conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, name))
+            return True
+        except psycopg.errors.LockNotAvailable:
+            return False
+
+    def drop_leftovers(self, final: str) -> list[str]:
+        """Drop the marked temporary databases of earlier, dead restores into `final`; returns their names."""
+        dropped: list[str] = []
+        for name, marked in find_leftovers(self._conn).items():
+            if not (marked and is_temp_of(name, final)):
+                continue
+            if not self._wait_lock(name):
+                log("restore.leftover_in_use", database=name, target_database=final)
+                continue
+            try:
+                self._conn.execute(_drop_statement(name, self.version_num))
+                dropped.append(name)
+                log("restore.leftover_dropped", database=name, target_database=final)
+            except psycopg.Error as exc:
+                log_warning("restore.leftover_drop_failed", database=name, error=exc,
+                            hint=f"drop {name!r} by hand: it holds an incomplete restore")
+            finally:
+                self._conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, name))
+        return dropped
+
+    def create(self, name: str, final: str, backup_id: str, properties: DatabaseProperties | None) -> None:
+        """CREATE DATABASE `name` (encoding and locale as recorded) and mark it as an incomplete restore."""
+        if not self._try_lock(name):
+            raise RunnerError(f"the temporary database {name!r} on {self.target.describe()} is in use by another "
+                              f"restore; run this restore again", reason="RestoreFailed")
+        create_database(self._conn, name, properties, self.version_num)
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(
+            f"{INCOMPLETE_MARKER} of backup {backup_id} into {final!r}, started {started}: incomplete until renamed; "
+            f"the next restore into {final!r} drops it")))
+
+
+def _locale_options(properties: DatabaseProperties, version_num: int) -> list[sql.Composable]:
+    options: list[sql.Composable] = []
+    if properties.encoding:
+        options.append(sql.SQL("ENCODING {}").format(sql.Literal(properties.encoding)))
+    if properties.collate:
+        options.append(sql.SQL("LC_COLLATE {}").format(sql.Literal(properties.collate)))
+    if properties.ctype:
+        options.append(sql.SQL("LC_CTYPE {}").format(sql.Literal(properties.ctype)))
+    provider = properties.locale_provider
+    if provider is None or version_num < 150000:
+        if provider not in (None, "libc"):
+            raise UsageError(f"locale provider {provider} needs PostgreSQL 15 or newer")
+        return options
+    if provider == "builtin" and version_num < 170000:
+        raise UsageError("the builtin locale provider needs PostgreSQL 17 or newer")
+    options.append(sql.SQL("LOCALE_PROVIDER {}").format(sql.SQL(provider)))
+    if provider == "icu" and properties.locale:
+        options.append(sql.SQL("ICU_LOCALE {}").format(sql.Literal(properties.locale)))
+    if provider == "builtin" and properties.locale:
+        options.append(sql.SQL("BUILTIN_LOCALE {}").format(sql.Literal(properties.locale)))
+    if provider == "icu" and properties.icu_rules and version_num >= 160000:
+        options.append(sql.SQL("ICU_RULES {}").format(sql.Literal(properties.icu_rules)))
+    return options
+
+
+def create_database(conn: psycopg.Connection, name: str, properties: DatabaseProperties | None,
+                    version_num: int) -> None:
+    """CREATE DATABASE from template0 with the recorded encoding and locale; when the target server cannot
+    (a locale it does not have, an older version), with its defaults and a warning."""
+    plain = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+    if properties is None:
+        conn.execute(plain)
+        return
+    try:
+        options = _locale_options(properties, version_num)
+        conn.execute(sql.SQL(" ").join([plain, *options]))
+    except (psycopg.errors.DuplicateDatabase, psycopg.OperationalError):
+        raise
+    except (psycopg.Error, UsageError) as exc:
+        log_warning("restore.locale_not_applied", database=name, encoding=properties.encoding,
+                    collate=properties.collate, ctype=properties.ctype, locale_provider=properties.locale_provider,
+                    locale=properties.locale, error=str(exc).strip().splitlines()[0],
+                    hint="the database is created with the server's default encoding and locale; install the "
+                         "locale on the target server to keep the original one")
+        conn.execute(plain)
+
+
+def _setting_value(name: str, value: str) -> sql.Composable:
+    """The SET value of a 'name=value' from pg_db_role_setting, quoted as pg_dump does."""
+    if name.lower() not in _LIST_SETTINGS:
+        return sql.Literal(value)
+    items, current, quoted, i = [], "", False, 0
+    while i < len(value):
+        char = value[i]
+        if char == '"':
+            if quoted and value[i + 1:i + 2] == '"':
+                current += '"'
+                i += 1
+            else:
+                quoted = not quoted
+        elif char == "," and not quoted:
+            items.append(current.strip())
+            current = ""
+        else:
+            current += char
+        i += 1
+    items.append(current.strip())
+    return sql.SQL(", ").join(sql.Literal(item) for item in items)
+
+
+def _settings(prefix: sql.Composable, entries: Sequence[str]) -> list[sql.Composed]:
+    out = []
+    for entry in entries:
+        name, _, value = entry.partition("=")
+        out.append(sql.SQL("{} SET {} TO {}").format(prefix, sql.Identifier(*name.split(".")),
+                                                     _setting_value(name, value)))
+    return out
+
+
+def apply_properties(target: ConnParams, name: str, properties: DatabaseProperties | None) -> list[str]:
+    """Re-apply what the backup recorded to the restored database `name` (before it gets its final name and
+    owner): settings, per-role settings, privileges, connection limit. A statement the target cannot take (a
+    role it does not have) is skipped with a warning; returns those warnings."""
+    if properties is None:
+        return []
+    database = sql.Identifier(name)
+    statements: list[sql.Composed] = _settings(sql.SQL("ALTER DATABASE {}").format(database), properties.settings)
+    for role, entries in sorted(properties.role_settings.items()):
+        statements += _settings(sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), database),
+                                entries)
+    if properties.acl is not None:
+        statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+        statements.append(sql.SQL("REVOKE ALL ON DATABASE {} FROM CURRENT_USER").format(database))
+        for grant in properties.acl:
+            grantee = sql.SQL("PUBLIC") if grant.grantee == "PUBLIC" else sql.Identifier(grant.grantee)
+            plain = [p for p in grant.privileges if p not in grant.grantable]
+            for privileges, option in ((plain, ""), (grant.grantable, " WITH GRANT OPTION")):
+                if privileges:
+                    statements.append(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                        sql.SQL(", ").join(sql.SQL(p) for p in privileges if p in _DATABASE_PRIVILEGES),
+                        database, grantee, sql.SQL(option)))
+    if properties.connection_limit != -1:
+        statements.append(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
+            database, sql.Literal(properties.connection_limit)))
+    warnings: list[str] = []
+    with target.connect("postgres") as conn:
+        for statement in statements:
+            try:
+                conn.execute(statement)
+            except psycopg.Error as exc:
+                text = f"{statement.as_string(conn)}: {str(exc).strip().splitlines()[0]}"
+                warnings.append(text)
+                log_warning("restore.property_not_applied", database=name, error=text,
+                            hint="create the missing role on the target server and apply it by hand")
+    return warnings
+
+
+_DATABASE_PRIVILEGES = frozenset({"CREATE", "CONNECT", "TEMPORARY"})
+
+
+def rename_database(conn: psycopg.Connection, temp: str, final: str) -> None:
+    try:
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(temp), sql.Identifier(final)))
+    except psycopg.errors.DuplicateDatabase:
+        raise UsageError(f"database {final!r} was created by someone else while this restore ran; the restore is "
+                         f"dropped, {final!r} is untouched: choose another name or drop it first",
+                         reason="TargetDatabaseExists") from None
+
+
+def mark_complete(conn: psycopg.Connection, name: str, properties: DatabaseProperties | None, *,
+                  fallback_owner: str | None = None) -> None:
+    """In the transaction that gives the database its final name: replace the incomplete-restore marker with the
+    recorded comment, and hand the database to its recorded owner (else `fallback_owner`)."""
+    comment = properties.comment if properties else None
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
+    for owner in dict.fromkeys(o for o in ((properties.owner if properties else None), fallback_owner) if o):
+        row = conn.execute("SELECT current_user = %s, EXISTS (SELECT FROM pg_roles WHERE rolname = %s)",
+                           (owner, owner)).fetchone()
+        if row and row[0]:
+            return
+        if not (row and row[1]):
+            log_warning("restore.owner_missing", database=name, owner=owner,
+                        hint=f"create role {owner!r} on the target server and run ALTER DATABASE ... OWNER TO")
+            continue
+        try:
+            with conn.transaction():  # a savepoint: a refused owner change keeps the rest
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name),
+                                                                             sql.Identifier(owner)))
+            return
+        except psycopg.Error as exc:
+            log_warning("restore.owner_not_set", database=name, owner=owner, error=str(exc).strip().splitlines()[0])
+
+
 def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_database: str,
                    identity: str | None = None, *, source_database: str | None = None, with_globals: bool = False,
                    jobs: int = 1, scratch: Path | None = None, environ: Mapping[str, str] | None = None,
                    allow_empty_target: bool = False) -> RestoreReport:
     """Restore one database of a logical backup into the NEW database `target_database` on `target`, then
     compare every table's row count with the manifest. An existing target database is refused untouched
-    (unless `allow_empty_target` and it holds no tables: e.g. created beforehand with the right owner)."""
+    (unless `allow_empty_target` and it holds no tables: e.g. created beforehand with the right owner).
+
+    A new database is restored under a temporary name (marked as incomplete) and renamed to `target_database`
+    only when complete, with the database-level properties the backup recorded; leftovers of a killed attempt
+    into the same name are dropped first. An empty existing database is restored into directly."""
     environ = os.environ if environ is None else environ
     started = time.monotonic()
     manifest = catalog.get(backup_id)
@@ -163,24 +502,39 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
             raise UsageError(f"database {target_database!r} already exists on {target.describe()}: a restore only "
                              f"creates a new database; choose another --target-database or drop it first",
                              reason="TargetDatabaseExists")
-        dump_major = int((manifest.tools.get("pg_dump") or "0").split(".")[0] or 0)
-        tools = find_tools(max(server.major, dump_major), environ)
-        report = RestoreReport(backup_id=backup_id, source_database=str(obj.database), target_database=target_database)
+    dump_major = int((manifest.tools.get("pg_dump") or "0").split(".")[0] or 0)
+    tools = find_tools(max(server.major, dump_major), environ)
+    report = RestoreReport(backup_id=backup_id, source_database=str(obj.database), target_database=target_database)
+    dump_format = info.dump_format if info else "custom"
+    if reuse:  # created by the caller (a RestoreRequest's temporary database, or an empty one made beforehand)
         if with_globals:
             report.globals_restored = restore_globals(catalog, manifest, target, tools, identity)
-        if not reuse:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_database)))
-    log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
-        target=target.describe(), format=info.dump_format if info else "custom")
-    try:
+        log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
+            target=target.describe(), format=dump_format)
         report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, target_database, identity,
-                                          info.dump_format if info else "custom", jobs, scratch)
-    except BaseException:
-        if not reuse:
-            _drop_quietly(target, target_database)
-        raise
-    with target.connect(target_database) as conn:
-        actual = count_rows(conn)
+                                          dump_format, jobs, scratch)
+        actual = _rows(target, target_database)
+    else:
+        with RestoreSpace(target, server.version_num) as space:
+            space.drop_leftovers(target_database)
+            if with_globals:
+                report.globals_restored = restore_globals(catalog, manifest, target, tools, identity)
+            temp = temp_name(target_database, new_short_id())
+            properties = info.properties if info else None
+            space.create(temp, target_database, manifest.id, properties)
+            log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
+                temporary_database=temp, target=target.describe(), format=dump_format)
+            try:
+                report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, temp, identity, dump_format,
+                                                  jobs, scratch)
+                actual = _rows(target, temp)
+                apply_properties(target, temp, properties)
+                with target.connect("postgres") as conn, conn.transaction():
+                    rename_database(conn, temp, target_database)
+                    mark_complete(conn, target_database, properties)
+            except BaseException:
+                drop_database_quietly(target, temp)
+                raise
     expected = info.row_counts if info else {}
     report.tables = [TableCheck(table, expected.get(table), actual.get(table), checked=not manifest.imported)
                      for table in sorted(set(expected) | set(actual))]
@@ -190,8 +544,21 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
     return report
 
 
+def _rows(target: ConnParams, database: str) -> dict[str, int]:
+    with target.connect(database) as conn:
+        return count_rows(conn)
+
+
 def _restore_dump(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams, tools: PgTools,
                   database: str, identity: str | None, dump_format: str, jobs: int, scratch: Path | None) -> int:
+    with damage_reported(catalog, manifest, obj, "nothing was restored (what this restore created is dropped)"):
+        return _restore_dump_unchecked(catalog, manifest, obj, target, tools, database, identity, dump_format, jobs,
+                                       scratch)
+
+
+def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams,
+                            tools: PgTools, database: str, identity: str | None, dump_format: str, jobs: int,
+                            scratch: Path | None) -> int:
     what = f"pg_restore of backup {manifest.id} database {obj.database!r} into {database!r} on {target.describe()}"
     base = [tools.path("pg_restore"), "--no-password", "--exit-on-error", "-d", database]
     env = target.child_env(database)
@@ -213,7 +580,8 @@ def _restore_dump(catalog: Catalog, manifest: Manifest, obj: ManifestObject, tar
             shutil.rmtree(workdir, ignore_errors=True)
     if returncode != 0:
         raise RunnerError(f"{what} failed (exit {returncode}): {target.scrub(stderr.strip()[-1200:])}; "
-                          f"the new database was dropped unless it existed before", reason="RestoreFailed")
+                          f"the database this restore created was dropped, nothing else was changed",
+                          reason="RestoreFailed")
     return written
 
 
@@ -225,7 +593,7 @@ def _has_no_tables(target: ConnParams, database: str) -> bool:
     return bool(row) and row[0] == 0
 
 
-def _drop_quietly(target: ConnParams, database: str) -> None:
+def drop_database_quietly(target: ConnParams, database: str) -> None:
     try:
         with target.connect("postgres") as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))

@@ -8,7 +8,6 @@ missing age identity) is raised here, so a dry run reports it too.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,18 +18,21 @@ from pgbackup.runner.config import RunnerError, UsageError
 from pgbackup.runner.manifest import Manifest, ManifestObject
 from pgbackup.runner.pg import ConnParams
 from pgbackup.runner.pipeline import IdentityError
+from pgbackup.runner.restore import (
+    find_leftovers,
+    fit_name,
+    is_temp_of,
+    new_short_id,
+    temp_name,
+    verify_objects,
+)
+from pgbackup.runner.volumes import volume_object
 
-MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
-TEMP_INFIX = "__pgbackup_restore_"
 OLD_INFIX = "__pgbackup_old_"
 
 
 class ActiveSessions(RunnerError):
     reason = "ActiveSessions"
-
-
-class BackupDamaged(RunnerError):
-    reason = "BackupDamaged"
 
 
 @dataclass
@@ -46,7 +48,7 @@ class DatabaseStep:
     exists: bool = False
     sessions: int = 0
     temp: str | None = None
-    """Overwrite of an existing database: restore here first, then swap names."""
+    """The temporary name restored into first (marked as incomplete); renamed to `target` once checked."""
     previous: str | None = None
     """Overwrite: the dated name the replaced database is kept under."""
 
@@ -56,7 +58,7 @@ class DatabaseStep:
 
     @property
     def replaces(self) -> bool:
-        return self.temp is not None
+        return self.previous is not None
 
 
 @dataclass
@@ -67,32 +69,30 @@ class PlannedRestore:
     plan: RestorePlan
     server_version_num: int = 0
     leftovers: list[str] = field(default_factory=list)
+    """Databases named like a restore's temporary database (of any target) found on the server."""
+    stale: list[str] = field(default_factory=list)
+    """The leftovers marked as incomplete restores into this request's targets: dropped before it starts."""
+    safety_globals: bool = True
+    """The safety backup before an overwrite holds the roles and tablespaces too (pg_dumpall --globals-only)."""
+
+    def safety_backup_holds(self) -> str:
+        names = ", ".join(repr(s.target) for s in self.databases if s.replaces)
+        return (f"a normal logical backup of the policy: the database(s) {names}"
+                + (" and the server's roles and tablespaces (pg_dumpall --globals-only)" if self.safety_globals
+                   else ", without roles and tablespaces (the policy's logical.globals is false)"))
 
     @property
     def replaces_existing(self) -> bool:
         return any(step.replaces for step in self.databases)
 
 
-def _fit(prefix: str, suffix: str) -> str:
-    """`prefix + suffix` within PostgreSQL's 63-byte name limit, shortening the prefix (never mid-character)."""
-    room = MAX_NAME_BYTES - len(suffix.encode())
-    encoded = prefix.encode()
-    if len(encoded) > room:
-        prefix = encoded[:room].decode(errors="ignore")
-    return prefix + suffix
-
-
 def default_target_name(source: str, backup_id: str) -> str:
     """'<source>_restored_<backup id lower-cased>', e.g. shop_restored_20261123t020000z."""
-    return _fit(source, f"_restored_{backup_id.lower()}")
-
-
-def temp_name(target: str, short_id: str) -> str:
-    return _fit(target, f"{TEMP_INFIX}{short_id}")
+    return fit_name(source, f"_restored_{backup_id.lower()}")
 
 
 def previous_name(target: str, now: datetime) -> str:
-    return _fit(target, f"{OLD_INFIX}{now.astimezone(UTC).strftime('%Y%m%d%H%M%S')}")
+    return fit_name(target, f"{OLD_INFIX}{now.astimezone(UTC).strftime('%Y%m%d%H%M%S')}")
 
 
 def resolve_backup(catalog: Catalog, requested: str) -> Manifest:
@@ -169,8 +169,9 @@ def _identity_problem(manifest: Manifest, objects: Sequence[ManifestObject], ide
     return None
 
 
-def _inspect_target(target: ConnParams, steps: list[DatabaseStep]) -> tuple[int, list[str]]:
-    """Fill exists/sessions per database; returns the server version and leftover temporary databases."""
+def _inspect_target(target: ConnParams, steps: list[DatabaseStep]) -> tuple[int, dict[str, bool]]:
+    """Fill exists/sessions per database; returns the server version and leftover temporary databases (name ->
+    carries the incomplete-restore marker)."""
     with target.connect("postgres") as conn:
         row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
         version = int(row[0]) if row else 0
@@ -180,8 +181,7 @@ def _inspect_target(target: ConnParams, steps: list[DatabaseStep]) -> tuple[int,
             count = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
                                  (step.target,)).fetchone()
             step.sessions = int(count[0]) if count else 0
-        leftovers = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE strpos(datname, %s) > 0 ORDER BY 1", (TEMP_INFIX,)).fetchall()]
+        leftovers = find_leftovers(conn)
     return version, leftovers
 
 
@@ -200,16 +200,6 @@ def _refuse_conflicts(spec: RestoreRequestSpec, target: ConnParams, steps: list[
                 f"before the names are swapped")
 
 
-def _check_objects(catalog: Catalog, manifest: Manifest, objects: Sequence[ManifestObject]) -> None:
-    report = catalog.check(manifest.id)
-    needed = {o.key for o in objects}
-    problems = [p for p in report.problems if p.key in needed]
-    if problems:
-        detail = "; ".join(f"{p.key}: {p.status} ({p.message})" for p in problems)
-        raise BackupDamaged(f"backup {manifest.id} is damaged, nothing was restored or changed: {detail}. Restore "
-                            f"another backup (spec.backup: <id>, `pgbackup list` shows them)")
-
-
 def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) -> list[str]:
     where = f"{planned.target.host}:{planned.target.port}"
     manifest = planned.manifest
@@ -218,12 +208,16 @@ def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) 
     replaced = [s for s in planned.databases if s.replaces]
     if replaced and spec.target.pre_restore_backup:
         out.append(f"take a safety backup of {', '.join(repr(s.target) for s in replaced)} on {where} into "
-                   f"{storage_url} (a normal logical backup of the policy)")
+                   f"{storage_url} ({planned.safety_backup_holds()})")
     elif replaced:
         out.append("no safety backup (target.preRestoreBackup: false)")
+    for name in planned.stale:
+        out.append(f"drop {name!r}: {name!r} was left by an interrupted restore into the same name (marked as "
+                   f"incomplete, no restore runs in it)")
     for index, step in enumerate(planned.databases):
-        out.append(f"create database {step.restore_into!r} on {where}"
-                   + (" (temporary, swapped in after the checks)" if step.replaces else ""))
+        out.append(f"create database {step.restore_into!r} on {where} with the backup's encoding and locale, "
+                   f"marked as an incomplete restore (temporary, "
+                   + ("swapped in after the checks)" if step.replaces else f"renamed to {step.target!r} after the checks)"))
         if spec.extensions:
             out.append(f"create extensions {', '.join(spec.extensions)} in {step.restore_into!r} when missing")
         if spec.include_globals and index == 0:
@@ -233,7 +227,12 @@ def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) 
         out.append(f"check {len(step.expected_rows)} table row count(s) against the manifest"
                    + (f", {len(spec.checks)} SQL check(s)" if spec.checks else "")
                    + (f", {len(spec.extensions)} extension(s)" if spec.extensions else ""))
+    for step in planned.databases:
+        if not step.replaces:
+            out.append(f"rename {step.restore_into!r} to {step.target!r}, with the backup's owner, privileges, "
+                       f"settings and comment")
     for step in replaced:
+        out.append(f"apply the backup's privileges, settings, owner and comment to {step.temp!r}")
         if spec.target.terminate_connections:
             out.append(f"end the other sessions on {step.target!r} (now {step.sessions})")
         out.append(f"in one transaction: rename {step.target!r} to {step.previous!r} and {step.temp!r} to "
@@ -244,16 +243,18 @@ def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) 
     out.append(f"on any failure before the swap: drop {', '.join(map(repr, created))}; existing databases stay "
                f"untouched")
     for name in planned.leftovers:
-        out.append(f"note: {name!r} was left by an interrupted restore; drop it when no restore is running")
+        if name not in planned.stale:
+            out.append(f"note: {name!r} was left by an interrupted restore; drop it when no restore is running")
     return out
 
 
 def plan_restore(spec: RestoreRequestSpec, catalog: Catalog, target: ConnParams, identity: str | None, *,
-                 plan: RestorePlan, now: datetime | None = None, short_id: str | None = None) -> PlannedRestore:
+                 plan: RestorePlan, now: datetime | None = None, short_id: str | None = None,
+                 safety_globals: bool = True) -> PlannedRestore:
     """Fill `plan` (kept by the caller, so a refusal still reports what was learnt) and return the details.
     Raises for anything that would make the restore refuse or fail for a reason known now."""
     now = now or datetime.now(UTC)
-    short_id = short_id or uuid.uuid4().hex[:8]
+    short_id = short_id or new_short_id()
     manifest = resolve_backup(catalog, spec.backup)
     plan.backup = manifest.id
     _refuse_unsupported(spec, manifest)
@@ -261,6 +262,7 @@ def plan_restore(spec: RestoreRequestSpec, catalog: Catalog, target: ConnParams,
     objects = [s.obj for s in steps]
     if spec.include_globals:
         objects += manifest.object_by_kind("globals")
+    objects += [volume_object(manifest, volume.claim_name) for volume in spec.volumes]  # verified like the rest
     plan.objects = [catalog.storage.location(catalog.object_key(manifest.id, o.key)) for o in objects]
     plan.target = f"{target.host}:{target.port}/{','.join(s.target for s in steps)}"
     problem = _identity_problem(manifest, objects, identity)
@@ -269,15 +271,16 @@ def plan_restore(spec: RestoreRequestSpec, catalog: Catalog, target: ConnParams,
     version, leftovers = _inspect_target(target, steps)
     _refuse_conflicts(spec, target, steps)
     for step in steps:
+        step.temp = temp_name(step.target, short_id)
         if step.exists:
-            step.temp = temp_name(step.target, short_id)
             step.previous = previous_name(step.target, now)
+    stale = [name for name, marked in leftovers.items() if marked and any(is_temp_of(name, s.target) for s in steps)]
     planned = PlannedRestore(manifest=manifest, target=target, databases=steps, plan=plan, server_version_num=version,
-                             leftovers=leftovers)
+                             leftovers=list(leftovers), stale=stale, safety_globals=safety_globals)
     plan.steps = _steps(spec, planned, catalog.storage.url)
     if spec.include is not None and len(steps) == 1:
         from pgbackup.runner.selective import Selection, selective_steps
 
         plan.steps = selective_steps(Selection.parse(spec.include.schemas, spec.include.tables), planned)
-    _check_objects(catalog, manifest, objects)
+    verify_objects(catalog, manifest, objects)
     return planned

@@ -20,11 +20,14 @@ Contract with the operator (the Job's environment):
 - ``PGBACKUP_SUMMARY_FILE`` / ``/dev/termination-log``: where the JobSummary(kind='restore') goes, with
   ``plan`` (always, as far as planning got) and ``result`` (when anything was restored).
 
-Sequence: plan (resolve the backup, inspect the target, verify checksums; refusals happen here, before any
-change) -> [dryRun stops] -> [overwrite: safety backup] -> create the database (a temporary one when replacing),
-extensions first, globals, pg_restore -> checks (row counts vs manifest, extensions, SQL) -> [overwrite: swap
-names in one transaction, keep or drop the old one]. Any failure before the swap drops what was created, so an
-existing database is never touched unless everything succeeded.
+Sequence: plan (resolve the backup, inspect the target, verify checksums of every object, volumes included;
+refusals happen here, before any change) -> [dryRun stops] -> [overwrite: safety backup] -> drop leftovers of
+killed restores into the same names -> create the database under a temporary name (marked as an incomplete
+restore; the backup's encoding and locale), extensions first, globals, pg_restore -> checks (row counts vs
+manifest, extensions, SQL) -> the backup's settings and privileges -> in one transaction: [overwrite: rename the
+old database aside] rename the temporary one to the target name, with its recorded comment and owner -> [keep or
+drop the old one]. Any failure before the rename drops what was created, so the target name only ever holds a
+complete restore and an existing database is never touched unless everything succeeded.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from psycopg import sql
 from pydantic import ValidationError
 
 from pgbackup.api import jobenv
-from pgbackup.api.policy import SqlCheck
+from pgbackup.api.policy import LogicalOptions, SqlCheck
 from pgbackup.api.restore import CheckResult, RestorePlan, RestoreRequestSpec, RestoreResult
 from pgbackup.api.summary import JobSummary
 from pgbackup.runner.backup import (
@@ -62,7 +65,15 @@ from pgbackup.runner.config import PolicyConfig, RunnerError, UsageError, policy
 from pgbackup.runner.log import log, log_error, log_warning
 from pgbackup.runner.pg import ConnParams
 from pgbackup.runner.pipeline import IdentityError, load_identity
-from pgbackup.runner.restore import restore_backup
+from pgbackup.runner.manifest import DatabaseProperties, Manifest
+from pgbackup.runner.restore import (
+    RestoreSpace,
+    apply_properties,
+    drop_database_quietly,
+    mark_complete,
+    rename_database,
+    restore_backup,
+)
 from pgbackup.runner.restore_plan import ActiveSessions, DatabaseStep, PlannedRestore, plan_restore
 from pgbackup.runner.storage.base import Storage, StorageError
 from pgbackup.runner.volumes import plan_volumes, restore_request_volumes
@@ -172,31 +183,51 @@ def _drop_quietly(target: ConnParams, name: str, version_num: int) -> bool:
         return False
 
 
-def _create_with_extensions(target: ConnParams, name: str, extensions: Sequence[str]) -> None:
-    _ddl(target, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+def recorded_properties(manifest: Manifest, source: str) -> DatabaseProperties | None:
+    return next((d.properties for d in manifest.databases if d.name == source), None)
+
+
+def create_restore_database(space: RestoreSpace, step: DatabaseStep, manifest: Manifest,
+                            extensions: Sequence[str]) -> None:
+    """The database `step` restores into (its temporary name, marked as incomplete), with the backup's encoding
+    and locale, and the extensions spec.extensions asks for."""
+    space.create(step.restore_into, step.target, manifest.id, recorded_properties(manifest, step.source))
     if not extensions:
         return
-    with target.connect(name) as conn:
-        for extension in extensions:
-            try:
-                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
-            except psycopg.Error as exc:
-                raise RunnerError(
-                    f"cannot create extension {extension!r} in database {name!r} on {target.host}:{target.port}: "
-                    f"{str(exc).strip().splitlines()[0]}. Install it on the server (or remove it from "
-                    f"spec.extensions)", reason="ExtensionMissing") from None
+    target, name = space.target, step.restore_into
+    try:
+        with target.connect(name) as conn:
+            for extension in extensions:
+                try:
+                    conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
+                except psycopg.Error as exc:
+                    raise RunnerError(
+                        f"cannot create extension {extension!r} in database {name!r} on {target.host}:{target.port}: "
+                        f"{str(exc).strip().splitlines()[0]}. Install it on the server (or remove it from "
+                        f"spec.extensions)", reason="ExtensionMissing") from None
+    except BaseException:
+        drop_database_quietly(target, name)  # created here, so dropped here: the caller never saw it
+        raise
+
+
+def safety_backup_has_globals(spec: RestoreRequestSpec, logical: LogicalOptions) -> bool:
+    return logical.globals or spec.include_globals
 
 
 def take_safety_backup(request: RequestConfig, target: ConnParams, databases: Sequence[str], storage: Storage,
                        environ: Mapping[str, str]) -> str:
     """A normal logical backup of the databases about to be replaced, in the policy's storage (same
-    compression and encryption), taken with the target's credentials. Returns its backup id."""
+    compression and encryption), taken with the target's credentials. Returns its backup id.
+
+    Whole like the policy's own backups: the roles and tablespaces (pg_dumpall --globals-only, honouring
+    logical.noRolePasswords) unless the policy's logical.globals is false and the request replays no globals
+    (a request with includeGlobals changes roles, so their state before is always kept)."""
     spec = request.policy.spec
     database = spec.database.model_copy(update={
         "host": target.host, "port": target.port, "databases": list(databases),
         "credentials_secret": request.spec.target.credentials_secret or spec.database.credentials_secret})
-    safety = spec.model_copy(update={"database": database, "method": "logical",
-                                     "logical": spec.logical.model_copy(update={"globals": request.spec.include_globals})})
+    safety = spec.model_copy(update={"database": database, "method": "logical", "logical": spec.logical.model_copy(
+        update={"globals": safety_backup_has_globals(request.spec, spec.logical)})})
     log("restore.safety_backup.start", databases=list(databases), target=f"{target.host}:{target.port}")
     outcome = take_backup(PolicyConfig(name=request.policy.name, namespace=request.policy.namespace, spec=safety),
                           storage, environ=environ, purpose="pre-restore")
@@ -236,30 +267,34 @@ def _terminate_sessions(conn: psycopg.Connection, database: str) -> int:
 
 
 def _swap(spec: RestoreRequestSpec, planned: PlannedRestore, steps: Sequence[DatabaseStep]) -> None:
-    """Rename every replaced database to its dated name and the temporary one to the real name, all in one
-    transaction: either every swap happens or none does."""
+    """Rename every replaced database to its dated name and every temporary one to its real name (with the
+    recorded comment and owner), all in one transaction: either every rename happens or none does."""
     target = planned.target
     where = f"{target.host}:{target.port}"
     with target.connect("postgres") as conn:
         for attempt in range(1, SWAP_ATTEMPTS + 1):
-            if spec.target.terminate_connections:
+            if spec.target.terminate_connections and any(step.replaces for step in steps):
                 for step in steps:
+                    if not step.replaces:
+                        continue
                     ended = _terminate_sessions(conn, step.target)
                     log("restore.sessions_terminated", database=step.target, sessions=ended)
                 time.sleep(0.2 * attempt)  # terminated backends leave asynchronously
             try:
                 with conn.transaction():
                     for step in steps:
-                        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
-                                             (step.target,)).fetchone()
-                        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            sql.Identifier(step.target), sql.Identifier(str(step.previous))))
-                        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            sql.Identifier(str(step.temp)), sql.Identifier(step.target)))
-                        if owner and owner[0] != target.user:
-                            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-                                sql.Identifier(step.target), sql.Identifier(owner[0])))
-                log("restore.swapped", databases={s.target: s.previous for s in steps})
+                        owner = None
+                        if step.replaces:
+                            row = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                                               (step.target,)).fetchone()
+                            owner = str(row[0]) if row else None
+                            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                                sql.Identifier(step.target), sql.Identifier(str(step.previous))))
+                        rename_database(conn, step.restore_into, step.target)
+                        mark_complete(conn, step.target, recorded_properties(planned.manifest, step.source),
+                                      fallback_owner=owner)
+                log("restore.swapped", databases={s.target: s.previous for s in steps if s.replaces},
+                    renamed={s.restore_into: s.target for s in steps})
                 return
             except psycopg.errors.ObjectInUse as exc:
                 if spec.target.terminate_connections and attempt < SWAP_ATTEMPTS:
@@ -292,11 +327,14 @@ def execute_restore(request: RequestConfig, planned: PlannedRestore, catalog: Ca
     created: list[str] = []
     bytes_read = 0
     clock = time.monotonic()
+    space = RestoreSpace(target, planned.server_version_num)
     try:
+        for step in planned.databases:
+            space.drop_leftovers(step.target)
         actual_rows: dict[str, dict[str, int]] = {}
         for index, step in enumerate(planned.databases):
             log("restore.database.start", source=step.source, database=step.restore_into, final=step.target)
-            _create_with_extensions(target, step.restore_into, spec.extensions)
+            create_restore_database(space, step, planned.manifest, spec.extensions)
             created.append(step.restore_into)
             report = restore_backup(catalog, planned.manifest.id, target, step.restore_into, identity,
                                     source_database=step.source, with_globals=spec.include_globals and index == 0,
@@ -312,12 +350,15 @@ def execute_restore(request: RequestConfig, planned: PlannedRestore, catalog: Ca
             listing = "; ".join(f"{c.name}: {c.message}" for c in bad[:10])
             raise ChecksFailed(f"{len(bad)} of {len(result.checks)} post-restore check(s) failed: {listing}",
                                reason="RowCountMismatch" if rowcount_only else "CheckFailed")
-        if replaced:
-            _swap(spec, planned, replaced)
+        for step in planned.databases:
+            apply_properties(target, step.restore_into, recorded_properties(planned.manifest, step.source))
+        _swap(spec, planned, planned.databases)
     except BaseException as exc:
         dropped = [name for name in created if _drop_quietly(target, name, planned.server_version_num)]
         untouched = [s.target for s in replaced]
+        not_created = [s.target for s in planned.databases if not s.replaces]
         note = (f"; dropped {', '.join(map(repr, dropped))}" if dropped else "") + (
+            f"; {', '.join(map(repr, not_created))} not created" if not_created else "") + (
             f"; {', '.join(map(repr, untouched))} unchanged" if untouched else "")
         if isinstance(exc, RunnerError):
             raise type(exc)(f"{exc}{note}", reason=exc.reason, exit_code=exc.exit_code) from None
@@ -326,6 +367,8 @@ def execute_restore(request: RequestConfig, planned: PlannedRestore, catalog: Ca
                                                       else "InternalError")
             raise RunnerError(f"{exc}{note}", reason=reason, exit_code=exit_code_for(exc)) from exc
         raise
+    finally:
+        space.close()
     for step in replaced:
         if spec.target.drop_previous:
             try:
@@ -378,7 +421,8 @@ def run_restore_request(request: RequestConfig | None = None, *, request_file: s
             backup=request.spec.backup, target=f"{target.host}:{target.port}", dry_run=dry_run)
         if request.spec.point_in_time is not None:
             return run_pitr_request(request, catalog, target, identity, plan, started_at, dry_run, environ)
-        planned = plan_restore(request.spec, catalog, target, identity, plan=plan, now=started_at)
+        planned = plan_restore(request.spec, catalog, target, identity, plan=plan, now=started_at,
+                               safety_globals=safety_backup_has_globals(request.spec, request.policy.spec.logical))
         plan_volumes(request.spec, planned.manifest, catalog, plan)
         log("restore.plan", dry_run=dry_run, **plan.to_wire())
         if not dry_run:

@@ -34,7 +34,21 @@ from pgbackup.runner.config import RunnerError, UsageError
 from pgbackup.runner.log import log, log_warning
 from pgbackup.runner.manifest import Manifest, ManifestObject
 from pgbackup.runner.pg import ConnParams, PgTools, find_tools, server_info
-from pgbackup.runner.restore import CHUNK, RestoreReport, TableCheck, _extract_tar, _pick_database
+from pgbackup.runner.restore import (
+    CHUNK,
+    RestoreReport,
+    RestoreSpace,
+    TableCheck,
+    _extract_tar,
+    _pick_database,
+    apply_properties,
+    damage_reported,
+    drop_database_quietly,
+    mark_complete,
+    new_short_id,
+    rename_database,
+    temp_name,
+)
 
 if TYPE_CHECKING:
     from pgbackup.api.restore import RestoreResult
@@ -231,7 +245,8 @@ def prepare_selection(catalog: Catalog, manifest: Manifest, obj: ManifestObject,
     try:
         dump = workdir / ("dump" if dump_format == "directory" else "dump.custom")
         read = 0
-        with catalog.open_object(manifest, obj, identity=identity) as stream:
+        with damage_reported(catalog, manifest, obj, "nothing was restored or changed"), \
+                catalog.open_object(manifest, obj, identity=identity) as stream:
             if dump_format == "directory":
                 _extract_tar(stream, dump)
                 read = obj.raw_size
@@ -341,14 +356,22 @@ def restore_selected(catalog: Catalog, backup_id: str, target: ConnParams, targe
                                  f"restore with `pgbackup restore` creates a new database; replace tables of an "
                                  f"existing one with a RestoreRequest (target.overwrite: true)",
                                  reason="TargetDatabaseExists")
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_database)))
-        try:
-            apply_selection(target, target_database, tools, prepared, replace=False)
-        except BaseException:
-            with target.connect("postgres") as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target_database)))
-            raise
-        actual = count_tables(target, target_database, prepared.selected.tables)
+        info = next((d for d in manifest.databases if d.name == obj.database), None)
+        properties = info.properties if info else None
+        with RestoreSpace(target, server.version_num) as space:  # aside first, the name only when complete
+            space.drop_leftovers(target_database)
+            temp = temp_name(target_database, new_short_id())
+            space.create(temp, target_database, manifest.id, properties)
+            try:
+                apply_selection(target, temp, tools, prepared, replace=False)
+                actual = count_tables(target, temp, prepared.selected.tables)
+                apply_properties(target, temp, properties)
+                with target.connect("postgres") as conn, conn.transaction():
+                    rename_database(conn, temp, target_database)
+                    mark_complete(conn, target_database, properties)
+            except BaseException:
+                drop_database_quietly(target, temp)
+                raise
         expected = _expected(manifest, obj, prepared.selected.tables)
     report = RestoreReport(backup_id=backup_id, source_database=str(obj.database), target_database=target_database,
                            bytes_read=prepared.bytes_read)
@@ -367,7 +390,8 @@ def selective_steps(selection: Selection, planned: PlannedRestore) -> list[str]:
            f"list database {step.source!r} of the backup with pg_restore -l and keep only {selection.describe()} "
            f"(tables, data, sequences, indexes, constraints, defaults, triggers); an unknown name stops here"]
     if step.replaces:
-        out += [f"take a safety backup of {step.target!r} on {where} (unless target.preRestoreBackup: false)",
+        out += [f"take a safety backup of {step.target!r} on {where} (unless target.preRestoreBackup: false; "
+                f"{planned.safety_backup_holds()})",
                 f"restore the selection into the temporary database {step.temp!r} and check row counts there",
                 f"in one transaction on {step.target!r}: drop the included tables, recreate and load them, assert "
                 f"their row counts; other tables stay untouched",
@@ -386,10 +410,11 @@ def execute_selective(request: RequestConfig, planned: PlannedRestore, catalog: 
     from pgbackup.runner.config import scratch_dir
     from pgbackup.runner.restore_request import (
         ChecksFailed,
-        _create_with_extensions,
         _drop_quietly,
         _run_checks,
         _terminate_sessions,
+        create_restore_database,
+        recorded_properties,
         take_safety_backup,
     )
 
@@ -413,10 +438,12 @@ def execute_selective(request: RequestConfig, planned: PlannedRestore, catalog: 
             result.pre_restore_backup = take_safety_backup(request, target, [step.target], catalog.storage, environ)
         step.expected_rows = _expected(manifest, step.obj, prepared.selected.tables)
         clock = time.monotonic()
+        space = RestoreSpace(target, planned.server_version_num)
         try:
-            _create_with_extensions(target, step.restore_into, spec.extensions)
+            space.drop_leftovers(step.target)
+            create_restore_database(space, step, manifest, spec.extensions)
         except BaseException:
-            _drop_quietly(target, step.restore_into, planned.server_version_num)
+            space.close()
             raise
         try:
             apply_selection(target, step.restore_into, tools, prepared, replace=False)
@@ -435,9 +462,17 @@ def execute_selective(request: RequestConfig, planned: PlannedRestore, catalog: 
                     log("restore.sessions_terminated", database=step.target, sessions=ended)
                 apply_selection(target, step.target, tools, prepared, replace=True, expected_rows=actual)
                 log("restore.selective.replaced", database=step.target, tables=sorted(actual))
+            else:  # a new database: the checked temporary one gets the name, with the recorded properties
+                properties = recorded_properties(manifest, step.source)
+                apply_properties(target, step.restore_into, properties)
+                with target.connect("postgres") as conn, conn.transaction():
+                    rename_database(conn, step.restore_into, step.target)
+                    mark_complete(conn, step.target, properties)
         except BaseException:
             _drop_quietly(target, step.restore_into, planned.server_version_num)
             raise
+        finally:
+            space.close()
         if step.replaces:
             _drop_quietly(target, step.restore_into, planned.server_version_num)
         return prepared.bytes_read

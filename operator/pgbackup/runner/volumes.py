@@ -30,6 +30,7 @@ from pgbackup.runner.config import RunnerError, UsageError
 from pgbackup.runner.log import Progress, log, log_warning
 from pgbackup.runner.manifest import Manifest, ManifestObject
 from pgbackup.runner.pipeline import StoredObject, store_stream
+from pgbackup.runner.restore import damage_reported, verify_objects
 from pgbackup.runner.storage.base import Storage
 
 CHUNK = 1 << 20
@@ -331,8 +332,10 @@ def extract_volume(stream: BinaryIO, root: Path, claim: str) -> VolumeRestoreRep
 
 
 def restore_volume(catalog: Catalog, manifest: Manifest, claim: str, target_dir: Path, overwrite: bool = False,
-                   identity: str | None = None) -> VolumeRestoreReport:
-    """Restore the volume `claim` of `manifest` into `target_dir` (created when missing)."""
+                   identity: str | None = None, *, verify_first: bool = True) -> VolumeRestoreReport:
+    """Restore the volume `claim` of `manifest` into `target_dir` (created when missing). `verify_first`: compare
+    the object's size and SHA-256 with the manifest before the first file is written (a RestoreRequest did so
+    while planning)."""
     obj = volume_object(manifest, claim)
     if target_dir.exists() and not target_dir.is_dir():
         raise UsageError(f"{target_dir} is not a directory", reason="TargetDirectoryInvalid")
@@ -340,9 +343,12 @@ def restore_volume(catalog: Catalog, manifest: Manifest, claim: str, target_dir:
         raise UsageError(f"{target_dir} is not empty: restore volume {claim} into an empty directory, or allow "
                          f"replacing files of the same name (RestoreRequest spec.volumes[].overwrite: true)",
                          reason="TargetDirectoryNotEmpty")
+    if verify_first:
+        verify_objects(catalog, manifest, [obj], changed=f"nothing was written to {target_dir}")
     target_dir.mkdir(parents=True, exist_ok=True)
     log("volume.restore.start", backup_id=manifest.id, claim=claim, target_dir=str(target_dir), overwrite=overwrite)
-    with catalog.open_object(manifest, obj, identity=identity) as stream:
+    with damage_reported(catalog, manifest, obj, f"files of it may already be in {target_dir}"), \
+            catalog.open_object(manifest, obj, identity=identity) as stream:
         report = extract_volume(stream, target_dir, claim)
     log("volume.restore.done", backup_id=manifest.id, claim=claim, target_dir=str(target_dir), files=report.files,
         directories=report.directories, links=report.links, bytes=report.bytes)
@@ -359,10 +365,13 @@ def volume_target_dir(volume: VolumeRestore, environ: Mapping[str, str] | None =
 
 
 def plan_volumes(spec: RestoreRequestSpec, manifest: Manifest, catalog: Catalog, plan: RestorePlan) -> None:
-    """Check every requested volume is in the backup (before anything changes) and add it to the plan."""
+    """Check every requested volume is in the backup (before anything changes) and add it to the plan; its
+    size and SHA-256 are verified with the database objects while planning (restore_plan.plan_restore)."""
     for volume in spec.volumes:
         obj = volume_object(manifest, volume.claim_name)
-        plan.objects.append(catalog.storage.location(catalog.object_key(manifest.id, obj.key)))
+        location = catalog.storage.location(catalog.object_key(manifest.id, obj.key))
+        if location not in plan.objects:  # plan_restore lists (and verifies) the volume objects already
+            plan.objects.append(location)
         where = f"{volume.target_claim}:/{volume.path}"
         plan.steps.append(f"restore volume {volume.claim_name} into claim {where}"
                           + (" (replacing files of the same name)" if volume.overwrite else " (must be empty)"))
@@ -374,6 +383,6 @@ def restore_request_volumes(spec: RestoreRequestSpec, manifest: Manifest, catalo
     written = 0
     for volume in spec.volumes:
         report = restore_volume(catalog, manifest, volume.claim_name, volume_target_dir(volume, environ),
-                                volume.overwrite, identity)
+                                volume.overwrite, identity, verify_first=False)  # verified while planning
         written += report.bytes
     return written
