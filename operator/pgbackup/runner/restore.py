@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +20,7 @@ from pgbackup.runner.config import RunnerError, UsageError
 from pgbackup.runner.log import Progress, log, log_warning
 from pgbackup.runner.manifest import Manifest, ManifestObject
 from pgbackup.runner.pg import ConnParams, PgTools, count_rows, find_tools, server_info
+from pgbackup.runner.safetar import extract_data
 from pgbackup.runner.catalog import Catalog
 
 CHUNK = 1 << 20
@@ -118,8 +118,7 @@ def _run_with_stdin(args: list[str], env: Mapping[str, str], catalog: Catalog, m
 
 
 def _extract_tar(stream: BinaryIO, into: Path) -> None:
-    with tarfile.open(fileobj=stream, mode="r|") as archive:
-        archive.extractall(into, filter="data")
+    extract_data(stream, into)
     while stream.read(CHUNK):  # read to the end so the checksum is verified
         pass
 
