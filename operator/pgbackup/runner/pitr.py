@@ -14,11 +14,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from psycopg import sql
 
@@ -373,20 +375,15 @@ def _copy_database(server: ThrowawayPostgres, source: str, target: ConnParams, d
     try:
         tools = find_tools(max(target_major, server.tools.major), environ)
         source_params = server.conn_params()
-        dump = subprocess.Popen([tools.path("pg_dump"), "-Fc", "--no-password", "-d", source],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=source_params.child_env(source))
-        assert dump.stdout is not None
-        restore = subprocess.run([tools.path("pg_restore"), "--no-password", "--exit-on-error", "--no-owner",
-                                  "-d", database], stdin=dump.stdout, capture_output=True, text=True,
-                                 env=target.child_env(database))
-        dump.stdout.close()
-        dump_err = (dump.stderr.read() if dump.stderr else b"").decode(errors="replace")
-        dump_code = dump.wait()
-        if dump_code != 0 or restore.returncode != 0:
-            detail = dump_err.strip() if dump_code != 0 else target.scrub(restore.stderr.strip())
+        piped = run_pipe([tools.path("pg_dump"), "-Fc", "--no-password", "-d", source],
+                         [tools.path("pg_restore"), "--no-password", "--exit-on-error", "--no-owner", "-d", database],
+                         producer_env=source_params.child_env(source), consumer_env=target.child_env(database))
+        dump_code = piped.producer_code
+        if dump_code != 0 or piped.consumer_code != 0:
+            detail = piped.producer_stderr.strip() if dump_code != 0 else target.scrub(piped.consumer_stderr.strip())
             raise RunnerError(f"copying the recovered database {source!r} into {database!r} on {target.describe()} "
                               f"failed ({'pg_dump' if dump_code else 'pg_restore'} exit "
-                              f"{dump_code or restore.returncode}): {detail[-1200:]}; the new database was dropped",
+                              f"{dump_code or piped.consumer_code}): {detail[-1200:]}; the new database was dropped",
                               reason="RestoreFailed")
         with target.connect(database) as conn:
             return count_rows(conn)
@@ -394,6 +391,67 @@ def _copy_database(server: ThrowawayPostgres, source: str, target: ConnParams, d
         with target.connect("postgres") as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
         raise
+
+
+_STDERR_TAIL = 64 * 1024
+"""Bytes of each program's stderr kept for the error message (the rest is read and dropped)."""
+
+
+@dataclass(frozen=True)
+class PipeResult:
+    producer_code: int
+    producer_stderr: str
+    """The last _STDERR_TAIL bytes."""
+    consumer_code: int
+    consumer_stderr: str
+
+
+class _StderrTail(threading.Thread):
+    """Reads a child's stderr to its end while the child runs (a full pipe would block it), keeping the tail."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.tail = bytearray()
+
+    def run(self) -> None:
+        with self.pipe:
+            while chunk := self.pipe.read1(1 << 16):
+                self.tail += chunk
+                del self.tail[:-_STDERR_TAIL]
+
+    def text(self) -> str:
+        self.join()
+        return self.tail.decode(errors="replace")
+
+
+def run_pipe(producer: Sequence[str], consumer: Sequence[str], *, producer_env: Mapping[str, str],
+             consumer_env: Mapping[str, str]) -> PipeResult:
+    """`producer | consumer` (pg_dump | pg_restore), with the exit code and stderr (tail) of both. Both stderr
+    pipes are drained while the programs run, so neither blocks on a full pipe (pg_dump warning about many
+    objects while pg_restore waits for its input would otherwise hang for ever). When the consumer exits early,
+    the producer gets SIGPIPE on its next write and ends."""
+    first = subprocess.Popen(list(producer), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=dict(producer_env))
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        assert first.stdout is not None and first.stderr is not None
+        first_err = _StderrTail(first.stderr)
+        first_err.start()
+        second = subprocess.Popen(list(consumer), stdin=first.stdout, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env=dict(consumer_env))
+        first.stdout.close()  # the consumer holds the read end now: its exit ends the producer's writes
+        assert second.stderr is not None
+        second_err = _StderrTail(second.stderr)
+        second_err.start()
+        second_code = second.wait()
+        first_code = first.wait()
+        return PipeResult(first_code, first_err.text(), second_code, second_err.text())
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:  # interrupted (an exception, a signal): stop them
+                proc.kill()
+                proc.wait()
 
 
 def policy_server_env(policy_json: str, environ: Mapping[str, str]) -> dict[str, str]:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 import uuid
@@ -32,6 +31,7 @@ from pgbackup.runner.config import RunnerError, UsageError
 from pgbackup.runner.log import Progress, log, log_warning
 from pgbackup.runner.manifest import DatabaseProperties, Manifest, ManifestObject
 from pgbackup.runner.pg import ConnParams, PgTools, count_rows, find_tools, server_info
+from pgbackup.runner.safetar import extract_data
 from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.pipeline import DecryptionError, IntegrityError
 from pgbackup.runner.storage.base import ObjectNotFound
@@ -185,8 +185,7 @@ def _run_with_stdin(args: list[str], env: Mapping[str, str], catalog: Catalog, m
 
 
 def _extract_tar(stream: BinaryIO, into: Path) -> None:
-    with tarfile.open(fileobj=stream, mode="r|") as archive:
-        archive.extractall(into, filter="data")
+    extract_data(stream, into)
     while stream.read(CHUNK):  # read to the end so the checksum is verified
         pass
 

@@ -55,6 +55,7 @@ from pgbackup.runner.manifest import VERIFICATION_NAME, Manifest
 from pgbackup.runner.pg import ConnParams, PgTools
 from pgbackup.runner.pipeline import DecryptionError, IdentityError, IntegrityError, load_identity
 from pgbackup.runner.restore import feed_stdin, restore_backup, restore_globals, restore_physical
+from pgbackup.runner.safetar import extract_data
 from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.termination import Terminated
 
@@ -289,8 +290,7 @@ def _roles_needed(catalog: Catalog, manifest: Manifest, tools: PgTools, identity
                         shutil.copyfileobj(stream, out, 1 << 20)
                     done = subprocess.CompletedProcess(args, 0, "", "")
                 elif info is not None and info.dump_format == "directory":
-                    with tarfile.open(fileobj=stream, mode="r|") as archive:
-                        archive.extractall(workdir / "dump", filter="data")
+                    extract_data(stream, workdir / "dump")
                     while stream.read(1 << 20):  # to the end, so the checksum is verified
                         pass
                     done = subprocess.run([*args, str(workdir / "dump")], capture_output=True, text=True)

@@ -31,6 +31,8 @@ from pgbackup.runner.log import Progress, log, log_warning
 from pgbackup.runner.manifest import Manifest, ManifestObject
 from pgbackup.runner.pipeline import StoredObject, store_stream
 from pgbackup.runner.restore import damage_reported, verify_objects
+from pgbackup.runner.safetar import UnsafeArchive as UnsafeArchive
+from pgbackup.runner.safetar import check_member, extract_member_as_is
 from pgbackup.runner.storage.base import Storage
 
 CHUNK = 1 << 20
@@ -227,12 +229,6 @@ def backup_volumes(volumes: Sequence[AppVolume], storage: Storage, key_for: Call
 # ---------------------------------------------------------------- restore
 
 
-class UnsafeArchive(RunnerError):
-    """A tar member would land outside the target: the object was not written by pgbackup as stored."""
-
-    reason = "UnsafeArchive"
-
-
 @dataclass
 class VolumeRestoreReport:
     claim: str
@@ -251,43 +247,6 @@ def volume_object(manifest: Manifest, claim: str) -> ManifestObject:
     raise UsageError(f"backup {manifest.id} holds no volume {claim!r}"
                      + (f" (it holds: {', '.join(held)})" if held else " (it holds no volumes)"),
                      reason="VolumeNotInBackup")
-
-
-def _inside(root: str, path: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _clean_name(name: str, what: str) -> str:
-    parts = name.split("/")
-    if name.startswith("/") or ".." in parts or not name.strip("/.") or "\0" in name:
-        raise UnsafeArchive(f"refusing tar member {what}{name!r}: absolute or '..' paths would land outside "
-                            f"the target; the object was altered after the backup, restore from another backup")
-    return "/".join(part for part in parts if part not in ("", "."))
-
-
-def check_member(member: tarfile.TarInfo, root: Path) -> Path:
-    """The path `member` extracts to, after checking it (and its link target) stays inside `root`."""
-    name = _clean_name(member.name, "")
-    real_root = os.path.realpath(root)
-    destination = root / name
-    parent = os.path.realpath(destination.parent)
-    if not _inside(real_root, parent):
-        raise UnsafeArchive(f"refusing tar member {member.name!r}: its directory resolves to {parent}, outside "
-                            f"{root} (through a symlink)")
-    if member.issym():
-        if os.path.isabs(member.linkname):
-            raise UnsafeArchive(f"refusing symlink {member.name!r} -> {member.linkname!r}: absolute link targets "
-                                f"point outside the restored volume")
-        resolved = os.path.normpath(os.path.join(os.path.dirname(name), member.linkname))
-        if resolved == ".." or resolved.startswith("../"):
-            raise UnsafeArchive(f"refusing symlink {member.name!r} -> {member.linkname!r}: it points outside "
-                                f"the restored volume")
-    if member.islnk():
-        target = _clean_name(member.linkname, "link target ")
-        real_target = os.path.realpath(root / target)
-        if not _inside(real_root, real_target):
-            raise UnsafeArchive(f"refusing hard link {member.name!r} -> {member.linkname!r}: outside {root}")
-    return destination
 
 
 def _clear_for(member: tarfile.TarInfo, destination: Path) -> None:
@@ -315,7 +274,7 @@ def extract_volume(stream: BinaryIO, root: Path, claim: str) -> VolumeRestoreRep
                 directories.append((member, destination))
                 report.directories += 1
                 continue
-            archive.extract(member, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+            extract_member_as_is(archive, member, root)
             if member.isreg():
                 report.files += 1
                 report.bytes += member.size

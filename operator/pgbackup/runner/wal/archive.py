@@ -10,6 +10,10 @@ sidecar is an upload cut short: it is not archived, and the next push of that fi
 Pushing is idempotent: the same file pushed again (same raw SHA-256) succeeds without uploading; a different
 file under an archived name is a WalConflict. `<segment>.partial` (the segment being written, shipped by the
 streamer so the RPO stays small) may be overwritten; the full segment supersedes and deletes it.
+
+A push reads the file once, into memory (a temporary file beyond 16 MiB), and hashes and uploads that snapshot:
+pg_receivewal keeps writing into the .partial while it is shipped, and the recorded SHA-256 must be that of the
+stored bytes. The snapshot holds at least everything written to the file before the push began.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import Compression
@@ -50,6 +56,8 @@ WAL_PREFIX = "wal/"
 SIDECAR_SUFFIX = ".meta.json"
 PARTIAL_SUFFIX = ".partial"
 _HASH_CHUNK = 1024 * 1024
+_SNAPSHOT_IN_MEMORY = 16 * 1024 * 1024
+"""A WAL file up to this size (the default segment size) is snapshotted in memory, a larger one in a temp file."""
 
 
 class WalConflict(StorageError):
@@ -151,13 +159,21 @@ def _name_of_key(key: str) -> tuple[str, bool] | None:
     return (base, False) if classify(base) != "unknown" else None
 
 
-def _file_sha256(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as source:
-        while chunk := source.read(_HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+@dataclass(frozen=True)
+class _Snapshot:
+    """The bytes of a WAL file as read once (in memory, or in `spill` beyond 16 MiB), their SHA-256 and size."""
+
+    held: list[bytes]
+    spill: IO[bytes] | None
+    raw_sha256: str
+    raw_size: int
+
+    def chunks(self) -> Iterator[bytes]:
+        yield from self.held
+        if self.spill is not None:
+            self.spill.seek(0)
+            while chunk := self.spill.read(_HASH_CHUNK):
+                yield chunk
 
 
 def _utc(moment: datetime) -> datetime:
@@ -186,34 +202,39 @@ class WalArchive:
                                f"archive_command must pass %p, the path of the file PostgreSQL archives")
         if kind == "partial":
             return self.push_partial(path)
-        raw_sha256, raw_size = self._hash(path)
-        existing = self._sidecar(name)
-        if existing is not None:
-            if existing.raw_sha256 == raw_sha256:
-                log("wal.push.already_archived", name=name, key=existing.key)
-                return PushResult(name, existing.key, False, raw_size, raw_sha256, existing.size)
-            raise WalConflict(
-                f"WAL file {name} is already archived at {self.storage.location(existing.key)} with different "
-                f"content (SHA-256 {existing.raw_sha256[:16]}... vs {raw_sha256[:16]}... of {path}): two servers "
-                f"may be archiving into the same place. Give each server its own storage prefix; do not delete "
-                f"the archived copy unless you know it belongs to another cluster")
-        return self._upload(path, name, raw_sha256, raw_size)
+        with self._snapshot(path) as snapshot:
+            existing = self._sidecar(name)
+            if existing is not None:
+                if existing.raw_sha256 == snapshot.raw_sha256:
+                    log("wal.push.already_archived", name=name, key=existing.key)
+                    return PushResult(name, existing.key, False, snapshot.raw_size, snapshot.raw_sha256,
+                                      existing.size)
+                raise WalConflict(
+                    f"WAL file {name} is already archived at {self.storage.location(existing.key)} with different "
+                    f"content (SHA-256 {existing.raw_sha256[:16]}... vs {snapshot.raw_sha256[:16]}... of {path}): "
+                    f"two servers may be archiving into the same place. Give each server its own storage prefix; "
+                    f"do not delete the archived copy unless you know it belongs to another cluster")
+            return self._upload(snapshot, name)
 
     def push_partial(self, path: Path) -> PushResult:
         """Store (or overwrite) `<segment>.partial` from a segment still being written; a no-op once the full
-        segment is archived. `path` may be named `<segment>` or `<segment>.partial`."""
+        segment is archived. `path` may be named `<segment>` or `<segment>.partial`.
+
+        The file is read once, when this is called, and exactly those bytes are hashed and stored: storage then
+        holds everything written to the file before the call (what pg_receivewal had flushed), and the copy
+        verifies whatever pg_receivewal writes meanwhile."""
         base = path.name[: -len(PARTIAL_SUFFIX)] if path.name.endswith(PARTIAL_SUFFIX) else path.name
         if classify(base) != "segment":
             raise WalFileError(f"{path} is not a WAL segment (or its .partial); cannot ship it as a partial segment")
         name = base + PARTIAL_SUFFIX
-        raw_sha256, raw_size = self._hash(path)
-        full = self._sidecar(base)
-        if full is not None:
-            return PushResult(name, full.key, False, raw_size, raw_sha256, full.size)
-        existing = self._sidecar(name)
-        if existing is not None and existing.raw_sha256 == raw_sha256:
-            return PushResult(name, existing.key, False, raw_size, raw_sha256, existing.size)
-        return self._upload(path, name, raw_sha256, raw_size)
+        with self._snapshot(path) as snapshot:
+            full = self._sidecar(base)
+            if full is not None:
+                return PushResult(name, full.key, False, snapshot.raw_size, snapshot.raw_sha256, full.size)
+            existing = self._sidecar(name)
+            if existing is not None and existing.raw_sha256 == snapshot.raw_sha256:
+                return PushResult(name, existing.key, False, snapshot.raw_size, snapshot.raw_sha256, existing.size)
+            return self._upload(snapshot, name)
 
     def delete(self, names: Iterable[str]) -> list[str]:
         """Delete archived WAL files by name (with their sidecars); returns the deleted keys."""
@@ -326,12 +347,30 @@ class WalArchive:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _hash(self, path: Path) -> tuple[str, int]:
+    @contextmanager
+    def _snapshot(self, path: Path) -> Iterator[_Snapshot]:
+        """`path` read once (hashed as it is read): the first 16 MiB in memory, the rest in a temporary file."""
+        held: list[bytes] = []
+        spill: IO[bytes] | None = None
+        digest, size = hashlib.sha256(), 0
         try:
-            return _file_sha256(path)
-        except OSError as exc:
-            raise WalFileError(f"cannot read WAL file {path}: {exc.strerror or exc}; archive_command must pass "
-                               f"%p and run as the server's user (or one that can read pg_wal)") from exc
+            try:
+                with open(path, "rb") as source:
+                    while chunk := source.read(_HASH_CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        if size <= _SNAPSHOT_IN_MEMORY:
+                            held.append(chunk)
+                        else:
+                            spill = spill or tempfile.TemporaryFile()
+                            spill.write(chunk)
+            except OSError as exc:
+                raise WalFileError(f"cannot read WAL file {path}: {exc.strerror or exc}; archive_command must pass "
+                                   f"%p and run as the server's user (or one that can read pg_wal)") from exc
+            yield _Snapshot(held, spill, digest.hexdigest(), size)
+        finally:
+            if spill is not None:
+                spill.close()
 
     def _sidecar(self, name: str) -> _Sidecar | None:
         key = wal_key(name) + SIDECAR_SUFFIX
@@ -341,18 +380,12 @@ class WalArchive:
             return None
         return _Sidecar.parse(data, self.storage.location(key))
 
-    def _upload(self, path: Path, name: str, raw_sha256: str, raw_size: int) -> PushResult:
+    def _upload(self, snapshot: _Snapshot, name: str) -> PushResult:
         base_key = wal_key(name)
+        raw_sha256, raw_size = snapshot.raw_sha256, snapshot.raw_size
         quiet = Progress("wal.push", heartbeat=False, interval=1e9, key=base_key)
-        try:
-            with open(path, "rb") as source:
-                stored = store_stream(source, self.storage, base_key, compression=self.compression,
-                                      recipients=self.recipients, progress=quiet)
-        except OSError as exc:
-            raise WalFileError(f"cannot read WAL file {path}: {exc.strerror or exc}") from exc
-        if stored.raw_size != raw_size:
-            raise WalFileError(f"WAL file {path} changed while it was archived ({raw_size} then {stored.raw_size} "
-                               f"bytes); push it again once it is complete")
+        stored = store_stream(snapshot.chunks(), self.storage, base_key, compression=self.compression,
+                              recipients=self.recipients, progress=quiet)
         sidecar = _Sidecar(name=name, key=stored.key, size=stored.size, sha256=stored.sha256,
                            compression=stored.compression, encrypted=stored.encrypted, raw_size=raw_size,
                            raw_sha256=raw_sha256, archived_at=datetime.now(UTC).isoformat())
