@@ -20,10 +20,11 @@ from pgbackup.api import jobenv
 from pgbackup.api.summary import TERMINATION_MESSAGE_PATH, JobSummary
 from pgbackup.runner.config import PolicyConfig, RunnerError, scratch_dir
 from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.claim import BackupClaim, claim_backup_id
 from pgbackup.runner.log import log, log_error, log_warning, redact
 from pgbackup.runner.logical import DumpedObject, StreamTarget, run_logical
 from pgbackup.runner.manifest import DatabaseInfo, Manifest, ManifestObject, PhysicalInfo
-from pgbackup.runner.pg import ConnParams, find_tools, server_info
+from pgbackup.runner.pg import ConnParams, PgTools, ServerInfo, find_tools, server_info
 from pgbackup.runner.physical import run_physical
 from pgbackup.runner.retention import apply_retention
 from pgbackup.runner.storage.base import Storage, StorageError, StorageUnreachable
@@ -58,14 +59,24 @@ def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str,
     """Run one backup of `policy` into `storage`; the manifest is the last thing written."""
     environ = os.environ if environ is None else environ
     spec = policy.spec
-    catalog = Catalog(storage)
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     params = ConnParams.from_spec(spec.database, environ)
     with params.connect("postgres") as conn:
         server = server_info(conn)
     tools = find_tools(server.major, environ)
-    backup_id = catalog.new_id(started_at)
+    claim = claim_backup_id(storage, started_at, environ=environ)
+    with claim.held():  # a failure removes what this run wrote, the claim last
+        return _copy_and_commit(policy, storage, claim, params, server, tools, started_at, clock, environ)
+
+
+def _copy_and_commit(policy: PolicyConfig, storage: Storage, claim: BackupClaim, params: ConnParams,
+                     server: ServerInfo, tools: PgTools, started_at: datetime, clock: float,
+                     environ: Mapping[str, str]) -> BackupOutcome:
+    """The copy under a claimed id, then the manifest (only while the claim's lease is held)."""
+    spec = policy.spec
+    catalog = Catalog(storage)
+    backup_id = claim.backup_id
     recipients = list(spec.encryption.recipients) if spec.encryption else []
     target = StreamTarget(storage=storage, key_for=lambda name: f"{backup_id}/{name}",
                           compression=spec.compression, recipients=recipients)
@@ -110,6 +121,7 @@ def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str,
         encryption_recipients=recipients,
         physical=physical,
     )
+    claim.ensure_held()
     location, sha256 = catalog.write_manifest(manifest)
     log("backup.done", backup_id=backup_id, manifest=location, size_bytes=manifest.size_bytes,
         raw_size_bytes=manifest.raw_size_bytes, duration_seconds=manifest.duration_seconds)
