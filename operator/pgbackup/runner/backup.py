@@ -1,7 +1,8 @@
 """One backup, start to finish (barman's sequence): connect -> copy (pg_dump / pg_basebackup through the
-pipeline) -> finalize (manifest written LAST, the commit marker) -> retention. A failed run leaves no
-manifest, so it is never listed as a backup; its objects are removed by a later successful backup once they
-are older than the Job's activeDeadlineSeconds + 1 h (so a backup still running elsewhere is never touched).
+pipeline) -> finalize (manifest written LAST, the commit marker) -> retention. The run first claims its id
+(pgbackup.runner.claim); a failed run leaves no manifest, so it is never listed as a backup, and removes what
+it wrote. What a killed run left is removed before and after the next backup once its claim's lease has run
+out (so a backup still running elsewhere is never touched).
 
 The JobSummary the operator reads is written as the container's termination message, also on failure.
 """
@@ -179,6 +180,7 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
     started_at = datetime.now(UTC)
     try:
         storage = storage or open_policy_storage(policy, environ)
+        clean_leftovers(policy, storage, before_backup=True)  # room for this backup on a volume a dead run filled
         outcome = take_backup(policy, storage, environ=environ)
     except (Exception, Terminated) as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
         summary = failure_summary("backup", exc, started_at, policy.spec.method)
@@ -199,7 +201,7 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
             summary = summary.model_copy(update={"copies": copies})
             write_summary(summary, environ)
         run_retention_after_backup(policy, storage)
-        clean_unfinished_after_backup(policy, storage)
+        clean_leftovers(policy, storage)
     except Terminated as exc:  # the backup is complete and recorded: only the housekeeping was cut short
         log_warning("backup.housekeeping_terminated", backup_id=manifest.id, signal=exc.signal_name,
                     hint="retention and cleanup run again after the next backup")
@@ -225,14 +227,19 @@ def unfinished_grace(policy: PolicyConfig) -> timedelta:
     return timedelta(seconds=policy.spec.job_template.active_deadline_seconds) + UNFINISHED_GRACE_MARGIN
 
 
-def clean_unfinished_after_backup(policy: PolicyConfig, storage: Storage, now: datetime | None = None) -> list[str]:
-    """Remove the objects of failed or killed backups (no manifest) older than the grace period; not fatal."""
+def clean_leftovers(policy: PolicyConfig, storage: Storage, now: datetime | None = None, *,
+                    before_backup: bool = False) -> list[str]:
+    """Remove the objects of failed or killed backups (no manifest) whose run is provably over (its claim ended or
+    its lease ran out; without a claim, older than the grace period); not fatal. Runs before and after a backup."""
     grace = unfinished_grace(policy)
     try:
         removed = Catalog(storage).clean_unfinished(grace, now or datetime.now(UTC))
-    except Exception as exc:  # noqa: BLE001 - the backup itself is good and recorded
+    except Exception as exc:  # noqa: BLE001 - the backup itself is not at stake
+        if before_backup and isinstance(exc, StorageUnreachable):
+            raise  # the backup cannot succeed either: fail now, with the network exit code
         log_error("unfinished.clean_failed", error=exc,
-                  hint="the backup succeeded; leftovers of failed backups stay until the next successful backup")
+                  hint=("the backup goes ahead; leftovers of dead runs are removed by a later backup" if before_backup
+                        else "the backup succeeded; leftovers of dead runs are removed by a later backup"))
         return []
     log("unfinished.cleaned", removed=removed, grace_seconds=int(grace.total_seconds()))
     return removed

@@ -1,7 +1,7 @@
 """The catalog: the set of manifests in a storage. Layout: <id>/manifest.json + <id>/<objects>.
 
 A backup exists once its manifest does; objects without a manifest are an unfinished (or failed) backup:
-never listed, removed after a grace period. Only directories named like backup ids are touched, so other
+never listed, removed once their run is provably over (its claim, pgbackup.runner.claim). Only directories named like backup ids are touched, so other
 data beside the backups (e.g. a wal/ archive) is safe.
 """
 
@@ -19,6 +19,7 @@ from typing import BinaryIO, Literal
 
 from pydantic import ValidationError
 
+from pgbackup.runner.claim import is_claim_name, run_is_dead
 from pgbackup.runner.log import Progress, log, log_warning
 from pgbackup.runner.manifest import (
     BACKUP_ID_PATTERN,
@@ -31,7 +32,7 @@ from pgbackup.runner.manifest import (
     new_backup_id,
 )
 from pgbackup.runner.pipeline import StoredObject, open_stored
-from pgbackup.runner.storage.base import ObjectNotFound, Storage, StorageError
+from pgbackup.runner.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageError
 
 
 class BackupNotFound(StorageError):
@@ -257,38 +258,52 @@ class Catalog:
         log("catalog.deleted", backup_id=backup_id, objects=len(keys))
 
     def unfinished(self, grace: timedelta, now: datetime) -> list[str]:
-        """Ids of backup directories without a manifest whose newest object is older than `grace`."""
+        """Ids of backup directories without a manifest whose run is over: its claims show the run ended or
+        stopped renewing its lease (pgbackup.runner.claim). Directories without a claim (written by an older
+        runner, or a copy) count once their newest object is older than `grace`."""
         newest: dict[str, datetime] = {}
         complete: set[str] = set()
+        claims: dict[str, list[ObjectInfo]] = defaultdict(list)
         for info in self.storage.list():
             parts = info.key.split("/", 1)
             if len(parts) != 2 or not BACKUP_ID_PATTERN.match(parts[0]):
                 continue
             if parts[1] == MANIFEST_NAME:
                 complete.add(parts[0])
+            elif is_claim_name(parts[1]):
+                claims[parts[0]].append(info)
             if parts[0] not in newest or info.modified > newest[parts[0]]:
                 newest[parts[0]] = info.modified
-        return sorted(
-            (bid for bid, modified in newest.items() if bid not in complete and now - modified > grace),
-            key=backup_id_sort_key,
-        )
+        over = []
+        for backup_id, modified in newest.items():
+            if backup_id in complete:
+                continue
+            if backup_id in claims:
+                if run_is_dead(self.storage, claims[backup_id], now):
+                    over.append(backup_id)
+            elif now - modified > grace:
+                over.append(backup_id)
+        return sorted(over, key=backup_id_sort_key)
 
     def clean_unfinished(self, grace: timedelta, now: datetime, *, dry_run: bool = False) -> list[str]:
-        """Delete the objects of unfinished backups older than `grace`; returns their ids."""
+        """Delete the objects of unfinished backups whose run is over (see unfinished()), their claims last;
+        returns their ids."""
         stale = self.unfinished(grace, now)
         by_id: dict[str, list[str]] = defaultdict(list)
         for backup_id in stale:
-            by_id[backup_id] = [info.key for info in self.storage.list(f"{backup_id}/")]
+            keys = [info.key for info in self.storage.list(f"{backup_id}/")]
+            by_id[backup_id] = sorted(keys, key=lambda key: is_claim_name(key.split("/", 1)[1]))
         for backup_id, keys in by_id.items():
             log("catalog.unfinished", backup_id=backup_id, objects=len(keys), dry_run=dry_run)
             if not dry_run and keys:
                 self.storage.delete(keys)
         if not dry_run:
-            self._abort_stale_uploads(grace, now)
+            self._abort_stale_uploads(grace, now, set(stale))
         return stale
 
-    def _abort_stale_uploads(self, grace: timedelta, now: datetime) -> None:
-        """S3 only: multipart uploads of killed Jobs are invisible to list() but cost storage."""
+    def _abort_stale_uploads(self, grace: timedelta, now: datetime, dead: set[str]) -> None:
+        """S3 only: multipart uploads of killed Jobs are invisible to list() but cost storage. Those of `dead`
+        runs are aborted at once, others once older than `grace`."""
         list_uploads = getattr(self.storage, "incomplete_uploads", None)
         if list_uploads is None:
             return
@@ -298,6 +313,6 @@ class Catalog:
                 continue
             # The id is the backup's start time; some servers report a bogus upload initiation time.
             started = max(upload.initiated, backup_id_time(backup_id))
-            if now - started > grace:
+            if backup_id in dead or now - started > grace:
                 log("catalog.abort_upload", key=upload.key, initiated=upload.initiated)
                 self.storage.abort_upload(upload)  # type: ignore[attr-defined]

@@ -33,7 +33,9 @@ def _fsync_dir(path: Path) -> None:
 
 def _explain(exc: OSError, what: str, path: Path) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        hint = "the volume is full: free space (apply retention) or grow the PersistentVolumeClaim"
+        hint = ("the volume is full: grow the PersistentVolumeClaim, or keep fewer backups (lower spec.retention; "
+                "`pgbackup retention` applies it at once). A failed backup removes what it wrote and the next "
+                "backup removes what killed runs left, so nothing needs deleting by hand")
     elif exc.errno == errno.EFBIG:
         hint = "the file is larger than the file system or process allows (file size limit)"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
