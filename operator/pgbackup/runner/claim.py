@@ -162,11 +162,11 @@ class BackupClaim:
                 self.storage.delete(keys)
             removed = len(keys)
             self.storage.delete([self.key])
-        except StorageError as exc:
+        except Exception as exc:  # noqa: BLE001 - never hide the backup's own error
             try:
                 self._write(self.record.model_copy(update={"state": "ended", "heartbeat_at": datetime.now(UTC)}))
                 hint = "the next backup removes them (the claim records that this run ended)"
-            except StorageError:
+            except Exception:  # noqa: BLE001
                 hint = f"the next backup removes them once the claim's lease ({self.lease}s) has expired"
             log_warning("claim.discard_failed", backup_id=self.backup_id, location=self.storage.location(
                 f"{self.backup_id}/"), error=str(exc)[:300], hint=hint)
