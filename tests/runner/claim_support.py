@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -51,7 +52,7 @@ class HookedStorage(Storage):
             self.on_list(prefix)
         return self.inner.list(prefix)
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: builtins.list[str]) -> None:
         self.inner.delete(keys)
 
     def create_exclusive(self, key: str, data: bytes) -> bool:

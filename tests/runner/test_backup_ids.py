@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def test_runners_claiming_in_one_second_get_distinct_ids(storage_for: Callable[[
     wrapper = WithoutExclusiveCreate if where == "no-exclusive-create" else HookedStorage
     storages = [wrapper(storage_for(backend), on_list=on_list) for _ in range(6)]
 
-    claims = run_together([lambda s=s: claim_backup_id(s, now) for s in storages])
+    claims = run_together([partial(claim_backup_id, s, now) for s in storages])
 
     ids = {claim.backup_id for claim in claims}
     assert len(ids) == 6 and all(i.startswith("20261123T020000Z") for i in ids)
@@ -142,7 +143,7 @@ def test_two_backups_started_in_the_same_instant_get_two_good_ids(pg15: PgServer
     storages = [HookedStorage(first, on_list=on_list), HookedStorage(storage_for(where), on_list=on_list)]
 
     results: list[tuple[int, JobSummary]] = run_together(
-        [lambda s=s: backup_command(policy, storage=s) for s in storages])
+        [partial(backup_command, policy, storage=s) for s in storages])
 
     assert [code for code, _ in results] == [EXIT_OK, EXIT_OK], [summary.error for _, summary in results]
     ids = sorted(str(summary.backup_id) for _, summary in results)
