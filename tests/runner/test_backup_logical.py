@@ -163,7 +163,8 @@ def test_logical_round_trip_to_s3(sample_db: tuple[PgServer, str], pg_target: Pg
     assert str(summary.manifest).startswith(f"s3://{s3_bucket.bucket}/")  # type: ignore[attr-defined]
     keys = s3_bucket.keys()  # type: ignore[attr-defined]
     prefix = f"{s3_bucket.prefix}/{summary.backup_id}/"  # type: ignore[attr-defined]
-    assert sorted(keys) == sorted([f"{prefix}manifest.json", f"{prefix}manifest.json.sha256", f"{prefix}globals.sql.zst.age",
+    assert sorted(keys) == sorted([f"{prefix}claim.json", f"{prefix}manifest.json", f"{prefix}manifest.json.sha256",
+                                   f"{prefix}globals.sql.zst.age",
                                    f"{prefix}databases/{db}.dump.zst.age"])
     catalog = Catalog(open_storage(policy.spec.storage))
     report = restore_backup(catalog, str(summary.backup_id), conn_params(pg_target), "restored_s3", identity)

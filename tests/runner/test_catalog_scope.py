@@ -13,7 +13,7 @@ import pytest
 
 from pgbackup.api.policy import Compression, Retention
 from pgbackup.runner import cli
-from pgbackup.runner.backup import backup_command, clean_unfinished_after_backup, take_backup
+from pgbackup.runner.backup import backup_command, clean_leftovers, take_backup
 from pgbackup.runner.catalog import BackupNotFound, Catalog
 from pgbackup.runner.config import PolicyConfig, policy_from_document
 from pgbackup.runner.manifest import Manifest, PhysicalInfo
@@ -94,7 +94,7 @@ def test_cleanup_of_one_policy_leaves_another_policys_running_backup_alone(pg15:
         if "/databases/" not in key or interleaved:
             return
         interleaved.append(backup(a))
-        clean_unfinished_after_backup(a, a_storage, now=datetime.now(UTC) + timedelta(days=2))
+        clean_leftovers(a, a_storage, now=datetime.now(UTC) + timedelta(days=2))
 
     outcome = take_backup(b, HookedStorage(open_storage(b.spec.storage), while_b_dumps))
 

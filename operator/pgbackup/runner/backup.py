@@ -1,7 +1,8 @@
 """One backup, start to finish (barman's sequence): connect -> copy (pg_dump / pg_basebackup through the
-pipeline) -> finalize (manifest written LAST, the commit marker) -> retention. A failed run leaves no
-manifest, so it is never listed as a backup; its objects are removed by a later successful backup once they
-are older than the Job's activeDeadlineSeconds + 1 h (so a backup still running elsewhere is never touched).
+pipeline) -> finalize (manifest written LAST, the commit marker) -> retention. The run first claims its id
+(pgbackup.runner.claim); a failed run leaves no manifest, so it is never listed as a backup, and removes what
+it wrote. What a killed run left is removed before and after the next backup once its claim's lease has run
+out (so a backup still running elsewhere is never touched).
 
 The JobSummary the operator reads is written as the container's termination message, also on failure.
 """
@@ -20,6 +21,7 @@ from pgbackup.api import jobenv
 from pgbackup.api.summary import MAX_STORED_BACKUPS, TERMINATION_MESSAGE_PATH, JobSummary
 from pgbackup.runner.config import PolicyConfig, RunnerError, scratch_dir
 from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.claim import BackupClaim, claim_backup_id
 from pgbackup.runner.log import log, log_error, log_warning, redact
 from pgbackup.runner.logical import DumpedObject, StreamTarget, run_logical
 from pgbackup.runner.manifest import BackupPurpose, DatabaseInfo, Manifest, ManifestObject, PhysicalInfo
@@ -56,26 +58,27 @@ def open_policy_storage(policy: PolicyConfig, environ: Mapping[str, str] | None 
 
 def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str, str] | None = None,
                 purpose: BackupPurpose = "scheduled") -> BackupOutcome:
-    """Run one backup of `policy` into `storage`; owner.json is the first thing written, the manifest the last."""
+    """Run one backup of `policy` into `storage`; its claim is the first thing written, the manifest the last."""
     environ = os.environ if environ is None else environ
     spec = policy.spec
-    catalog = Catalog(storage, policy)
     started_at = datetime.now(UTC)
     clock = time.monotonic()
     params = ConnParams.from_spec(spec.database, environ)
     with params.connect("postgres") as conn:
         server = server_info(conn)
     tools = find_tools(server.major, environ)
-    backup_id = catalog.new_id(started_at)
-    with catalog.owned(backup_id):  # owner.json while the backup is unfinished (other policies leave it alone)
-        return _copy_and_commit(policy, catalog, backup_id, params, server, tools, started_at, clock, environ, purpose)
+    catalog = Catalog(storage, policy)
+    claim = claim_backup_id(storage, started_at, environ=environ, owner=catalog.owner)
+    with claim.held():  # a failure removes what this run wrote, the claim last
+        return _copy_and_commit(policy, catalog, claim, params, server, tools, started_at, clock, environ, purpose)
 
 
-def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, backup_id: str, params: ConnParams, server: ServerInfo,
-                     tools: PgTools, started_at: datetime, clock: float, environ: Mapping[str, str],
-                     purpose: BackupPurpose) -> BackupOutcome:
-    """The copy under `backup_id`, then the manifest."""
+def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, claim: BackupClaim, params: ConnParams,
+                     server: ServerInfo, tools: PgTools, started_at: datetime, clock: float,
+                     environ: Mapping[str, str], purpose: BackupPurpose) -> BackupOutcome:
+    """The copy under a claimed id, then the manifest (only while the claim's lease is held)."""
     spec, storage = policy.spec, catalog.storage
+    backup_id = claim.backup_id
     recipients = list(spec.encryption.recipients) if spec.encryption else []
     target = StreamTarget(storage=storage, key_for=lambda name: f"{backup_id}/{name}",
                           compression=spec.compression, recipients=recipients)
@@ -123,6 +126,7 @@ def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, backup_id: str, par
         physical=physical,
         purpose=purpose,
     )
+    claim.ensure_held()
     location, sha256 = catalog.write_manifest(manifest)
     log("backup.done", backup_id=backup_id, manifest=location, size_bytes=manifest.size_bytes,
         raw_size_bytes=manifest.raw_size_bytes, duration_seconds=manifest.duration_seconds)
@@ -181,6 +185,7 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
     try:
         purpose = backup_purpose(environ)
         storage = storage or open_policy_storage(policy, environ)
+        clean_leftovers(policy, storage, before_backup=True)  # room for this backup on a volume a dead run filled
         outcome = take_backup(policy, storage, environ=environ, purpose=purpose)
     except (Exception, Terminated) as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
         summary = failure_summary("backup", exc, started_at, policy.spec.method)
@@ -204,7 +209,7 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
         if stored is not None:  # status.backups follows storage: what retention kept, newest first
             summary = summary.model_copy(update={"stored_backups": stored[:MAX_STORED_BACKUPS]})
             write_summary(summary, environ)
-        clean_unfinished_after_backup(policy, storage)
+        clean_leftovers(policy, storage)
     except Terminated as exc:  # the backup is complete and recorded: only the housekeeping was cut short
         log_warning("backup.housekeeping_terminated", backup_id=manifest.id, signal=exc.signal_name,
                     hint="retention and cleanup run again after the next backup")
@@ -245,14 +250,19 @@ def unfinished_grace(policy: PolicyConfig) -> timedelta:
     return timedelta(seconds=policy.spec.job_template.active_deadline_seconds) + UNFINISHED_GRACE_MARGIN
 
 
-def clean_unfinished_after_backup(policy: PolicyConfig, storage: Storage, now: datetime | None = None) -> list[str]:
-    """Remove the objects of failed or killed backups (no manifest) older than the grace period; not fatal."""
+def clean_leftovers(policy: PolicyConfig, storage: Storage, now: datetime | None = None, *,
+                    before_backup: bool = False) -> list[str]:
+    """Remove the objects of failed or killed backups (no manifest) whose run is provably over (its claim ended or
+    its lease ran out; without a claim, older than the grace period); not fatal. Runs before and after a backup."""
     grace = unfinished_grace(policy)
     try:
         removed = Catalog(storage, policy).clean_unfinished(grace, now or datetime.now(UTC))
-    except Exception as exc:  # noqa: BLE001 - the backup itself is good and recorded
+    except Exception as exc:  # noqa: BLE001 - the backup itself is not at stake
+        if before_backup and isinstance(exc, StorageUnreachable):
+            raise  # the backup cannot succeed either: fail now, with the network exit code
         log_error("unfinished.clean_failed", error=exc,
-                  hint="the backup succeeded; leftovers of failed backups stay until the next successful backup")
+                  hint=("the backup goes ahead; leftovers of dead runs are removed by a later backup" if before_backup
+                        else "the backup succeeded; leftovers of dead runs are removed by a later backup"))
         return []
     log("unfinished.cleaned", removed=removed, grace_seconds=int(grace.total_seconds()))
     return removed

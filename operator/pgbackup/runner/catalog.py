@@ -1,14 +1,14 @@
 """The catalog: the set of manifests in a storage. Layout: <id>/manifest.json + <id>/<objects>.
 
 A backup exists once its manifest does; objects without a manifest are an unfinished (or failed) backup:
-never listed, removed after a grace period. Only directories named like backup ids are touched, so other
+never listed, removed once their run is provably over (its claim, pgbackup.runner.claim). Only directories named like backup ids are touched, so other
 data beside the backups (e.g. a wal/ archive) is safe.
 
 The manifest's own SHA-256 is written just before it, as <id>/manifest.json.sha256 (`sha256sum -c` format), so a
 manifest edited later (a row count, an object checksum) is detected by every reader instead of being trusted.
 
 A catalog opened for a policy sees only that policy's backups (the manifest's namespace and policy), and its
-clean-up skips unfinished backups whose owner.json (present while a backup is written) names another policy, so
+clean-up skips unfinished backups whose claim (written first, pgbackup.runner.claim) names another policy, so
 policies that share a location never list, prune or clean up each other's backups.
 """
 
@@ -27,12 +27,12 @@ from typing import BinaryIO, Literal
 
 from pydantic import ValidationError
 
+from pgbackup.runner.claim import is_claim_name, read_claim, run_is_dead
 from pgbackup.runner.config import PolicyConfig
 from pgbackup.runner.log import Progress, log, log_warning
 from pgbackup.runner.manifest import (
     BACKUP_ID_PATTERN,
     MANIFEST_NAME,
-    OWNER_NAME,
     VERIFICATION_NAME,
     Manifest,
     ManifestObject,
@@ -41,7 +41,7 @@ from pgbackup.runner.manifest import (
     new_backup_id,
 )
 from pgbackup.runner.pipeline import StoredObject, open_stored
-from pgbackup.runner.storage.base import ObjectNotFound, Storage, StorageError
+from pgbackup.runner.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageError
 
 
 class BackupNotFound(StorageError):
@@ -279,41 +279,18 @@ class Catalog:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def mark_owner(self, backup_id: str) -> None:
-        """Record which policy a backup belongs to before anything else of it is written, so another policy
-        sharing the storage leaves it alone while it is unfinished."""
-        if self.owner is None:
-            return
-        namespace, policy = self.owner
-        self.storage.put_bytes(self.object_key(backup_id, OWNER_NAME),
-                               json.dumps({"namespace": namespace, "policy": policy}).encode())
-
-    @contextmanager
-    def owned(self, backup_id: str) -> Iterator[None]:
-        """owner.json for as long as a backup is being written: removed once its manifest names the owner, or
-        when the run fails (then nothing of it is left to protect)."""
-        self.mark_owner(backup_id)
-        try:
-            yield
-        finally:
-            if self.owner is not None:
-                try:
-                    self.storage.delete([self.object_key(backup_id, OWNER_NAME)])
-                except StorageError as exc:
-                    log_warning("catalog.owner_not_removed", backup_id=backup_id, error=str(exc)[:300],
-                                hint="harmless: it is removed with the backup's directory")
-
     def _foreign(self, backup_id: str) -> bool:
-        """Whether an unfinished backup provably belongs to another policy (its owner.json names one)."""
+        """Whether an unfinished backup provably belongs to another policy: one of its claims (written first, see
+        pgbackup.runner.claim) names another policy. An unreadable claim counts as foreign: leave it alone."""
         if self.owner is None:
             return False
-        try:
-            data = json.loads(self.storage.get_bytes(self.object_key(backup_id, OWNER_NAME)))
-        except ObjectNotFound:
-            return False  # written by a version without owner.json, or nothing but objects of its own
-        except (ValueError, StorageError):
-            return True  # unknown: leave it alone
-        return not isinstance(data, dict) or (data.get("namespace"), data.get("policy")) != self.owner
+        for info in self.storage.list(f"{backup_id}/"):
+            if not is_claim_name(info.key.split("/", 1)[1]):
+                continue
+            record = read_claim(self.storage, info)
+            if record is None or (record.policy is not None and (record.namespace, record.policy) != self.owner):
+                return True
+        return False
 
     def write_manifest(self, manifest: Manifest) -> tuple[str, str]:
         """Commit a backup: write its manifest's SHA-256, then the manifest (call LAST). Returns (location,
@@ -395,39 +372,52 @@ class Catalog:
         log("catalog.deleted", backup_id=backup_id, objects=len(keys))
 
     def unfinished(self, grace: timedelta, now: datetime) -> list[str]:
-        """Ids of backup directories without a manifest whose newest object is older than `grace`."""
+        """Ids of backup directories without a manifest whose run is over: its claims show the run ended or
+        stopped renewing its lease (pgbackup.runner.claim). Directories without a claim (written by an older
+        runner, or a copy) count once their newest object is older than `grace`."""
         newest: dict[str, datetime] = {}
         complete: set[str] = set()
+        claims: dict[str, list[ObjectInfo]] = defaultdict(list)
         for info in self.storage.list():
             parts = info.key.split("/", 1)
             if len(parts) != 2 or not BACKUP_ID_PATTERN.match(parts[0]):
                 continue
             if parts[1] == MANIFEST_NAME:
                 complete.add(parts[0])
+            elif is_claim_name(parts[1]):
+                claims[parts[0]].append(info)
             if parts[0] not in newest or info.modified > newest[parts[0]]:
                 newest[parts[0]] = info.modified
-        return sorted(
-            (bid for bid, modified in newest.items()
-             if bid not in complete and now - modified > grace and not self._foreign(bid)),
-            key=backup_id_sort_key,
-        )
+        over = []
+        for backup_id, modified in newest.items():
+            if backup_id in complete:
+                continue
+            if backup_id in claims:
+                if not self._foreign(backup_id) and run_is_dead(self.storage, claims[backup_id], now):
+                    over.append(backup_id)
+            elif now - modified > grace:
+                over.append(backup_id)
+        return sorted(over, key=backup_id_sort_key)
 
     def clean_unfinished(self, grace: timedelta, now: datetime, *, dry_run: bool = False) -> list[str]:
-        """Delete the objects of unfinished backups older than `grace`; returns their ids."""
+        """Delete the objects of unfinished backups whose run is over (see unfinished()), their claims last;
+        returns their ids."""
         stale = self.unfinished(grace, now)
         by_id: dict[str, list[str]] = defaultdict(list)
         for backup_id in stale:
-            by_id[backup_id] = [info.key for info in self.storage.list(f"{backup_id}/")]
+            keys = [info.key for info in self.storage.list(f"{backup_id}/")]
+            by_id[backup_id] = sorted(keys, key=lambda key: is_claim_name(key.split("/", 1)[1]))
         for backup_id, keys in by_id.items():
             log("catalog.unfinished", backup_id=backup_id, objects=len(keys), dry_run=dry_run)
             if not dry_run and keys:
                 self.storage.delete(keys)
         if not dry_run:
-            self._abort_stale_uploads(grace, now)
+            self._abort_stale_uploads(grace, now, set(stale))
         return stale
 
-    def _abort_stale_uploads(self, grace: timedelta, now: datetime) -> None:
-        """S3 only: multipart uploads of killed Jobs are invisible to list() but cost storage."""
+    def _abort_stale_uploads(self, grace: timedelta, now: datetime, dead: set[str]) -> None:
+        """S3 only: multipart uploads of killed Jobs are invisible to list() but cost storage. Those of `dead`
+        runs are aborted at once, others once older than `grace`."""
         list_uploads = getattr(self.storage, "incomplete_uploads", None)
         if list_uploads is None:
             return
@@ -437,6 +427,6 @@ class Catalog:
                 continue
             # The id is the backup's start time; some servers report a bogus upload initiation time.
             started = max(upload.initiated, backup_id_time(backup_id))
-            if now - started > grace:
+            if backup_id in dead or now - started > grace:
                 log("catalog.abort_upload", key=upload.key, initiated=upload.initiated)
                 self.storage.abort_upload(upload)  # type: ignore[attr-defined]

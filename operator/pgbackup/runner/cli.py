@@ -23,6 +23,7 @@ from pgbackup.runner.backup import (
     exit_code_for,
     failure_summary,
     open_policy_storage,
+    unfinished_grace,
     write_summary,
 )
 from pgbackup.runner.catalog import BackupNotFound, Catalog
@@ -207,10 +208,14 @@ def cmd_check(policy: PolicyConfig, args: argparse.Namespace) -> int:
 def cmd_retention(policy: PolicyConfig, args: argparse.Namespace) -> int:
     from pgbackup.runner.retention import apply_retention
 
-    decisions = apply_retention(_catalog(policy), policy.spec.retention, datetime.now(UTC), dry_run=args.dry_run)
+    catalog = _catalog(policy)
+    now = datetime.now(UTC)
+    decisions = apply_retention(catalog, policy.spec.retention, now, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for decision in decisions:
         print(f"{decision.id:<22} {'keep' if decision.keep else verb:<12} {'; '.join(decision.reasons)}")
+    for backup_id in catalog.clean_unfinished(unfinished_grace(policy), now, dry_run=args.dry_run):
+        print(f"{backup_id:<22} {verb:<12} unfinished: left by a failed or killed run")
     return jobenv.EXIT_OK
 
 

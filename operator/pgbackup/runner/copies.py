@@ -26,6 +26,7 @@ from pgbackup.api import jobenv
 from pgbackup.api.policy import CopySpec
 from pgbackup.api.summary import MAX_COPY_ERROR_CHARS, CopySummary
 from pgbackup.runner.catalog import Catalog
+from pgbackup.runner.claim import claim_known_id
 from pgbackup.runner.config import PolicyConfig, UsageError
 from pgbackup.runner.log import log, log_error, redact
 from pgbackup.runner.manifest import Manifest
@@ -154,7 +155,7 @@ def sync_copy(primary: Storage, copy: CopySpec, target: Storage, *, now: datetim
         wanted = list(plan.wanted)
         for manifest in plan.this_run:
             log("copy.start", copy=copy.name, backup_id=manifest.id, target=target.url)
-            with copy_catalog.owned(manifest.id):
+            with claim_known_id(target, manifest.id, owner=copy_catalog.owner).held():
                 size = copy_backup(primary, target, manifest)
             wanted.remove(manifest)
             last_copied_at = datetime.now(UTC)

@@ -18,7 +18,6 @@ from pgbackup.runner.pipeline import StoredObject
 
 MANIFEST_NAME = "manifest.json"
 VERIFICATION_NAME = "verification.json"  # reserved for restore verification, written beside the manifest
-OWNER_NAME = "owner.json"  # written FIRST by a backup: which policy an unfinished backup belongs to
 
 BACKUP_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 

@@ -21,6 +21,11 @@ class ObjectNotFound(StorageError):
     """The key does not exist."""
 
 
+class ExclusiveCreateUnsupported(StorageError):
+    """The storage cannot create an object only if it is absent (or ignores the condition): callers use a
+    protocol that does without (pgbackup.runner.claim)."""
+
+
 class StorageUnreachable(StorageError):
     """The storage could not be reached (endpoint down, connection refused or reset, timeouts), after retries.
 
@@ -84,6 +89,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def delete(self, keys: list[str]) -> None:
         """Delete keys; missing keys are not an error."""
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create `key` holding `data` only if no object has that key, atomically: True if this call created
+        it, False if it existed. Backends that cannot raise ExclusiveCreateUnsupported (this default)."""
+        raise ExclusiveCreateUnsupported(f"{self.url} cannot create an object only if it is absent")
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self.open_writer(key) as writer:

@@ -33,7 +33,9 @@ def _fsync_dir(path: Path) -> None:
 
 def _explain(exc: OSError, what: str, path: Path) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        hint = "the volume is full: free space (apply retention) or grow the PersistentVolumeClaim"
+        hint = ("the volume is full: grow the PersistentVolumeClaim, or keep fewer backups (lower spec.retention; "
+                "`pgbackup retention` applies it at once). A failed backup removes what it wrote and the next "
+                "backup removes what killed runs left, so nothing needs deleting by hand")
     elif exc.errno == errno.EFBIG:
         hint = "the file is larger than the file system or process allows (file size limit)"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -164,6 +166,35 @@ class FilesystemStorage(Storage):
         path = self._path(key)
         self._ensure_root()
         return _FileWriter(path)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """O_CREAT|O_EXCL on the final name (atomic on local file systems and NFS v3+). A reader may see the
+        object before its bytes are complete; the claims that use this tolerate that."""
+        path = self._path(key)
+        self._ensure_root()
+        try:
+            created = _make_dirs(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _explain(exc, "creating", path) from exc
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(path.parent)
+            for directory in created:
+                _fsync_dir(directory.parent)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            self._remove_empty_parents(path.parent)
+            raise _explain(exc, "writing", path) from exc
+        return True
 
     def open_reader(self, key: str) -> BinaryIO:
         path = self._path(key)

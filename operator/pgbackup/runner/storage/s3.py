@@ -30,6 +30,7 @@ from botocore.exceptions import (
 
 from pgbackup.runner.log import log_warning
 from pgbackup.runner.storage.base import (
+    ExclusiveCreateUnsupported,
     ObjectInfo,
     ObjectNotFound,
     ObjectWriter,
@@ -54,6 +55,9 @@ DEFAULT_MAX_ATTEMPTS = 8
 # retried them): a network failure, not a problem with the data or the credentials.
 _NETWORK_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError, OSError)
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_PRECONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+# What stores without conditional writes answer to If-None-Match on PutObject.
+_CONDITION_UNSUPPORTED = {"NotImplemented", "InvalidArgument", "InvalidRequest", "501"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
 
 
@@ -101,6 +105,7 @@ class S3Storage(Storage):
             read_timeout=read_timeout,
         )
         self.attempts = attempts
+        self._conditional_writes_checked = False
         # A session of its own: boto3's default session is not thread-safe to create clients from.
         session = (boto3.session.Session(aws_access_key_id=credentials.access_key_id,
                                          aws_secret_access_key=credentials.secret_access_key)
@@ -235,6 +240,41 @@ class S3Storage(Storage):
             raise self.error(exc, "checking", key) from exc
         except (BotoCoreError, OSError) as exc:
             raise self.error(exc, "checking", key) from exc
+        return True
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """PutObject with If-None-Match: * (AWS S3 since 2024, MinIO, Ceph RGW, moto). The first success per
+        storage is followed by a second identical request, which must be refused: a store that ignores the
+        header answers it with 200, and is then reported as not supporting exclusive creation."""
+        if not self._put_if_absent(key, data):
+            return False
+        if not self._conditional_writes_checked:
+            if self._put_if_absent(key, data):
+                self.delete([key])
+                raise ExclusiveCreateUnsupported(
+                    f"{self._endpoint()} ignores If-None-Match on PutObject (s3://{self.bucket}/{self._key(key)} "
+                    f"was overwritten)"
+                )
+            self._conditional_writes_checked = True
+        return True
+
+    def _put_if_absent(self, key: str, data: bytes) -> bool:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*",
+                                   **self._extra_args())
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code in _PRECONDITION_FAILED or status in _PRECONDITION_FAILED:
+                return False
+            if code in _CONDITION_UNSUPPORTED or status in _CONDITION_UNSUPPORTED:
+                raise ExclusiveCreateUnsupported(
+                    f"{self._endpoint()} refuses If-None-Match on PutObject ({code}: "
+                    f"{exc.response.get('Error', {}).get('Message', '')})"
+                ) from exc
+            raise self.error(exc, "creating", key) from exc
+        except (BotoCoreError, OSError) as exc:
+            raise self.error(exc, "creating", key) from exc
         return True
 
     def incomplete_uploads(self, prefix: str = "") -> builtins.list[IncompleteUpload]:
