@@ -21,6 +21,8 @@ command -v lua5.4 >/dev/null 2>&1 || need_apt+=(lua5.4)
 # initdb under a UID without a passwd entry (tests/runner/test_any_uid.py; OpenShift pods) needs libnss_wrapper
 compgen -G "/usr/lib/*/libnss_wrapper.so" >/dev/null || [ -f /usr/lib64/libnss_wrapper.so ] || need_apt+=(libnss-wrapper)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# scripts/test-system-python.sh builds a virtualenv from Debian's own python3, which needs python3-venv
+if [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
 if [ "${1:-}" != "--no-apt" ] && [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
