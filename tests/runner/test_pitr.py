@@ -192,11 +192,12 @@ def test_pitr_runs_under_a_uid_without_a_passwd_entry(drill_env: Drill, pg_facto
     uid = unused_uid()
     prefix = as_uid(uid)
     with uid_workspace(uid) as home:
-        scratch, target = home / "scratch", home / "restored"
+        scratch, target, volume = home / "scratch", home / "restored", home / "volume"
+        shutil.copytree(drill.volume, volume)  # in a pod the backup volume belongs to the pod's user (fsGroup)
         scratch.mkdir()
         chown_tree(home, uid)
         env = uid_support.runner_env(**{**drill.env, "HOME": str(scratch), "TMPDIR": str(scratch),
-                                        "PGBACKUP_SCRATCH": str(scratch),
+                                        "PGBACKUP_SCRATCH": str(scratch), "PGBACKUP_VOLUME_ROOT": str(volume),
                                         "PGBACKUP_SUMMARY_FILE": str(home / "termination-log")})
         before_tmp = set(owned_by(uid, Path(tempfile.gettempdir())))
 
@@ -207,7 +208,7 @@ def test_pitr_runs_under_a_uid_without_a_passwd_entry(drill_env: Drill, pg_facto
         assert done.returncode == 0, done.stderr[-3000:]
         assert json.loads(done.stdout)["restored_into"] == str(target)
         assert list(scratch.iterdir()) == []
-        assert sorted(p.name for p in home.iterdir()) == ["restored", "scratch"]  # no server files left beside it
+        assert sorted(p.name for p in home.iterdir()) == ["restored", "scratch", "volume"]  # no server files left beside it
         assert set(owned_by(uid, Path(tempfile.gettempdir()))) == before_tmp  # nothing written outside its dirs
         datadir = pg_factory.new_datadir("pitr-any-uid")
         shutil.move(target, datadir)
