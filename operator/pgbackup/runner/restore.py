@@ -320,6 +320,23 @@ class RestoreSpace:
             f"{INCOMPLETE_MARKER} of backup {backup_id} into {final!r}, started {started}: incomplete until renamed; "
             f"the next restore into {final!r} drops it")))
 
+    @contextmanager
+    def aside(self, final: str, backup_id: str, properties: DatabaseProperties | None) -> Iterator[str]:
+        """A new temporary database to restore into (yielded by name). When the body succeeds, the recorded
+        properties are applied and it is renamed to `final` in one transaction, so `final` only ever holds a
+        complete restore; when the body fails (SIGTERM included), it is dropped."""
+        temp = temp_name(final, new_short_id())
+        self.create(temp, final, backup_id, properties)
+        try:
+            yield temp
+            apply_properties(self.target, temp, properties)
+            with self.target.connect("postgres") as conn, conn.transaction():
+                rename_database(conn, temp, final)
+                mark_complete(conn, final, properties)
+        except BaseException:
+            drop_database_quietly(self.target, temp)
+            raise
+
 
 def _locale_options(properties: DatabaseProperties, version_num: int) -> list[sql.Composable]:
     options: list[sql.Composable] = []
@@ -518,22 +535,12 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
             space.drop_leftovers(target_database)
             if with_globals:
                 report.globals_restored = restore_globals(catalog, manifest, target, tools, identity)
-            temp = temp_name(target_database, new_short_id())
-            properties = info.properties if info else None
-            space.create(temp, target_database, manifest.id, properties)
-            log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
-                temporary_database=temp, target=target.describe(), format=dump_format)
-            try:
+            with space.aside(target_database, manifest.id, info.properties if info else None) as temp:
+                log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
+                    temporary_database=temp, target=target.describe(), format=dump_format)
                 report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, temp, identity, dump_format,
                                                   jobs, scratch)
                 actual = _rows(target, temp)
-                apply_properties(target, temp, properties)
-                with target.connect("postgres") as conn, conn.transaction():
-                    rename_database(conn, temp, target_database)
-                    mark_complete(conn, target_database, properties)
-            except BaseException:
-                drop_database_quietly(target, temp)
-                raise
     expected = info.row_counts if info else {}
     report.tables = [TableCheck(table, expected.get(table), actual.get(table), checked=not manifest.imported)
                      for table in sorted(set(expected) | set(actual))]

@@ -43,11 +43,8 @@ from pgbackup.runner.restore import (
     _pick_database,
     apply_properties,
     damage_reported,
-    drop_database_quietly,
     mark_complete,
-    new_short_id,
     rename_database,
-    temp_name,
 )
 
 if TYPE_CHECKING:
@@ -360,18 +357,9 @@ def restore_selected(catalog: Catalog, backup_id: str, target: ConnParams, targe
         properties = info.properties if info else None
         with RestoreSpace(target, server.version_num) as space:  # aside first, the name only when complete
             space.drop_leftovers(target_database)
-            temp = temp_name(target_database, new_short_id())
-            space.create(temp, target_database, manifest.id, properties)
-            try:
+            with space.aside(target_database, manifest.id, properties) as temp:
                 apply_selection(target, temp, tools, prepared, replace=False)
                 actual = count_tables(target, temp, prepared.selected.tables)
-                apply_properties(target, temp, properties)
-                with target.connect("postgres") as conn, conn.transaction():
-                    rename_database(conn, temp, target_database)
-                    mark_complete(conn, target_database, properties)
-            except BaseException:
-                drop_database_quietly(target, temp)
-                raise
         expected = _expected(manifest, obj, prepared.selected.tables)
     report = RestoreReport(backup_id=backup_id, source_database=str(obj.database), target_database=target_database,
                            bytes_read=prepared.bytes_read)
