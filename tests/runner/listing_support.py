@@ -4,12 +4,17 @@ client, nothing mocked), and listings asked of a Storage (a delegating wrapper).
 from __future__ import annotations
 
 import builtins
+import hashlib
+import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from pgbackup.runner.storage.base import ObjectInfo, ObjectWriter, Storage
 from pgbackup.runner.storage.s3 import S3Storage
+from tests.fixtures.s3 import S3Bucket
 
 
 @dataclass
@@ -78,3 +83,28 @@ class CountingStorage(Storage):
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
+
+
+def segment_name(number: int) -> str:
+    """The name of WAL segment `number` on timeline 1 (16 MiB segments)."""
+    return f"00000001{number // 256:08X}{number % 256:08X}"
+
+
+def put_wal_file(bucket: S3Bucket, name: str) -> list[str]:
+    """Archive `name` as the streamer does (data object, then its sidecar), stored directly; returns its keys."""
+    key = f"wal/00000001/{name}"
+    data = b"wal"
+    sidecar = {"version": 1, "name": name, "key": f"{key}.zst", "size": len(data),
+               "sha256": hashlib.sha256(data).hexdigest(), "compression": "zstd", "encrypted": False,
+               "raw_size": 16 * 1024 * 1024, "raw_sha256": hashlib.sha256(name.encode()).hexdigest(),
+               "archived_at": datetime.now(UTC).isoformat()}
+    bucket.client.put_object(Bucket=bucket.bucket, Key=f"{bucket.prefix}/{key}.zst", Body=data)
+    bucket.client.put_object(Bucket=bucket.bucket, Key=f"{bucket.prefix}/{key}.meta.json",
+                             Body=json.dumps(sidecar).encode())
+    return [f"{key}.zst", f"{key}.meta.json"]
+
+
+def fill_wal_archive(bucket: S3Bucket, segments: int) -> None:
+    """Segments 1..`segments` archived (two objects each)."""
+    with ThreadPoolExecutor(8) as pool:
+        builtins.list(pool.map(lambda number: put_wal_file(bucket, segment_name(number)), range(1, segments + 1)))
