@@ -23,7 +23,7 @@ import json
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -318,7 +318,7 @@ class Catalog:
         `claims`: the directory's claims from a scan (none: `<id>/` is listed)."""
         if self.owner is None:
             return False
-        found = claims if claims is not None else self.storage.list(f"{backup_id}/")
+        found: Iterable[ObjectInfo] = claims if claims is not None else self.storage.list(f"{backup_id}/")
         for info in found:
             if not is_claim_name(info.key.split("/", 1)[1]):
                 continue
