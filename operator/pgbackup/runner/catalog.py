@@ -10,6 +10,9 @@ manifest edited later (a row count, an object checksum) is detected by every rea
 A catalog opened for a policy sees only that policy's backups (the manifest's namespace and policy), and its
 clean-up skips unfinished backups whose claim (written first, pgbackup.runner.claim) names another policy, so
 policies that share a location never list, prune or clean up each other's backups.
+
+Listings stay within the backup directories (scan): one delimiter listing names them, one listing of their
+common id prefix reads their objects, so a WAL archive beside them (wal/, thousands of objects) is never listed.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -96,6 +100,21 @@ class CheckReport:
         lines = [f"backup {self.backup_id}: {len(self.problems)} of {len(self.objects)} objects are damaged:"]
         lines += [f"  {p.key}: {p.status}: {p.message}" for p in self.problems]
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class BackupScan:
+    """The objects of every backup directory of a storage, by backup id, as one scan found them (Catalog.scan)."""
+
+    objects: dict[str, list[ObjectInfo]]
+
+    def names(self, backup_id: str) -> set[str]:
+        """Names of the objects directly in `<id>/` (manifest.json, claim.json, ...)."""
+        return {info.key.split("/", 1)[1] for info in self.objects.get(backup_id, []) if info.key.count("/") == 1}
+
+    def complete(self) -> set[str]:
+        """Ids whose directory holds a manifest (readable or not)."""
+        return {backup_id for backup_id in self.objects if MANIFEST_NAME in self.names(backup_id)}
 
 
 class Catalog:
@@ -185,27 +204,41 @@ class Catalog:
             return False
         return isinstance(data, dict) and bool(data.get("passed", data.get("verified", False)))
 
-    def backups(self) -> list[Manifest]:
-        """The policy's complete backups (every purpose), newest first. Unreadable manifests are logged and
-        skipped."""
-        return [m for m in self.location_backups() if self.owns(m)]
+    def scan(self) -> BackupScan:
+        """The objects of every backup directory, without listing anything else in the storage: one delimiter
+        listing of the top level names the directories (backup ids, and e.g. wal/), then one listing of the
+        prefix all ids share ('2026...': every id starts with its date) returns their objects and nothing of a
+        WAL archive. Ids without a common prefix are listed one directory each."""
+        ids = sorted(name[:-1] for name in self.storage.list_dirs() if BACKUP_ID_PATTERN.match(name[:-1]))
+        objects: dict[str, list[ObjectInfo]] = {backup_id: [] for backup_id in ids}
+        common = os.path.commonprefix(ids)
+        for prefix in ([common] if common else [f"{backup_id}/" for backup_id in ids]):
+            for info in self.storage.list(prefix):
+                head, slash, _ = info.key.partition("/")
+                if slash and BACKUP_ID_PATTERN.match(head):
+                    objects.setdefault(head, []).append(info)
+        return BackupScan(objects)
 
-    def location_backups(self) -> list[Manifest]:
+    def backups(self, scan: BackupScan | None = None) -> list[Manifest]:
+        """The policy's complete backups (every purpose), newest first. Unreadable manifests are logged and
+        skipped. `scan`: a scan() the caller already holds (none: one is made)."""
+        return [m for m in self.location_backups(scan) if self.owns(m)]
+
+    def location_backups(self, scan: BackupScan | None = None) -> list[Manifest]:
         """Complete backups of every policy in the storage, newest first (e.g. for the WAL a shared archive
         must keep). Unreadable manifests are logged and skipped."""
+        scan = scan if scan is not None else self.scan()
         manifests: list[str] = []
         verifications: set[str] = set()
         sealed: set[str] = set()
-        for info in self.storage.list():
-            parts = info.key.split("/")
-            if len(parts) != 2 or not BACKUP_ID_PATTERN.match(parts[0]):
-                continue
-            if parts[1] == MANIFEST_NAME:
-                manifests.append(parts[0])
-            elif parts[1] == VERIFICATION_NAME:
-                verifications.add(parts[0])
-            elif parts[1] == MANIFEST_DIGEST_NAME:
-                sealed.add(parts[0])
+        for backup_id in scan.objects:
+            names = scan.names(backup_id)
+            if MANIFEST_NAME in names:
+                manifests.append(backup_id)
+            if VERIFICATION_NAME in names:
+                verifications.add(backup_id)
+            if MANIFEST_DIGEST_NAME in names:
+                sealed.add(backup_id)
         found: list[Manifest] = []
         for backup_id in manifests:
             try:
@@ -279,12 +312,14 @@ class Catalog:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def _foreign(self, backup_id: str) -> bool:
+    def _foreign(self, backup_id: str, claims: list[ObjectInfo] | None = None) -> bool:
         """Whether an unfinished backup provably belongs to another policy: one of its claims (written first, see
-        pgbackup.runner.claim) names another policy. An unreadable claim counts as foreign: leave it alone."""
+        pgbackup.runner.claim) names another policy. An unreadable claim counts as foreign: leave it alone.
+        `claims`: the directory's claims from a scan (none: `<id>/` is listed)."""
         if self.owner is None:
             return False
-        for info in self.storage.list(f"{backup_id}/"):
+        found: Iterable[ObjectInfo] = claims if claims is not None else self.storage.list(f"{backup_id}/")
+        for info in found:
             if not is_claim_name(info.key.split("/", 1)[1]):
                 continue
             record = read_claim(self.storage, info)
@@ -378,22 +413,21 @@ class Catalog:
         newest: dict[str, datetime] = {}
         complete: set[str] = set()
         claims: dict[str, list[ObjectInfo]] = defaultdict(list)
-        for info in self.storage.list():
-            parts = info.key.split("/", 1)
-            if len(parts) != 2 or not BACKUP_ID_PATTERN.match(parts[0]):
-                continue
-            if parts[1] == MANIFEST_NAME:
-                complete.add(parts[0])
-            elif is_claim_name(parts[1]):
-                claims[parts[0]].append(info)
-            if parts[0] not in newest or info.modified > newest[parts[0]]:
-                newest[parts[0]] = info.modified
+        for backup_id, objects in self.scan().objects.items():
+            for info in objects:
+                name = info.key.split("/", 1)[1]
+                if name == MANIFEST_NAME:
+                    complete.add(backup_id)
+                elif is_claim_name(name):
+                    claims[backup_id].append(info)
+                if backup_id not in newest or info.modified > newest[backup_id]:
+                    newest[backup_id] = info.modified
         over = []
         for backup_id, modified in newest.items():
             if backup_id in complete:
                 continue
             if backup_id in claims:
-                if not self._foreign(backup_id) and run_is_dead(self.storage, claims[backup_id], now):
+                if not self._foreign(backup_id, claims[backup_id]) and run_is_dead(self.storage, claims[backup_id], now):
                     over.append(backup_id)
             elif now - modified > grace:
                 over.append(backup_id)

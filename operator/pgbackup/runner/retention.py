@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pgbackup.api.base import parse_duration
 from pgbackup.api.policy import Retention
 from pgbackup.runner.log import log
-from pgbackup.runner.manifest import OWN_PURPOSES, backup_id_sort_key
+from pgbackup.runner.manifest import OWN_PURPOSES, Manifest, backup_id_sort_key
 
 if TYPE_CHECKING:
     from pgbackup.runner.catalog import Catalog
@@ -152,9 +152,13 @@ def _keep_other_purposes(newest_first: Sequence[BackupRef], reasons: dict[str, l
 
 
 def apply_retention(catalog: Catalog, rules: Retention, now: datetime, *, dry_run: bool = False) -> list[RetentionDecision]:
-    """Plan over the catalog's complete backups and delete what no rule keeps (unless dry_run)."""
-    refs = [BackupRef(m.id, m.completed_at, m.verified, True, m.purpose) for m in catalog.backups()]
+    """Plan over the catalog's complete backups and delete what no rule keeps (unless dry_run). One scan of the
+    backup directories serves both this and the WAL retention after it."""
+    scan = catalog.scan()
+    location = catalog.location_backups(scan)
+    refs = [BackupRef(m.id, m.completed_at, m.verified, True, m.purpose) for m in location if catalog.owns(m)]
     decisions = plan_retention(refs, rules, now)
+    deleted: set[str] = set()
     for decision in decisions:
         log(
             "retention.decision",
@@ -165,18 +169,22 @@ def apply_retention(catalog: Catalog, rules: Retention, now: datetime, *, dry_ru
         )
         if not decision.keep and not dry_run:
             catalog.delete(decision.id)
-    apply_wal_retention_after(catalog, dry_run=dry_run)
+            deleted.add(decision.id)
+    apply_wal_retention_after(catalog, dry_run=dry_run, backups=[m for m in location if m.id not in deleted],
+                              stored=scan.complete() - deleted)
     return decisions
 
 
-def apply_wal_retention_after(catalog: Catalog, *, dry_run: bool = False) -> None:
+def apply_wal_retention_after(catalog: Catalog, *, dry_run: bool = False, backups: list[Manifest] | None = None,
+                              stored: set[str] | None = None) -> None:
     """Then the WAL archive (wal/ beside the backups, when there is one): keep exactly the WAL the retained
-    physical base backups need. A failure is logged, never fatal: the backups themselves are fine."""
+    physical base backups need. A failure is logged, never fatal: the backups themselves are fine. `backups` and
+    `stored`: every policy's readable backups and the ids with a manifest, when the caller has read them."""
     from pgbackup.runner.log import log_error
     from pgbackup.runner.wal.retention import apply_wal_retention_for_catalog
 
     try:
-        apply_wal_retention_for_catalog(catalog, dry_run=dry_run)
+        apply_wal_retention_for_catalog(catalog, dry_run=dry_run, backups=backups, stored=stored)
     except Exception as exc:  # noqa: BLE001
         log_error("wal.retention.failed", error=exc, storage=catalog.storage.url,
                   hint="old WAL was not pruned (nothing was lost); it is retried after the next backup or with "

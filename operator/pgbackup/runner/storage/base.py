@@ -86,6 +86,25 @@ class Storage(abc.ABC):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with `prefix`."""
 
+    def list_after(self, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
+        """The objects of list(prefix) whose key sorts after `start_after` (by code point, as S3 orders keys):
+        what was added beyond a key seen before, without returning what precedes it again (S3: StartAfter).
+        This default filters a full listing; the backends override it."""
+        return (info for info in self.list(prefix) if info.key > start_after)
+
+    def list_dirs(self, prefix: str = "") -> Iterator[str]:
+        """The "directories" at the level of `prefix`: the distinct `<prefix><name>/` (sorted) of the keys under
+        `prefix` that have a '/' after it, without listing what lies inside them (S3: Delimiter='/' and its
+        CommonPrefixes; a volume: one directory read). `prefix` is a directory ('wal/', '' for the root) or the
+        start of names in one ('2026' lists '2026.../'). This default derives them from a full listing; the
+        backends override it."""
+        seen: set[str] = set()
+        for info in self.list(prefix):
+            head, slash, _ = info.key[len(prefix):].partition("/")
+            if slash and head not in seen:
+                seen.add(head)
+        return iter(sorted(f"{prefix}{name}/" for name in seen))
+
     @abc.abstractmethod
     def delete(self, keys: list[str]) -> None:
         """Delete keys; missing keys are not an error."""

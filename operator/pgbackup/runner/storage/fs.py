@@ -102,6 +102,15 @@ class _FileWriter(ObjectWriter):
             pass
 
 
+def _key_of(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _before(directory_key: str, start_after: str) -> bool:
+    """Whether every key under `directory_key` ('a/b/') sorts at or before `start_after`."""
+    return directory_key < start_after and not start_after.startswith(directory_key)
+
+
 def _make_dirs(path: Path) -> list[Path]:
     """mkdir -p that reports which directories it created (their parents need an fsync)."""
     missing: list[Path] = []
@@ -206,27 +215,54 @@ class FilesystemStorage(Storage):
             raise _explain(exc, "reading", path) from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self._walk(prefix, None)
+
+    def list_after(self, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
+        """Directories whose keys all sort before `start_after` are not entered, files there not stat()ed."""
+        return self._walk(prefix, start_after)
+
+    def list_dirs(self, prefix: str = "") -> Iterator[str]:
+        """One read of the directory `prefix` names (its subdirectories, not their content)."""
+        directory, head, rest = self._start(prefix)
+        if not directory.is_dir():
+            return iter(())
+        try:
+            with os.scandir(directory) as entries:
+                names = [entry.name for entry in entries
+                         if entry.name.startswith(rest) and entry.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return iter(())
+        except OSError as exc:
+            raise _explain(exc, "listing", directory) from exc
+        return iter(sorted(f"{head}{name}/" for name in names))
+
+    def _start(self, prefix: str) -> tuple[Path, str, str]:
+        """(directory to read, its key prefix 'a/b/' or '', the start of names in it) for a listing of `prefix`."""
         unmounted = self._not_mounted()
         if unmounted is not None:
             raise unmounted
+        head, slash, rest = prefix.rpartition("/")
+        directory = self.root.joinpath(*head.split("/")) if head else self.root
+        return directory, head + slash, rest
+
+    def _walk(self, prefix: str, start_after: str | None) -> Iterator[ObjectInfo]:
         # Start the walk at the deepest directory the prefix names, and enter only the directories there
         # that match the rest of it (a prefix like a backup id must not walk a whole WAL archive).
-        directory = self.root
-        head, _, rest = prefix.rpartition("/")
-        if head:
-            directory = self.root.joinpath(*head.split("/"))
+        directory, _, rest = self._start(prefix)
         if not directory.is_dir():
             return
         found: builtins.list[ObjectInfo] = []
         for dirpath, dirnames, filenames in os.walk(directory):
             if rest and dirpath == str(directory):
                 dirnames[:] = [name for name in dirnames if name.startswith(rest)]
-            dirnames.sort()
             base = Path(dirpath)
+            if start_after is not None:  # skip subtrees whose every key sorts before start_after
+                dirnames[:] = [name for name in dirnames if not _before(_key_of(self.root, base / name) + "/", start_after)]
+            dirnames.sort()
             for name in filenames:
                 path = base / name
                 key = path.relative_to(self.root).as_posix()
-                if not key.startswith(prefix):
+                if not key.startswith(prefix) or (start_after is not None and key <= start_after):
                     continue
                 try:
                     stat = path.stat()

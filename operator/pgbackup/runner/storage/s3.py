@@ -205,9 +205,26 @@ class S3Storage(Storage):
         return io.BufferedReader(_BodyReader(self, key, response["Body"]), buffer_size=MIB)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self._list_objects(prefix)
+
+    def list_after(self, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
+        """ListObjectsV2 with StartAfter: only keys beyond `start_after` are sent."""
+        return self._list_objects(prefix, StartAfter=self.prefix + start_after)
+
+    def list_dirs(self, prefix: str = "") -> Iterator[str]:
+        """ListObjectsV2 with Delimiter='/': the CommonPrefixes (one entry per directory, not its objects)."""
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    yield common["Prefix"][len(self.prefix):]
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self.error(exc, "listing", prefix or None) from exc
+
+    def _list_objects(self, prefix: str, **extra: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **extra):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(key=item["Key"][len(self.prefix):], size=item["Size"], modified=item["LastModified"].astimezone(UTC))
         except (ClientError, BotoCoreError, OSError) as exc:

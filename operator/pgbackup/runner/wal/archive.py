@@ -135,6 +135,24 @@ class _Files:
     sidecar: ObjectInfo | None = None
 
 
+@dataclass(frozen=True)
+class WalListing:
+    """Archived WAL files as one listing found them: name -> its stored objects."""
+
+    files: dict[str, _Files]
+
+    @property
+    def segments(self) -> list[ArchivedSegment]:
+        """Full segments and .partials (a .partial whose full segment exists is left out), sorted."""
+        return _segments_of(self.files)
+
+    @property
+    def labels(self) -> list[str]:
+        """Backup history files (<segment>.<offset>.backup), sorted."""
+        return sorted(name for name, stored in self.files.items()
+                      if classify(name) == "backup_label" and stored.sidecar is not None and stored.data)
+
+
 def wal_dir(timeline: int) -> str:
     return f"{WAL_PREFIX}{timeline:08X}/"
 
@@ -236,9 +254,10 @@ class WalArchive:
                 return PushResult(name, existing.key, False, snapshot.raw_size, snapshot.raw_sha256, existing.size)
             return self._upload(snapshot, name)
 
-    def delete(self, names: Iterable[str]) -> list[str]:
-        """Delete archived WAL files by name (with their sidecars); returns the deleted keys."""
-        return self._delete_names(list(names))
+    def delete(self, names: Iterable[str], *, listing: WalListing | None = None) -> list[str]:
+        """Delete archived WAL files by name (with their sidecars); returns the deleted keys. With `listing` (that
+        found them), their keys are taken from it instead of listing again."""
+        return self._delete_names(list(names), listing)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -276,25 +295,34 @@ class WalArchive:
 
     def segments(self, timeline: int | None = None) -> list[ArchivedSegment]:
         """Archived full segments and .partials (a .partial whose full segment exists is left out), sorted."""
-        found: list[ArchivedSegment] = []
-        files = self._scan(wal_dir(timeline) if timeline is not None else WAL_PREFIX)
-        for name, stored in files.items():
-            kind = classify(name)
-            if kind not in ("segment", "partial") or stored.sidecar is None or not stored.data:
-                continue
-            if kind == "partial":
-                full = files.get(name[: -len(PARTIAL_SUFFIX)])
-                if full is not None and full.sidecar is not None:
+        return _segments_of(self._scan(wal_dir(timeline) if timeline is not None else WAL_PREFIX))
+
+    def listing_before(self, position: tuple[int, int]) -> WalListing:
+        """The segments, .partials and backup labels archived before WAL `position` ((log, seg), on every
+        timeline): what retention may delete. Each timeline directory is listed in key order only up to the first
+        file at or after `position` (on S3: no page beyond the one holding it), not the WAL that is kept."""
+        files: dict[str, _Files] = {}
+        for directory in self.storage.list_dirs(WAL_PREFIX):
+            for info in self.storage.list(directory):
+                parsed = _name_of_key(info.key)
+                if parsed is None:
                     continue
-            segment = parse_segment_name(name)
-            found.append(ArchivedSegment(timeline=segment.timeline, segment=segment, partial=kind == "partial",
-                                         name=name, archived_at=_utc(stored.sidecar.modified),
-                                         size=max(stored.data, key=lambda o: o.modified).size))
-        return sorted(found)
+                name, is_sidecar = parsed
+                if classify(name) == "history":
+                    continue
+                if parse_segment_name(name).position >= position:
+                    break
+                entry = files.setdefault(name, _Files())
+                if is_sidecar:
+                    entry.sidecar = info
+                else:
+                    entry.data.append(info)
+        return WalListing(files)
 
     def has_wal(self) -> bool:
-        """Whether anything is archived under wal/ (one listing page at most on S3)."""
-        return next(iter(self.storage.list(WAL_PREFIX)), None) is not None
+        """Whether anything is archived under wal/: one delimiter listing, which names the timeline directories
+        and returns none of their files."""
+        return next(iter(self.storage.list_dirs(WAL_PREFIX)), None) is not None
 
     def history_files(self) -> list[str]:
         """Names of the archived timeline history files (00000002.history, ...), sorted."""
@@ -303,8 +331,7 @@ class WalArchive:
 
     def backup_labels(self) -> list[str]:
         """Names of the archived backup history files (<segment>.<offset>.backup), sorted."""
-        return sorted(name for name, stored in self._scan(WAL_PREFIX).items()
-                      if classify(name) == "backup_label" and stored.sidecar is not None and stored.data)
+        return WalListing(self._scan(WAL_PREFIX)).labels
 
     def last_archived(self) -> ArchivedSegment | None:
         """The full segment furthest along the WAL (the highest timeline at equal positions)."""
@@ -334,16 +361,7 @@ class WalArchive:
             sidecar = self._sidecar(full[-1].name)
             if sidecar is not None and sidecar.raw_size in SEGMENT_SIZES:
                 return sidecar.raw_size
-        for manifest in catalog_backups:
-            info = manifest.physical
-            if info is not None and info.start_wal_segment:
-                try:
-                    inferred = infer_segment_size(parse_lsn(info.start_lsn), info.timeline, info.start_wal_segment)
-                except XlogError:
-                    continue
-                if inferred is not None:
-                    return inferred
-        return DEFAULT_SEGMENT_SIZE
+        return backups_segment_size(catalog_backups) or DEFAULT_SEGMENT_SIZE
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -404,37 +422,86 @@ class WalArchive:
         return PushResult(name, stored.key, True, raw_size, raw_sha256, stored.size)
 
     def _scan(self, prefix: str) -> dict[str, _Files]:
-        files: dict[str, _Files] = {}
-        for info in self.storage.list(prefix):
-            parsed = _name_of_key(info.key)
-            if parsed is None:
-                continue
-            name, is_sidecar = parsed
-            entry = files.setdefault(name, _Files())
-            if is_sidecar:
-                entry.sidecar = info
-            else:
-                entry.data.append(info)
-        return files
+        return _collect(self.storage.list(prefix))
 
-    def _delete_names(self, names: list[str]) -> list[str]:
+    def _delete_names(self, names: list[str], listing: WalListing | None = None) -> list[str]:
         wanted = set(names)
         if not wanted:
             return []
-        # a narrow listing per name when there are few, one per timeline directory otherwise (retention)
-        prefixes = {wal_key(name) for name in wanted} if len(wanted) <= 16 else {wal_dir(timeline_of(n)) for n in wanted}
+        if listing is not None:
+            found = [listing.files[name] for name in sorted(wanted) if name in listing.files]
+        else:
+            # a narrow listing per name when there are few, one per timeline directory otherwise
+            prefixes = ({wal_key(name) for name in wanted} if len(wanted) <= 16
+                        else {wal_dir(timeline_of(n)) for n in wanted})
+            found = [stored for prefix in sorted(prefixes) for name, stored in self._scan(prefix).items()
+                     if name in wanted]
         sidecars: list[str] = []
         data: list[str] = []
-        for prefix in sorted(prefixes):
-            for name, stored in self._scan(prefix).items():
-                if name in wanted:
-                    sidecars += [stored.sidecar.key] if stored.sidecar is not None else []
-                    data += [info.key for info in stored.data]
+        for stored in found:
+            sidecars += [stored.sidecar.key] if stored.sidecar is not None else []
+            data += [info.key for info in stored.data]
         if sidecars:  # uncommit first: a crash in between leaves data that is simply not archived
             self.storage.delete(sidecars)
         if data:
             self.storage.delete(data)
         return sidecars + data
+
+
+class IncrementalWalListing:
+    """The archive's segments, kept current by listings that start after what cannot change any more (S3
+    StartAfter): after the first (full) listing, a refresh returns only the files archived since, plus the
+    .partial being shipped. A file is settled once it is committed (data and sidecar) and is not a .partial;
+    every key up to the last settled file's is taken from the previous listing. Deleting does not show in such a
+    listing: refresh(full=True) now and then (after retention) lists everything again."""
+
+    def __init__(self, archive: WalArchive) -> None:
+        self.archive = archive
+        self._files: dict[str, _Files] | None = None
+
+    def refresh(self, *, full: bool = False) -> list[ArchivedSegment]:
+        storage = self.archive.storage
+        if full or self._files is None:
+            self._files = _collect(storage.list(WAL_PREFIX))
+            return _segments_of(self._files)
+        start = self._settled_up_to(self._files)
+        fresh = _collect(storage.list_after(WAL_PREFIX, start))
+        merged: dict[str, _Files] = {}
+        for name, stored in self._files.items():  # keys up to `start` as known; beyond it as listed now
+            kept = _Files([info for info in stored.data if info.key <= start],
+                          stored.sidecar if stored.sidecar is not None and stored.sidecar.key <= start else None)
+            if kept.data or kept.sidecar is not None:
+                merged[name] = kept
+        for name, stored in fresh.items():
+            entry = merged.setdefault(name, _Files())
+            entry.data += stored.data
+            entry.sidecar = stored.sidecar or entry.sidecar
+        self._files = merged
+        return _segments_of(merged)
+
+    @staticmethod
+    def _settled_up_to(files: dict[str, _Files]) -> str:
+        """The greatest key of a settled file ('' when there is none: everything is listed)."""
+        settled = [max([info.key for info in stored.data] + [stored.sidecar.key])
+                   for name, stored in files.items()
+                   if stored.sidecar is not None and stored.data and classify(name) != "partial"]
+        return max(settled, default="")
+
+
+def _collect(found: Iterable[ObjectInfo]) -> dict[str, _Files]:
+    """Listed keys under wal/ grouped by the WAL file they store (temp files and strangers left out)."""
+    files: dict[str, _Files] = {}
+    for info in found:
+        parsed = _name_of_key(info.key)
+        if parsed is None:
+            continue
+        name, is_sidecar = parsed
+        entry = files.setdefault(name, _Files())
+        if is_sidecar:
+            entry.sidecar = info
+        else:
+            entry.data.append(info)
+    return files
 
 
 def archive_for_policy(policy: PolicyConfig, *, storage: Storage | None = None, identity: str | None = None,
@@ -451,6 +518,37 @@ def archive_for_policy(policy: PolicyConfig, *, storage: Storage | None = None, 
 
 
 # --- pure analysis over a listing (testable without storage) ---------------------------------------
+
+
+def _segments_of(files: dict[str, _Files]) -> list[ArchivedSegment]:
+    found: list[ArchivedSegment] = []
+    for name, stored in files.items():
+        kind = classify(name)
+        if kind not in ("segment", "partial") or stored.sidecar is None or not stored.data:
+            continue
+        if kind == "partial":
+            full = files.get(name[: -len(PARTIAL_SUFFIX)])
+            if full is not None and full.sidecar is not None:
+                continue
+        segment = parse_segment_name(name)
+        found.append(ArchivedSegment(timeline=segment.timeline, segment=segment, partial=kind == "partial",
+                                     name=name, archived_at=_utc(stored.sidecar.modified),
+                                     size=max(stored.data, key=lambda o: o.modified).size))
+    return sorted(found)
+
+
+def backups_segment_size(catalog_backups: Sequence[Manifest]) -> int | None:
+    """The wal_segment_size a physical base backup's start LSN and start segment name imply (None: none tells)."""
+    for manifest in catalog_backups:
+        info = manifest.physical
+        if info is not None and info.start_wal_segment:
+            try:
+                inferred = infer_segment_size(parse_lsn(info.start_lsn), info.timeline, info.start_wal_segment)
+            except XlogError:
+                continue
+            if inferred is not None:
+                return inferred
+    return None
 
 
 def find_gaps(segments: Sequence[ArchivedSegment],

@@ -6,6 +6,9 @@ or after that position is kept, on every timeline; everything before it is delet
 before one position removes a prefix of each timeline, so it never opens a gap inside the recoverability
 window. Timeline history files are always kept (tiny, and recovery needs them to follow timeline switches).
 Without any retained physical base backup nothing is deleted: the WAL may be waiting for the next one.
+
+Applying it lists only the WAL before the cut (WalArchive.listing_before), never the archive that is kept: the
+cut comes from the backups' manifests, so without a physical base backup no WAL is listed at all.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pgbackup.runner.log import log, log_warning
-from pgbackup.runner.wal.archive import ArchivedSegment, base_backup_segments
+from pgbackup.runner.wal.archive import (
+    ArchivedSegment,
+    WalArchive,
+    WalListing,
+    backups_segment_size,
+    base_backup_segments,
+)
 from pgbackup.runner.wal.xlog import DEFAULT_SEGMENT_SIZE, WalSegment, parse_segment_name
 
 if TYPE_CHECKING:
     from pgbackup.runner.catalog import Catalog
     from pgbackup.runner.manifest import Manifest
-    from pgbackup.runner.wal.archive import WalArchive
 
 
 @dataclass(frozen=True)
@@ -66,31 +74,39 @@ def plan_wal_retention(segments: Sequence[ArchivedSegment], retained_base_backup
 
 def apply_wal_retention(archive: WalArchive, backups: Sequence[Manifest], *, seg_size: int | None = None,
                         dry_run: bool = False) -> WalRetentionPlan:
-    """Plan over the archive and the (already pruned) catalog's physical backups, then delete."""
+    """Plan over the (already pruned) catalog's physical backups and the WAL archived before the cut they set,
+    then delete. The plan's `keep` holds only the kept segments that listing saw (those right after the cut)."""
     retained = [m.physical for m in backups if m.method == "physical" and m.physical is not None]
-    size = seg_size or archive.segment_size(backups)
-    plan = plan_wal_retention(archive.segments(), retained, size, labels=archive.backup_labels())
+    listing: WalListing | None = None
+    if not retained:
+        plan = plan_wal_retention([], retained)
+    else:
+        size = seg_size or backups_segment_size(backups) or archive.segment_size(backups)
+        cutoff, _ = retention_cutoff(retained, size)
+        listing = archive.listing_before(cutoff.position) if cutoff is not None else None
+        plan = plan_wal_retention(listing.segments if listing else [], retained, size,
+                                  labels=listing.labels if listing else ())
     names = [s.name for s in plan.delete] + plan.delete_labels
     if names and not dry_run:
-        archive.delete(names)
+        archive.delete(names, listing=listing)
     log("wal.retention", cutoff=plan.cutoff.name if plan.cutoff else None, reason=plan.reason, dry_run=dry_run,
-        kept=len(plan.keep), deleted=len(names),
+        deleted=len(names),
         deleted_range=[plan.delete[0].name, plan.delete[-1].name] if plan.delete else [])
     return plan
 
 
-def apply_wal_retention_for_catalog(catalog: Catalog, *, dry_run: bool = False) -> WalRetentionPlan | None:
+def apply_wal_retention_for_catalog(catalog: Catalog, *, dry_run: bool = False, backups: list[Manifest] | None = None,
+                                    stored: set[str] | None = None) -> WalRetentionPlan | None:
     """WAL retention after backup retention, when the storage holds a WAL archive. Skipped (None) when a
-    manifest in storage could not be read: its backup might need the oldest WAL, so nothing is deleted."""
-    from pgbackup.runner.manifest import BACKUP_ID_PATTERN, MANIFEST_NAME
-    from pgbackup.runner.wal.archive import WalArchive
-
+    manifest in storage could not be read: its backup might need the oldest WAL, so nothing is deleted.
+    `backups`/`stored`: every policy's readable backups and the ids with a manifest (none: one catalog scan)."""
     archive = WalArchive(catalog.storage)
     if not archive.has_wal():
         return None
-    backups = catalog.location_backups()  # every policy's: the archive may be shared (StorageOverlap)
-    stored = {parts[0] for parts in (info.key.split("/") for info in catalog.storage.list())
-              if len(parts) == 2 and parts[1] == MANIFEST_NAME and BACKUP_ID_PATTERN.match(parts[0])}
+    if backups is None or stored is None:
+        scan = catalog.scan()
+        backups = catalog.location_backups(scan)  # every policy's: the archive may be shared (StorageOverlap)
+        stored = scan.complete()
     unreadable = sorted(stored - {m.id for m in backups})
     if unreadable:
         log_warning("wal.retention.skipped", unreadable_manifests=unreadable[:10], storage=catalog.storage.url,

@@ -4,9 +4,12 @@ WalStateTracker combines what the streaming loop tells it (StreamObserver: loop 
 segments and partials shipped, problems) with facts it refreshes on its own timer in a daemon thread:
 - the server, over a normal connection: pg_current_wal_lsn(), the timeline, the slot (exists, active,
   retained bytes = pg_current_wal_lsn() - restart_lsn);
-- the storage: one listing of wal/ per refresh (last archived segment and .partial, gaps), and the catalog's
-  physical base backups (re-read only every `catalog_interval`: they change a few times a day, and reading
-  them means one GET per manifest) for the recoverability window.
+- the storage: a listing of wal/ per refresh (last archived segment and .partial, gaps) that starts after the
+  files already seen (IncrementalWalListing: only what was archived since, and the .partial, are sent), and
+  the catalog's physical base backups (re-read only every `catalog_interval`: they change a few times a day, and
+  reading them means one GET per manifest) for the recoverability window. The whole of wal/ is listed again
+  every `full_listing_interval` (by default with the catalog), which is when WAL deleted by retention (after a
+  backup) stops being reported.
 
 Lag, honestly approximated:
 - archivedLsn: everything up to the end of the newest complete archived segment is stored. When a .partial was
@@ -41,7 +44,14 @@ from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.config import UsageError
 from pgbackup.runner.log import log, log_warning, redact
 from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.wal.archive import WalArchive, find_gaps, format_gap, recoverability_window
+from pgbackup.runner.wal.archive import (
+    ArchivedSegment,
+    IncrementalWalListing,
+    WalArchive,
+    find_gaps,
+    format_gap,
+    recoverability_window,
+)
 from pgbackup.runner.wal.stream import StreamObserver
 from pgbackup.runner.wal.xlog import (
     DEFAULT_SEGMENT_SIZE,
@@ -86,13 +96,18 @@ class WalStateTracker(StreamObserver):
     def __init__(self, params: ConnParams, archive: WalArchive, *, slot: str, catalog: Catalog | None = None,
                  refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
                  catalog_interval: float = DEFAULT_CATALOG_INTERVAL, stall_after: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 full_listing_interval: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """`full_listing_interval`: how often wal/ is listed in full rather than from the last settled file on
+        (None: as often as the catalog is re-read, `catalog_interval`)."""
         self.params = params
         self.archive = archive
         self.slot = slot
         self.catalog = catalog if catalog is not None else Catalog(archive.storage)
         self.refresh_interval = refresh_interval
         self.catalog_interval = catalog_interval
+        self.full_listing_interval = catalog_interval if full_listing_interval is None else full_listing_interval
+        self._listing = IncrementalWalListing(archive)
+        self._listed_in_full_at = -1e18
         # A loop iteration can take a while (a 16 MiB segment to a slow S3, pg_receivewal's 10 s shutdown): the
         # liveness threshold is three refresh intervals unless the caller says otherwise.
         self.stall_after = stall_after if stall_after is not None else 3 * refresh_interval
@@ -239,7 +254,7 @@ class WalStateTracker(StreamObserver):
 
     def _refresh_storage(self) -> None:
         try:
-            segments = self.archive.segments()
+            segments = self._segments()
             backups = self._catalog_backups()
         except Exception as exc:  # noqa: BLE001 - reported in the state, the server keeps answering
             self.problem("storage", f"cannot read the WAL archive at {redact(self.archive.storage.url)}: "
@@ -270,6 +285,14 @@ class WalStateTracker(StreamObserver):
                                           f"Take a new physical base backup")
             else:
                 self._problems.pop("gaps", None)
+
+    def _segments(self) -> list[ArchivedSegment]:
+        now = self.clock()
+        full = now - self._listed_in_full_at >= self.full_listing_interval
+        segments = self._listing.refresh(full=full)
+        if full:
+            self._listed_in_full_at = now
+        return segments
 
     def _catalog_backups(self) -> Sequence[Manifest]:
         now = self.clock()
