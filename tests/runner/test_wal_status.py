@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pgbackup.api.wal import WalStreamState
+from pgbackup.builders.wal_state import evaluate_wal
 from pgbackup.runner.backup import backup_command
 from pgbackup.runner.config import UsageError, policy_from_document
 from pgbackup.runner.pg import find_tools
@@ -133,6 +134,42 @@ def test_status_follows_streaming_gaps_and_a_dropped_slot(status_server: PgServe
     http.stop()
     assert all(status_server.password not in body for body in client.bodies)
     assert status_server.password == SUPERUSER_PASSWORD
+
+
+def test_a_streamer_that_has_not_created_its_slot_yet_reports_starting_not_slot_missing(
+        status_server: PgServer, tmp_path: Path) -> None:
+    """/status answers before the loop has created the slot: until then the operator must see Starting, not a
+    SlotMissing alarm (issue 11, item 4)."""
+    slot = "pgbackup_test_status_starting"
+    status_server.query(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        f"WHERE slot_name LIKE '{slot}%' AND NOT active")
+    archive = WalArchive(FilesystemStorage(tmp_path))
+    tracker = WalStateTracker(conn_params(status_server), archive, slot=slot)
+    http = StatusServer(tracker, host="127.0.0.1", port=0).start()
+    client = Client(http.port)
+    policy = {"wal": {"enabled": True}}
+    try:
+        tracker.refresh()
+        early = client.state()
+        condition = evaluate_wal("orders-db", "team", policy, {}, early, None, datetime.now(UTC))
+        assert early.starting and early.error is None, early.error
+        assert early.slot_exists and early.slot_retained_bytes is None
+        assert (condition.status, condition.reason) == ("Unknown", "Starting"), condition.message
+
+        streamer = WalStreamer(conn_params(status_server), find_tools(15), archive, slot=slot,
+                               directory=tmp_path / "wal", poll_interval=0.1, status_interval=1, observer=tracker)
+        running = Running(streamer)
+        try:
+            wait_until(lambda: tracker.refresh().streaming, "the streamer to start")
+            started = client.state()
+        finally:
+            running.stop()
+    finally:
+        http.stop()
+        status_server.query(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                            f"WHERE slot_name LIKE '{slot}%' AND NOT active")
+    assert not started.starting and started.slot_exists and started.error is None
+    assert started.slot_retained_bytes is not None
 
 
 def test_a_failing_refresh_is_reported_and_the_server_keeps_answering(status_server: PgServer,

@@ -113,6 +113,17 @@ def test_a_missing_slot_is_slot_missing() -> None:
     assert "REPLICATION" in made.message
 
 
+def test_a_streamer_that_has_not_found_its_slot_yet_is_starting_even_after_streaming_before() -> None:
+    streaming = write({}, report(state()))
+    made = report(state(starting=True, streaming=False, slotRetainedBytes=None, archivedLsn=None, lagBytes=None,
+                        lagSeconds=None), streaming)  # a restarted streamer pod, before it has created its slot
+    assert (made.status, made.reason) == ("Unknown", "Starting")
+    assert "replication slot" in made.message and "deployment/orders-wal" in made.message
+    assert transition(streaming, made) is None  # no WALArchivingFailed event, no notification
+    failing = report(state(starting=True, streaming=False, error="cannot read the WAL position: refused"))
+    assert (failing.status, failing.reason) == ("False", "Failed")
+
+
 def test_an_error_reported_by_the_streamer_is_failed_and_names_the_deployment() -> None:
     made = report(state(streaming=False, error="upload of 000000010000000A000000F4 to s3://backups failed: 403"))
     assert (made.status, made.reason) == ("False", "Failed")

@@ -30,6 +30,9 @@ ENV_WAL_STATUS_PORT = "PGBACKUP_WAL_STATUS_PORT"
 class WalStreamState(StatusModel):
     """What the WAL streamer knows, as of `updatedAt`. Unknown fields are ignored (newer runners may add some)."""
 
+    starting: bool = False
+    """True from the streamer's start until its loop has created (or found) the replication slot: the slot fields
+    say nothing yet, and the operator reports WALArchiving Unknown/Starting rather than a missing slot."""
     streaming: bool = False
     """True while pg_receivewal is connected (or reconnecting within its retry loop); False with `error` set
     when streaming has stopped."""

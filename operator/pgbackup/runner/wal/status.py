@@ -98,7 +98,9 @@ class WalStateTracker(StreamObserver):
         self.stall_after = stall_after if stall_after is not None else 3 * refresh_interval
         self.clock = clock
         self._lock = threading.Lock()
-        self._state = WalStreamState(slot_name=slot)
+        # Starting until the loop has ensured the slot (streaming(True)): /status answers from the first second,
+        # and a slot not created yet is no SlotMissing alarm.
+        self._state = WalStreamState(slot_name=slot, starting=True)
         self._problems: dict[str, str] = {}
         self._last_tick = clock()
         self._samples: deque[_Sample] = deque(maxlen=_SAMPLES_KEPT)
@@ -123,6 +125,7 @@ class WalStateTracker(StreamObserver):
         with self._lock:
             self._state.streaming = on
             if on:
+                self._state.starting = False
                 self._problems.pop("stopped", None)
             else:
                 self._problems["stopped"] = ("WAL streaming has stopped (the pgbackup wal-stream loop ended); "
@@ -219,7 +222,10 @@ class WalStateTracker(StreamObserver):
             self._state.server_lsn = row[0]
             self._state.timeline = int(row[1])
             self._seg_size = int(row[2])
-            if slot is None:
+            if slot is None and self._state.starting:
+                self._state.slot_retained_bytes = None  # not created yet: the loop creates it before streaming
+                flushed = None
+            elif slot is None:
                 self._state.slot_exists = False
                 self._state.slot_retained_bytes = None
                 self._problems["slot_missing"] = (
