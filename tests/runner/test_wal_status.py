@@ -26,7 +26,7 @@ from pgbackup.runner.pg import find_tools
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.status import StatusServer, WalStateTracker, _age_of, _Sample, status_port
-from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
+from pgbackup.runner.wal.stream import WalStreamer, default_slot_name, receiver_slot_name
 from pgbackup.runner.wal.xlog import parse_lsn
 from tests.fixtures.postgres import SUPERUSER_PASSWORD, PgFactory, PgServer, backup_policy, free_port
 from tests.runner.wal_support import Running, clean_up_stream_command, conn_params, switch_wal, wait_until, wal_server
@@ -77,7 +77,8 @@ def test_status_follows_streaming_gaps_and_a_dropped_slot(status_server: PgServe
     running = Running(streamer)
     try:
         wait_until(lambda: client.state().streaming and bool(status_server.query(
-            f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{SLOT}' AND active")), "pg_receivewal")
+            f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{receiver_slot_name(SLOT)}' AND active")),
+            "pg_receivewal")
         for name, value in {"PGUSER": status_server.user, "PGPASSWORD": status_server.password,
                             "PGBACKUP_VOLUME_ROOT": str(volume), "PGBACKUP_SCRATCH": str(tmp_path),
                             "PGBACKUP_SUMMARY_FILE": str(tmp_path / "summary")}.items():

@@ -223,7 +223,9 @@ class WalSpec(ApiModel):
     enabled: bool = False
     """Run a WAL streaming Deployment (pg_receivewal) for this policy."""
     slot_name: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9_]+$")
-    """Physical replication slot; default derived from the policy name."""
+    """Physical replication slot that keeps the server's WAL until storage holds it (the streamer advances it only
+    to the end of the newest segment stored); default derived from the policy name. pg_receivewal streams through
+    a second slot, `<slotName>_recv`: allow two slots per policy in max_replication_slots."""
     partial_upload_interval: Duration = "30s"
     """How often the current .partial segment is shipped (bounds the RPO)."""
     max_slot_retained: str = Field(default="10Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$")

@@ -56,7 +56,9 @@ def _streamer_pod(name: str, namespace: str, spec: BackupPolicySpec, settings: J
     container["ports"] = [{"name": WAL_STATUS_PORT_NAME, "containerPort": WAL_STATUS_PORT, "protocol": "TCP"}]
     # Readiness on /status: the Service (and so the operator) reaches the pod once it can report, failing or not.
     container["readinessProbe"] = _probe(WAL_STATUS_PATH, 10, 3)
-    # Liveness on /healthz with patience: a restart costs a reconnect, and the slot keeps the WAL meanwhile.
+    # Liveness on /healthz with patience: a restart costs a reconnect and the spool (the scratch emptyDir), and
+    # loses no WAL: the archive slot keeps on the server all WAL not yet in storage, and the new pod's streamer
+    # receives it again from there (runner/wal/stream.py).
     container["livenessProbe"] = _probe(WAL_HEALTH_PATH, 20, 6)
     # pg_receivewal flushes what it received and the current .partial is shipped on SIGTERM.
     pod["terminationGracePeriodSeconds"] = 60

@@ -42,7 +42,7 @@ from pgbackup.runner.config import UsageError
 from pgbackup.runner.log import log, log_warning, redact
 from pgbackup.runner.pg import ConnParams
 from pgbackup.runner.wal.archive import WalArchive, find_gaps, format_gap, recoverability_window
-from pgbackup.runner.wal.stream import StreamObserver
+from pgbackup.runner.wal.stream import StreamObserver, receiver_slot_name
 from pgbackup.runner.wal.xlog import (
     DEFAULT_SEGMENT_SIZE,
     format_lsn,
@@ -68,6 +68,8 @@ _SLOT_QUERY = """
 SELECT restart_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, active
 FROM pg_replication_slots WHERE slot_name = %s
 """
+# The receiver slot (stream.receiver_slot_name) follows pg_receivewal's flush position; the archive slot (the
+# policy's) holds what storage does not have yet, so slotRetainedBytes and slotExists are about the archive slot.
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,7 @@ class WalStateTracker(StreamObserver):
                 conn.execute(f"SET statement_timeout = {_STATEMENT_TIMEOUT_MS}")
                 row = conn.execute(_SERVER_QUERY).fetchone()
                 slot = conn.execute(_SLOT_QUERY, (self.slot,)).fetchone()
+                receiver = conn.execute(_SLOT_QUERY, (receiver_slot_name(self.slot),)).fetchone()
         except Exception as exc:  # noqa: BLE001 - reported in the state, the server keeps answering
             self.problem("server", f"cannot read the WAL position and replication slot {self.slot!r} from "
                                    f"PostgreSQL at {where}: {_clean(exc, self.params)}. Check that the server is "
@@ -224,7 +227,6 @@ class WalStateTracker(StreamObserver):
             self._seg_size = int(row[2])
             if slot is None and self._state.starting:
                 self._state.slot_retained_bytes = None  # not created yet: the loop creates it before streaming
-                flushed = None
             elif slot is None:
                 self._state.slot_exists = False
                 self._state.slot_retained_bytes = None
@@ -232,14 +234,13 @@ class WalStateTracker(StreamObserver):
                     f"replication slot {self.slot!r} is missing on PostgreSQL at {where}: WAL written while it was "
                     f"missing may not be in the archive. The streamer recreates it; check the archive's gaps and "
                     f"take a new physical base backup")
-                flushed = None
             else:
                 self._state.slot_exists = True
                 self._state.slot_retained_bytes = max(0, int(slot[1])) if slot[1] is not None else None
-                flushed = parse_lsn(slot[0]) if slot[0] is not None else None
                 self._problems.pop("slot_missing", None)
-                if slot[2]:  # pg_receivewal is connected: an earlier exit is over
-                    self._problems.pop("receiver", None)
+            flushed = parse_lsn(receiver[0]) if receiver is not None and receiver[0] is not None else None
+            if receiver is not None and receiver[2]:  # pg_receivewal is connected: an earlier exit is over
+                self._problems.pop("receiver", None)
             self._samples.append(_Sample(at=now, wall=datetime.now(UTC), server_lsn=server_lsn, flushed_lsn=flushed))
         return True
 
