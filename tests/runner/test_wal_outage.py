@@ -11,12 +11,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
+from pgbackup.api.wal import WalStreamState
 from pgbackup.runner.backup import backup_command
 from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.config import policy_from_document
@@ -61,15 +63,23 @@ class Streamer:
     def __init__(self, env: dict[str, str], scratch: Path) -> None:
         scratch.mkdir()
         self.scratch = scratch
+        self.port = free_port()
         self.log: IO[str] = open(scratch.with_suffix(".log"), "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "pgbackup.runner", "wal-stream"],
                                      env={**env, "PGBACKUP_SCRATCH": str(scratch),
-                                          "PGBACKUP_WAL_STATUS_PORT": str(free_port())},
+                                          "PGBACKUP_WAL_STATUS_PORT": str(self.port)},
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log, text=True)
 
     def spool(self) -> list[str]:
         directory = self.scratch / "wal"
         return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+
+    def state(self) -> WalStreamState | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=5) as answer:
+                return WalStreamState.model_validate_json(answer.read())
+        except OSError:
+            return None
 
     def kill(self) -> None:
         """The pod is gone: no clean shutdown, and its emptyDir with it."""
@@ -148,6 +158,9 @@ def test_a_streamer_killed_during_a_storage_outage_loses_no_wal(
         wait_until(lambda: bool(server.query(
             f"SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE '{SLOT}%' AND restart_lsn >= '{end}'")),
             "pg_receivewal to report its flush position")
+        # /status shows the spool filling up (status.wal.spoolBytes, the PgBackupWALSpoolFilling alert)
+        wait_until(lambda: ((first.state() or WalStreamState()).spool_bytes or 0) >= 3 * 16 * 1024**2,
+                   "the outage's WAL in /status spoolBytes")
         server.query("CHECKPOINT")
         server.query("CHECKPOINT")
         assert not any(name in archived() for name in outage)

@@ -39,7 +39,7 @@ def state(**overrides: Any) -> WalStreamState:
         "streaming": True, "slotName": "orders_slot", "slotExists": True, "slotRetainedBytes": 50 * 1024**2,
         "lastArchivedSegment": "000000010000000A000000F3", "lastArchivedAt": iso(NOW - timedelta(seconds=20)),
         "lastPartialAt": iso(NOW - timedelta(seconds=3)), "serverLsn": "A/F3001000", "archivedLsn": "A/F3000800",
-        "lagBytes": 2048, "lagSeconds": 4.4, "gaps": [],
+        "lagBytes": 2048, "lagSeconds": 4.4, "gaps": [], "spoolBytes": 32 * 1024**2,
         "firstRecoverablePoint": iso(NOW - timedelta(days=2)), "lastRecoverablePoint": iso(NOW - timedelta(seconds=3)),
         "timeline": 1, "error": None, "updatedAt": iso(NOW - timedelta(seconds=1)),
     }
@@ -78,7 +78,8 @@ def test_a_healthy_stream_is_streaming_with_wal_state_and_the_recoverability_win
     assert "lag 4s" in condition["message"] and "000000010000000A000000F3" in condition["message"]
     assert status["wal"] == {"lastArchivedSegment": "000000010000000A000000F3",
                              "lastArchivedAt": iso(NOW - timedelta(seconds=20)), "lagSeconds": 4.0,
-                             "lagBytes": 2048, "slotRetainedBytes": 50 * 1024**2, "gaps": []}
+                             "lagBytes": 2048, "slotRetainedBytes": 50 * 1024**2, "gaps": [],
+                             "spoolBytes": 32 * 1024**2}
     assert status["recoverability"] == {"firstPoint": iso(NOW - timedelta(days=2)),
                                         "lastPoint": iso(NOW - timedelta(seconds=3))}
     BackupPolicyStatus.model_validate(status)  # what the CRD schema accepts

@@ -531,6 +531,9 @@ class WalStatus(StatusModel):
     """WAL the replication slot holds back on the server."""
     gaps: list[str] = Field(default_factory=list)
     """Missing segment ranges, e.g. 000000010000000A000000F3-000000010000000A000000F5."""
+    spool_bytes: int | None = None
+    """WAL in the streamer's local spool (its scratch emptyDir, limited by jobTemplate.scratchSizeLimit); it grows
+    while storage is unreachable. A full spool stops streaming but loses nothing: the slot keeps the WAL."""
 
 
 class Recoverability(StatusModel):

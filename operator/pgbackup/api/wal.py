@@ -56,6 +56,9 @@ class WalStreamState(StatusModel):
     """serverLsn - archivedLsn in bytes."""
     lag_seconds: float | None = Field(default=None, ge=0)
     """Age of the oldest WAL written by the server that is not yet in storage; 0 when archivedLsn == serverLsn."""
+    spool_bytes: int | None = Field(default=None, ge=0)
+    """Bytes in the streamer's local spool (its scratch emptyDir): WAL received and not yet shipped, plus the
+    segment being written and the newest shipped one. It grows while storage is unreachable."""
     gaps: list[str] = Field(default_factory=list)
     """Missing segment ranges in storage, each 'first-last' (one name when first == last)."""
     first_recoverable_point: datetime | None = None

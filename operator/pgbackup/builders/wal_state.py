@@ -81,6 +81,7 @@ def _wal_status(state: WalStreamState) -> dict[str, Any]:
         lag_bytes=state.lag_bytes,
         slot_retained_bytes=state.slot_retained_bytes,
         gaps=list(state.gaps),
+        spool_bytes=state.spool_bytes,
     )
     return status.to_wire()
 

@@ -156,6 +156,10 @@ class WalStateTracker(StreamObserver):
                 flushed = min(flushed, start + self._seg_size)
                 self._partial_flushed_lsn = max(self._partial_flushed_lsn or 0, flushed)
 
+    def spool(self, size: int) -> None:
+        with self._lock:
+            self._state.spool_bytes = size
+
     def problem(self, source: str, message: str | None) -> None:
         with self._lock:
             if message is None:

@@ -143,6 +143,9 @@ class StreamObserver:
     def problem(self, source: str, message: str | None) -> None:
         """Something (source: receiver, ship, slot) went wrong, with what to do; None: it is over."""
 
+    def spool(self, size: int) -> None:
+        """Bytes in the local spool now."""
+
 
 @dataclass
 class StreamState:
@@ -159,6 +162,7 @@ class StreamState:
     ship_failures: int = 0
     lag_bytes: int | None = None
     lag_seconds: float | None = None
+    spool_bytes: int = 0
 
 
 class WalStreamer:
@@ -246,6 +250,7 @@ class WalStreamer:
                                               f"retrying in {wait:g} s. Check the storage (reachable, credentials, "
                                               f"free space); meanwhile the replication slot {self.slot!r} keeps the "
                                               f"unshipped WAL on the database server")
+        self.measure_spool()
         self.report_progress()
 
     # -- pg_receivewal ----------------------------------------------------------------------------
@@ -408,6 +413,17 @@ class WalStreamer:
         self.state.last_shipped_at = now
         log("wal.stream.partial_archived", segment=path.name)
 
+    def measure_spool(self) -> None:
+        """Bytes in the spool (a handful of files: cheap every round)."""
+        size = 0
+        for path in self.directory.iterdir():
+            try:
+                size += path.stat().st_size
+            except FileNotFoundError:  # renamed or deleted meanwhile
+                continue
+        self.state.spool_bytes = size
+        self.observer.spool(size)
+
     def advance_archive_slot(self) -> None:
         """Let the server release what storage holds. A failure is logged and retried after the next segment:
         the slot then only keeps more WAL than needed."""
@@ -448,6 +464,6 @@ class WalStreamer:
         self.measure_lag()
         log("wal.stream.progress", slot=self.slot, last_segment=self.state.last_segment,
             segments_shipped=self.state.segments_shipped, partials_shipped=self.state.partials_shipped,
-            lag_bytes=self.state.lag_bytes, lag_seconds=self.state.lag_seconds,
+            spool_bytes=self.state.spool_bytes, lag_bytes=self.state.lag_bytes, lag_seconds=self.state.lag_seconds,
             receiver_running=self.receiver is not None and self.receiver.poll() is None,
             receiver_restarts=max(0, self.state.receiver_starts - 1))
