@@ -22,7 +22,7 @@ from pgbackup.api.wal import WalStreamState
 from pgbackup.builders.wal_state import evaluate_wal
 from pgbackup.runner.backup import backup_command
 from pgbackup.runner.config import UsageError, policy_from_document
-from pgbackup.runner.pg import find_tools
+from pgbackup.runner.pg import ConnParams, find_tools
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.status import StatusServer, WalStateTracker, _age_of, _Sample, status_port
@@ -171,6 +171,29 @@ def test_a_streamer_that_has_not_created_its_slot_yet_reports_starting_not_slot_
                             f"WHERE slot_name LIKE '{slot}%' AND NOT active")
     assert not started.starting and started.slot_exists and started.error is None
     assert started.slot_retained_bytes is not None
+
+
+def test_a_slot_that_cannot_be_created_is_reported_while_the_streamer_keeps_trying(status_server: PgServer,
+                                                                                 tmp_path: Path) -> None:
+    """A user without REPLICATION: the loop does not exit (a crash loop says nothing); /status says why."""
+    status_server.query("DROP ROLE IF EXISTS walnorepl")
+    status_server.query("CREATE ROLE walnorepl LOGIN PASSWORD 'walnorepl-pw'")
+    params = ConnParams(host=status_server.host, port=status_server.port, user="walnorepl", password="walnorepl-pw",
+                        sslmode="disable")
+    archive = WalArchive(FilesystemStorage(tmp_path))
+    tracker = WalStateTracker(params, archive, slot="pgbackup_test_norepl")
+    streamer = WalStreamer(params, find_tools(15), archive, slot="pgbackup_test_norepl", directory=tmp_path / "wal",
+                           poll_interval=0.1, observer=tracker)
+    running = Running(streamer)
+    try:
+        wait_until(lambda: "pgbackup_test_norepl" in (tracker.refresh().error or ""), "the slot error in /status")
+        state = tracker.snapshot()
+        assert running.thread.is_alive() and running.error is None
+    finally:
+        running.stop()
+        status_server.query("DROP ROLE IF EXISTS walnorepl")
+    assert state.starting and not state.streaming
+    assert "REPLICATION attribute" in (state.error or "") and "walnorepl-pw" not in (state.error or "")
 
 
 def test_a_failing_refresh_is_reported_and_the_server_keeps_answering(status_server: PgServer,

@@ -121,8 +121,20 @@ def test_a_streamer_that_has_not_found_its_slot_yet_is_starting_even_after_strea
     assert (made.status, made.reason) == ("Unknown", "Starting")
     assert "replication slot" in made.message and "deployment/orders-wal" in made.message
     assert transition(streaming, made) is None  # no WALArchivingFailed event, no notification
-    failing = report(state(starting=True, streaming=False, error="cannot read the WAL position: refused"))
+    failing = report(state(starting=True, streaming=False, error="cannot create the slot: permission denied"),
+                     streaming)
     assert (failing.status, failing.reason) == ("False", "Failed")
+    assert "permission denied" in failing.message
+
+
+def test_a_new_streamer_that_cannot_create_its_slot_is_starting_with_the_reason_then_failed() -> None:
+    first = write({}, report(state(starting=True, streaming=False, error="cannot create the slot: permission denied")))
+    condition = find_condition(first["conditions"], WAL_ARCHIVING)
+    assert condition is not None and (condition["status"], condition["reason"]) == ("Unknown", "Starting")
+    assert "permission denied" in condition["message"]
+    later = report(state(starting=True, streaming=False, error="cannot create the slot: permission denied"), first,
+                   now=NOW + timedelta(seconds=STARTUP_GRACE_SECONDS + 1))
+    assert (later.status, later.reason) == ("False", "Failed") and "permission denied" in later.message
 
 
 def test_an_error_reported_by_the_streamer_is_failed_and_names_the_deployment() -> None:

@@ -32,7 +32,8 @@ class WalStreamState(StatusModel):
 
     starting: bool = False
     """True from the streamer's start until its loop has created (or found) the replication slot: the slot fields
-    say nothing yet, and the operator reports WALArchiving Unknown/Starting rather than a missing slot."""
+    say nothing yet, and the operator reports WALArchiving Unknown/Starting rather than a missing slot. With
+    `error` set, the loop cannot create the slot and keeps retrying (Failed once the startup grace is over)."""
     streaming: bool = False
     """True while pg_receivewal is connected (or reconnecting within its retry loop); False with `error` set
     when streaming has stopped."""

@@ -134,10 +134,11 @@ def evaluate_wal(policy_name: str, namespace: str, spec: Mapping[str, Any], stat
     stale = state.updated_at is not None and (now - state.updated_at).total_seconds() > STALE_STATE_SECONDS
     lag = state.lag_seconds
 
-    if state.starting and not state.error:
+    if state.starting and (not state.error or _in_startup_grace(status, now)):
+        why = f" ({state.error})" if state.error else ""
         result: tuple[Status, str, str] = (
             "Unknown", "Starting", f"the WAL streamer of {deployment} is starting: it has not yet created or found "
-                                   f"replication slot {slot}; if this lasts, {look}")
+                                   f"replication slot {slot}{why}; if this lasts, {look}")
     elif not state.slot_exists:
         problem = f" (streamer: {state.error})" if state.error else ""
         result = (

@@ -208,8 +208,8 @@ class WalStreamer:
 
     def run(self, until: Callable[[], bool] | None = None) -> StreamState:
         self.directory.mkdir(parents=True, exist_ok=True)
-        ensure_slot(self.params, self.slot)
-        ensure_slot(self.params, self.receiver_slot)
+        if not self.wait_for_slots(until):
+            return self.state
         log("wal.stream.start", slot=self.slot, server=self.params.describe(), directory=str(self.directory),
             partial_interval=self.partial_interval)
         self.observer.streaming(True)
@@ -227,6 +227,27 @@ class WalStreamer:
                 segments_shipped=self.state.segments_shipped)
             self.observer.streaming(False)
         return self.state
+
+    def wait_for_slots(self, until: Callable[[], bool] | None = None) -> bool:
+        """Create (or find) both slots, retrying with backoff while that fails, with the reason in /status: a
+        process that exited instead would restart in a loop that tells the operator nothing. False when stopped
+        before the slots exist."""
+        backoff = _BACKOFF_START
+        while not self.stop.is_set() and not (until is not None and until()):
+            self.observer.tick()
+            try:
+                ensure_slot(self.params, self.slot)
+                ensure_slot(self.params, self.receiver_slot)
+            except (RunnerError, psycopg.Error) as exc:
+                message = self.params.scrub(str(exc).strip())
+                log_warning("wal.stream.slot_unavailable", slot=self.slot, error=message, retry_in_seconds=backoff)
+                self.observer.problem("slot", message)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+                continue
+            self.observer.problem("slot", None)
+            return True
+        return False
 
     def step(self) -> None:
         """One round: keep pg_receivewal running, ship what is complete, the partial when due, progress.
