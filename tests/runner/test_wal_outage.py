@@ -22,13 +22,16 @@ from pgbackup.api.wal import WalStreamState
 from pgbackup.runner.backup import backup_command
 from pgbackup.runner.catalog import Catalog
 from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.pg import ConnParams
+from pgbackup.runner.pg import ConnParams, find_tools
 from pgbackup.runner.pitr import PitrTarget, policy_server_env, restore_to_point
+from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from pgbackup.runner.wal.archive import WalArchive
+from pgbackup.runner.wal.stream import WalStreamer
+from pgbackup.runner.wal.xlog import lsn_of_segment_start, parse_lsn, parse_segment_name
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy, free_port
 from tests.fixtures.s3 import MotoServer, RelayProxy, make_bucket, s3_env
-from tests.runner.wal_support import switch_wal, wait_until, wal_server
+from tests.runner.wal_support import Running, conn_params, drop_slots, switch_wal, wait_until, wal_server
 
 SLOT = "pgbackup_test_outage"
 
@@ -195,3 +198,51 @@ def test_a_streamer_killed_during_a_storage_outage_loses_no_wal(
                      f"WHERE slot_name LIKE '{SLOT}%' AND NOT active")
         shutil.rmtree(root, ignore_errors=True)
     assert report.row_counts == {"outage_during": {"public.t": 12}}
+
+
+class NeverAdvances(WalStreamer):
+    """Killed right after each upload, before the archive slot moved."""
+
+    def advance_archive_slot(self) -> None:
+        pass
+
+
+def test_wal_received_again_after_a_kill_between_upload_and_slot_advance_is_archived_once(
+        outage_server: PgServer, tmp_path: Path) -> None:
+    server = outage_server
+    slot = "pgbackup_test_readvance"
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    archive = WalArchive(FilesystemStorage(volume))
+
+    def streamer(kind: type[WalStreamer], directory: str) -> Running:
+        return Running(kind(conn_params(server), find_tools(15), archive, slot=slot, directory=tmp_path / directory,
+                            partial_interval=0.5, poll_interval=0.1, status_interval=1))
+
+    def archived() -> list[str]:
+        return [s.name for s in archive.segments() if not s.partial]
+
+    def slot_position() -> int:
+        return parse_lsn(server.query(f"SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = '{slot}'")[0][0])
+
+    first = streamer(NeverAdvances, "spool-1")
+    try:
+        wait_until(lambda: first.streamer.receiver is not None, "pg_receivewal")
+        shipped = [switch_wal(server) for _ in range(3)]
+        wait_until(lambda: shipped[-1] in archived(), f"segment {shipped[-1]}")
+    finally:
+        first.stop()
+    held = slot_position()
+    assert held < lsn_of_segment_start(parse_segment_name(shipped[1]), 16 * 1024**2)  # the server still has them
+
+    second = streamer(WalStreamer, "spool-2")  # a new pod: empty spool, receives those segments again
+    try:
+        after = switch_wal(server)
+        wait_until(lambda: after in archived(), f"segment {after} from the second streamer")
+    finally:
+        second.stop()
+        drop_slots(server, slot)
+    assert second.streamer.state.ship_failures == 0  # the same bytes again: no WalConflict, nothing uploaded twice
+    names = archived()
+    assert all(name in names for name in [*shipped, after]) and archive.gaps() == [], names
+    assert second.streamer.state.segments_shipped >= len(shipped) + 1
