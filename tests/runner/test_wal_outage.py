@@ -27,6 +27,7 @@ from pgbackup.runner.pitr import PitrTarget, policy_server_env, restore_to_point
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from pgbackup.runner.wal.archive import WalArchive
+from pgbackup.runner.wal.status import WalStateTracker
 from pgbackup.runner.wal.stream import WalStreamer
 from pgbackup.runner.wal.xlog import lsn_of_segment_start, parse_lsn, parse_segment_name
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy, free_port
@@ -246,3 +247,60 @@ def test_wal_received_again_after_a_kill_between_upload_and_slot_advance_is_arch
     names = archived()
     assert all(name in names for name in [*shipped, after]) and archive.gaps() == [], names
     assert second.streamer.state.segments_shipped >= len(shipped) + 1
+
+
+def test_a_full_spool_pauses_receiving_and_resumes_when_storage_is_back(
+        outage_server: PgServer, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long outage must not fill the spool (the pod would be evicted, again and again): receiving pauses at the
+    limit, the slot keeps the rest on the server, and it all reaches storage once storage is back."""
+    server = outage_server
+    s3_env(monkeypatch)
+    bucket = make_bucket(moto_server.endpoint)
+    proxy = Outage(moto_server.port)
+    archive = WalArchive(S3Storage(bucket.spec(endpoint=proxy.endpoint)))
+    direct = WalArchive(S3Storage(bucket.spec()))
+    slot = "pgbackup_test_spool_full"
+    segment = 16 * 1024**2
+    limit = 5 * segment
+    tracker = WalStateTracker(conn_params(server), direct, slot=slot)
+    running = Running(WalStreamer(conn_params(server), find_tools(15), archive, slot=slot, directory=tmp_path / "wal",
+                                  partial_interval=0.5, poll_interval=0.1, status_interval=1, spool_limit=limit,
+                                  observer=tracker))
+    streamer = running.streamer
+
+    def archived() -> list[str]:
+        return [s.name for s in direct.segments() if not s.partial]
+
+    try:
+        wait_until(lambda: streamer.receiver is not None, "pg_receivewal")
+        before = switch_wal(server)
+        wait_until(lambda: before in archived(), f"segment {before}")
+        proxy.down = True
+        outage: list[str] = []
+        while streamer.receiver is not None:  # WAL written at a pace the loop sees (it polls, it cannot prevent)
+            assert len(outage) < 8, "receiving did not pause"
+            outage.append(switch_wal(server))
+            wait_until(lambda: streamer.receiver is None or outage[-1] in os.listdir(tmp_path / "wal"),
+                       f"{outage[-1]} in the spool")
+            # the marker, the outage's segments and the new .partial: the loop has seen the newest segment
+            wait_until(lambda: streamer.receiver is None or streamer.state.spool_bytes >= (len(outage) + 2) * segment,
+                       "the loop to measure the spool")
+        assert "spool" in (tracker.snapshot().error or "")
+        peak = streamer.state.spool_bytes
+        outage += [switch_wal(server) for _ in range(3)]  # written while paused: only on the server
+        server.query("SELECT pg_sleep(1)")
+        streamer_bytes = sum(p.stat().st_size for p in (tmp_path / "wal").iterdir())
+        assert streamer.receiver is None and streamer_bytes == peak  # the spool stopped growing
+        server.query("CHECKPOINT")
+        proxy.down = False
+        after = switch_wal(server)
+        wait_until(lambda: after in archived(), f"segment {after} after the outage", timeout=120)
+        # catching up may fill the spool again for a moment: it drains as storage takes the WAL
+        wait_until(lambda: "spool" not in (tracker.snapshot().error or ""), "receiving to resume")
+    finally:
+        running.stop()
+        proxy.close()
+        drop_slots(server, slot)
+    assert peak < 8 * segment  # paused before the outage's WAL filled it
+    names = archived()
+    assert all(name in names for name in [before, *outage, after]) and direct.gaps() == [], names

@@ -533,7 +533,7 @@ class WalStatus(StatusModel):
     """Missing segment ranges, e.g. 000000010000000A000000F3-000000010000000A000000F5."""
     spool_bytes: int | None = None
     """WAL in the streamer's local spool (its scratch emptyDir, limited by jobTemplate.scratchSizeLimit); it grows
-    while storage is unreachable. A full spool stops streaming but loses nothing: the slot keeps the WAL."""
+    while storage is unreachable; near the limit receiving pauses, which loses nothing: the slot keeps the WAL."""
 
 
 class Recoverability(StatusModel):

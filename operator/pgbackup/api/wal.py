@@ -25,6 +25,8 @@ WAL_STATUS_PATH = "/status"
 WAL_HEALTH_PATH = "/healthz"
 # Set in the streamer pod, so that the runner needs no constant of its own (it may also use WAL_STATUS_PORT).
 ENV_WAL_STATUS_PORT = "PGBACKUP_WAL_STATUS_PORT"
+# The spool's size limit in bytes (the scratch emptyDir's sizeLimit): receiving pauses before the spool reaches it.
+ENV_WAL_SPOOL_LIMIT = "PGBACKUP_WAL_SPOOL_LIMIT_BYTES"
 
 
 class WalStreamState(StatusModel):

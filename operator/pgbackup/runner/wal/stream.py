@@ -30,22 +30,25 @@ after the newest complete segment it finds. The password reaches pg_receivewal t
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import psycopg
 
-from pgbackup.runner.config import RunnerError
+from pgbackup.api.wal import ENV_WAL_SPOOL_LIMIT
+from pgbackup.runner.config import RunnerError, UsageError
 from pgbackup.runner.log import log, log_warning
 from pgbackup.runner.pg import ConnParams, PgTools
 from pgbackup.runner.wal.xlog import (
+    DEFAULT_SEGMENT_SIZE,
     classify,
     format_lsn,
     lsn_of_segment_start,
@@ -77,6 +80,16 @@ class PushesWal(Protocol):
 def default_slot_name(policy_name: str) -> str:
     """pgbackup_<policy name>, with the characters a slot name cannot hold replaced by '_', at most 63 long."""
     return re.sub(r"[^a-z0-9_]", "_", f"pgbackup_{policy_name}".lower())[:SLOT_NAME_MAX]
+
+
+def spool_limit(environ: Mapping[str, str] | None = None) -> int | None:
+    """$PGBACKUP_WAL_SPOOL_LIMIT_BYTES (set in the streamer pod from jobTemplate.scratchSizeLimit); None: no limit."""
+    text = (os.environ if environ is None else environ).get(ENV_WAL_SPOOL_LIMIT, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) == 0:
+        raise UsageError(f"{ENV_WAL_SPOOL_LIMIT}={text!r} is not a positive number of bytes; unset it for no limit")
+    return int(text)
 
 
 def receiver_slot_name(slot: str) -> str:
@@ -173,7 +186,7 @@ class WalStreamer:
                  partial_interval: float = 30.0, progress_interval: float = 30.0, poll_interval: float = 0.5,
                  status_interval: int = 10, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None, stop: threading.Event | None = None,
-                 observer: StreamObserver | None = None) -> None:
+                 observer: StreamObserver | None = None, spool_limit: int | None = None) -> None:
         self.params = params
         self.tools = tools
         self.archive = archive
@@ -181,6 +194,10 @@ class WalStreamer:
         """The archive slot: advanced only to what storage holds."""
         self.receiver_slot = receiver_slot_name(slot)
         self.directory = directory
+        self.spool_limit = spool_limit
+        """Bytes the spool may hold (the emptyDir's sizeLimit): receiving pauses before it gets there."""
+        self._spool_paused = False
+        self._largest_file = DEFAULT_SEGMENT_SIZE
         self.partial_interval = partial_interval
         self.progress_interval = progress_interval
         self.poll_interval = poll_interval
@@ -250,10 +267,15 @@ class WalStreamer:
         return False
 
     def step(self) -> None:
-        """One round: keep pg_receivewal running, ship what is complete, the partial when due, progress.
+        """One round: keep pg_receivewal running (unless the spool is full), ship what is complete, the partial
+        when due, progress.
         A failed upload (storage unreachable, a conflict) is logged and retried with backoff: meanwhile the
         segments wait on local disk and the archive slot keeps the server's copy (the spool may be lost)."""
-        self.supervise()
+        self.measure_spool()
+        if self.spool_full():
+            self.stop_receiver()
+        else:
+            self.supervise()
         if self.clock() >= self._ship_retry_at:
             try:
                 self.ship_completed()
@@ -271,7 +293,6 @@ class WalStreamer:
                                               f"retrying in {wait:g} s. Check the storage (reachable, credentials, "
                                               f"free space); meanwhile the replication slot {self.slot!r} keeps the "
                                               f"unshipped WAL on the database server")
-        self.measure_spool()
         self.report_progress()
 
     # -- pg_receivewal ----------------------------------------------------------------------------
@@ -439,11 +460,40 @@ class WalStreamer:
         size = 0
         for path in self.directory.iterdir():
             try:
-                size += path.stat().st_size
+                file_size = path.stat().st_size
             except FileNotFoundError:  # renamed or deleted meanwhile
                 continue
+            size += file_size
+            self._largest_file = max(self._largest_file, file_size)
         self.state.spool_bytes = size
         self.observer.spool(size)
+
+    def spool_full(self) -> bool:
+        """Whether receiving must pause: the spool would pass its limit with two more segments (the one being
+        written is preallocated whole), or holds 80% of it. This loop polls, and a push to a storage that hangs
+        blinds it meanwhile: the 20% are the margin for WAL received then. It resumes once everything complete
+        is shipped (only the resume marker and the .partial are left). Paused, nothing is lost: the archive slot
+        keeps the WAL on the server."""
+        if self.spool_limit is None:
+            return False
+        if self._spool_paused:
+            if any(path != self._marker for path in self._files("segment")):
+                return True
+            self._spool_paused = False
+            log("wal.stream.spool_resumed", spool_bytes=self.state.spool_bytes)
+            self.observer.problem("spool", None)
+            return False
+        if self.state.spool_bytes <= min(self.spool_limit - 2 * self._largest_file, self.spool_limit * 0.8):
+            return False
+        self._spool_paused = True
+        message = (f"the local WAL spool holds {self.state.spool_bytes} bytes, near its limit of {self.spool_limit} "
+                   f"(jobTemplate.scratchSizeLimit), because storage does not take the WAL: receiving is paused "
+                   f"until it is shipped, and the replication slot {self.slot!r} keeps the WAL on the database "
+                   f"server meanwhile. Fix the storage; raise scratchSizeLimit for longer outages")
+        log_warning("wal.stream.spool_full", spool_bytes=self.state.spool_bytes, limit=self.spool_limit,
+                    hint="fix the storage; receiving resumes once the spool is shipped")
+        self.observer.problem("spool", message)
+        return True
 
     def advance_archive_slot(self) -> None:
         """Let the server release what storage holds. A failure is logged and retried after the next segment:
