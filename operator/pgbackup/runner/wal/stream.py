@@ -518,7 +518,7 @@ class WalStreamer:
                 row = conn.execute(
                     "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots "
                     "WHERE slot_name = %s", (self.receiver_slot,)).fetchone()
-        except RunnerError:
+        except (RunnerError, psycopg.Error):  # e.g. PostgreSQL restarting: a progress line is not worth dying for
             self.state.lag_bytes = None
             return
         self.state.lag_bytes = int(row[0]) if row is not None and row[0] is not None else None
