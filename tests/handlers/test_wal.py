@@ -36,7 +36,7 @@ def healthy_state(**overrides: Any) -> dict[str, Any]:
         "streaming": True, "slotName": "pgbackup_orders", "slotExists": True, "slotRetainedBytes": 1048576,
         "lastArchivedSegment": "000000010000000A000000F3", "lastArchivedAt": iso(now - timedelta(seconds=30)),
         "lastPartialAt": iso(now - timedelta(seconds=5)), "serverLsn": "A/F4000100", "archivedLsn": "A/F4000000",
-        "lagBytes": 256, "lagSeconds": 4, "gaps": [],
+        "lagBytes": 256, "lagSeconds": 4, "gaps": [], "spoolBytes": 33554432,
         "firstRecoverablePoint": iso(now - timedelta(days=1)), "lastRecoverablePoint": iso(now - timedelta(seconds=5)),
         "timeline": 1, "error": None, "updatedAt": iso(now),
     }
@@ -168,6 +168,7 @@ async def test_a_healthy_streamer_gives_streaming_wal_status_and_recoverability_
     assert "lag 4s" in condition["message"] and "000000010000000A000000F3" in condition["message"]
     assert status["wal"]["lastArchivedSegment"] == "000000010000000A000000F3"
     assert status["wal"]["lagSeconds"] == 4 and status["wal"]["lagBytes"] == 256 and status["wal"]["gaps"] == []
+    assert status["wal"]["spoolBytes"] == 33554432  # the streamer's spool, for the PgBackupWALSpoolFilling alert
     assert status["recoverability"]["firstPoint"] == streamer.state["firstRecoverablePoint"]
     assert status["recoverability"]["lastPoint"] == streamer.state["lastRecoverablePoint"]
     assert len(events) == 1 and events[0]["type"] == "Normal"

@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from pgbackup.api.wal import WalStreamState
+from pgbackup.builders.wal_state import evaluate_wal
 from pgbackup.runner.backup import backup_command
 from pgbackup.runner.config import UsageError, policy_from_document
-from pgbackup.runner.pg import find_tools
+from pgbackup.runner.pg import ConnParams, find_tools
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.status import StatusServer, WalStateTracker, _age_of, _Sample, status_port
-from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
+from pgbackup.runner.wal.stream import WalStreamer, default_slot_name, receiver_slot_name
 from pgbackup.runner.wal.xlog import parse_lsn
 from tests.fixtures.postgres import SUPERUSER_PASSWORD, PgFactory, PgServer, backup_policy, free_port
 from tests.runner.wal_support import Running, clean_up_stream_command, conn_params, switch_wal, wait_until, wal_server
@@ -76,7 +77,8 @@ def test_status_follows_streaming_gaps_and_a_dropped_slot(status_server: PgServe
     running = Running(streamer)
     try:
         wait_until(lambda: client.state().streaming and bool(status_server.query(
-            f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{SLOT}' AND active")), "pg_receivewal")
+            f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{receiver_slot_name(SLOT)}' AND active")),
+            "pg_receivewal")
         for name, value in {"PGUSER": status_server.user, "PGPASSWORD": status_server.password,
                             "PGBACKUP_VOLUME_ROOT": str(volume), "PGBACKUP_SCRATCH": str(tmp_path),
                             "PGBACKUP_SUMMARY_FILE": str(tmp_path / "summary")}.items():
@@ -133,6 +135,65 @@ def test_status_follows_streaming_gaps_and_a_dropped_slot(status_server: PgServe
     http.stop()
     assert all(status_server.password not in body for body in client.bodies)
     assert status_server.password == SUPERUSER_PASSWORD
+
+
+def test_a_streamer_that_has_not_created_its_slot_yet_reports_starting_not_slot_missing(
+        status_server: PgServer, tmp_path: Path) -> None:
+    """/status answers before the loop has created the slot: until then the operator must see Starting, not a
+    SlotMissing alarm (issue 11, item 4)."""
+    slot = "pgbackup_test_status_starting"
+    status_server.query(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        f"WHERE slot_name LIKE '{slot}%' AND NOT active")
+    archive = WalArchive(FilesystemStorage(tmp_path))
+    tracker = WalStateTracker(conn_params(status_server), archive, slot=slot)
+    http = StatusServer(tracker, host="127.0.0.1", port=0).start()
+    client = Client(http.port)
+    policy = {"wal": {"enabled": True}}
+    try:
+        tracker.refresh()
+        early = client.state()
+        condition = evaluate_wal("orders-db", "team", policy, {}, early, None, datetime.now(UTC))
+        assert early.starting and early.error is None, early.error
+        assert early.slot_exists and early.slot_retained_bytes is None
+        assert (condition.status, condition.reason) == ("Unknown", "Starting"), condition.message
+
+        streamer = WalStreamer(conn_params(status_server), find_tools(15), archive, slot=slot,
+                               directory=tmp_path / "wal", poll_interval=0.1, status_interval=1, observer=tracker)
+        running = Running(streamer)
+        try:
+            wait_until(lambda: tracker.refresh().streaming, "the streamer to start")
+            started = client.state()
+        finally:
+            running.stop()
+    finally:
+        http.stop()
+        status_server.query(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                            f"WHERE slot_name LIKE '{slot}%' AND NOT active")
+    assert not started.starting and started.slot_exists and started.error is None
+    assert started.slot_retained_bytes is not None
+
+
+def test_a_slot_that_cannot_be_created_is_reported_while_the_streamer_keeps_trying(status_server: PgServer,
+                                                                                 tmp_path: Path) -> None:
+    """A user without REPLICATION: the loop does not exit (a crash loop says nothing); /status says why."""
+    status_server.query("DROP ROLE IF EXISTS walnorepl")
+    status_server.query("CREATE ROLE walnorepl LOGIN PASSWORD 'walnorepl-pw'")
+    params = ConnParams(host=status_server.host, port=status_server.port, user="walnorepl", password="walnorepl-pw",
+                        sslmode="disable")
+    archive = WalArchive(FilesystemStorage(tmp_path))
+    tracker = WalStateTracker(params, archive, slot="pgbackup_test_norepl")
+    streamer = WalStreamer(params, find_tools(15), archive, slot="pgbackup_test_norepl", directory=tmp_path / "wal",
+                           poll_interval=0.1, observer=tracker)
+    running = Running(streamer)
+    try:
+        wait_until(lambda: "pgbackup_test_norepl" in (tracker.refresh().error or ""), "the slot error in /status")
+        state = tracker.snapshot()
+        assert running.thread.is_alive() and running.error is None
+    finally:
+        running.stop()
+        status_server.query("DROP ROLE IF EXISTS walnorepl")
+    assert state.starting and not state.streaming
+    assert "REPLICATION attribute" in (state.error or "") and "walnorepl-pw" not in (state.error or "")
 
 
 def test_a_failing_refresh_is_reported_and_the_server_keeps_answering(status_server: PgServer,

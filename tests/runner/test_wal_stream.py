@@ -25,10 +25,18 @@ from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from pgbackup.runner.wal.archive import WalArchive
-from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
+from pgbackup.runner.wal.stream import WalStreamer, default_slot_name, receiver_slot_name
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy
 from tests.fixtures.s3 import S3Bucket
-from tests.runner.wal_support import Running, clean_up_stream_command, conn_params, switch_wal, wait_until, wal_server
+from tests.runner.wal_support import (
+    Running,
+    clean_up_stream_command,
+    conn_params,
+    drop_slots,
+    switch_wal,
+    wait_until,
+    wal_server,
+)
 
 SLOT = "pgbackup_test_stream"
 
@@ -104,7 +112,7 @@ def test_streaming_to_s3_ships_segments_and_the_partial(stream_server: PgServer,
         wait_until(lambda: any(s.partial for s in archive.segments()), "the .partial in S3")
     finally:
         running.stop()
-        stream_server.query(f"SELECT pg_drop_replication_slot('{slot}')")
+        drop_slots(stream_server, slot)
 
     keys = s3_bucket.keys()
     assert any(k.startswith(f"{s3_bucket.prefix}/wal/00000001/{segment}") for k in keys), keys
@@ -127,7 +135,7 @@ def test_wal_stream_command_stops_cleanly_on_sigterm(stream_server: PgServer, tm
     try:
         wait_until(lambda: bool(stream_server.query(
             f"SELECT 1 FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid "
-            f"WHERE s.slot_name = '{slot}'")), "pg_receivewal to connect")
+            f"WHERE s.slot_name = '{receiver_slot_name(slot)}'")), "pg_receivewal to connect")
         segment = switch_wal(stream_server)
         wait_until(_archived(archive, segment), f"segment {segment}")
         proc.send_signal(signal.SIGTERM)
@@ -140,7 +148,8 @@ def test_wal_stream_command_stops_cleanly_on_sigterm(stream_server: PgServer, tm
     assert "wal.stream.slot_created" in events and "wal.stream.progress" in events
     assert events[-1] == "wal.stream.stopped"
     assert stream_server.password not in stderr
-    assert stream_server.query(f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'") in ([], [(False,)])
+    assert stream_server.query(f"SELECT bool_or(active) FROM pg_replication_slots "
+                               f"WHERE slot_name IN ('{slot}', '{receiver_slot_name(slot)}')") in ([(None,)], [(False,)])
 
 
 def test_default_slot_name_is_a_valid_slot_name() -> None:
@@ -190,7 +199,7 @@ def test_pitr_from_the_streamed_archive_reaches_into_the_shipped_partial(
         wait_until(shipped_after_batch_2, "the .partial holding batch 2")
     finally:
         running.stop()
-        stream_server.query(f"SELECT pg_drop_replication_slot('{slot}')")
+        drop_slots(stream_server, slot)
     for path in volume.rglob("*"):  # written by root here (0600); the recovered server's account fetches them
         path.chmod(0o755 if path.is_dir() else 0o644)
     target = pg_factory.get("15", "pitr-target")

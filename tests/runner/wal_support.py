@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.wal.stream import WalStreamer
+from pgbackup.runner.wal.stream import WalStreamer, receiver_slot_name
 from tests.fixtures.postgres import PgFactory, PgServer
 
 
@@ -23,12 +23,17 @@ def wal_server(pg_factory: PgFactory, name: str) -> Iterator[PgServer]:
 
 
 def clean_up_stream_command(proc: subprocess.Popen[str], server: PgServer, slot: str) -> None:
-    """After a `pgbackup wal-stream` subprocess test: kill it if it still runs, drop its slot if it is idle."""
+    """After a `pgbackup wal-stream` subprocess test: kill it if it still runs, drop its slots if they are idle."""
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+    drop_slots(server, slot)
+
+
+def drop_slots(server: PgServer, slot: str) -> None:
+    """Drop a streamer's archive slot and its receiver slot (those not in use): servers have few slots."""
     server.query(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                 f"WHERE slot_name = '{slot}' AND NOT active")
+                 f"WHERE slot_name IN ('{slot}', '{receiver_slot_name(slot)}') AND NOT active")
 
 
 def conn_params(server: PgServer, port: int | None = None) -> ConnParams:

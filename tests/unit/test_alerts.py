@@ -26,7 +26,7 @@ needs_promtool = pytest.mark.skipif(
 ISSUE_ALERTS = {
     "PgBackupFailed", "PgBackupMissing", "PgBackupVerificationFailed", "PgBackupVerificationStale",
     "PgBackupObjectivesMissed", "PgBackupWALLagHigh", "PgBackupWALGap", "PgBackupWALArchivingDown",
-    "PgBackupReplicationSlotRetainingTooMuch", "PgBackupSizeAnomaly", "PgBackupOperatorReconcileErrors",
+    "PgBackupReplicationSlotRetainingTooMuch", "PgBackupWALSpoolFilling", "PgBackupSizeAnomaly", "PgBackupOperatorReconcileErrors",
 }
 
 

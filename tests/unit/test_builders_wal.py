@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from pgbackup.api import BackupPolicySpec, jobenv
-from pgbackup.api.wal import WAL_HEALTH_PATH, WAL_STATUS_PATH, WAL_STATUS_PORT
+from pgbackup.api.wal import ENV_WAL_SPOOL_LIMIT, WAL_HEALTH_PATH, WAL_STATUS_PATH, WAL_STATUS_PORT
 from pgbackup.builders.cronjob import ANNOTATION_POLICY_NAME, ANNOTATION_SPEC_HASH, build_cronjob
 from pgbackup.builders.names import wal_name
 from pgbackup.builders.wal_deployment import build_wal_deployment, build_wal_service
@@ -107,3 +107,9 @@ def test_job_template_overrides_reach_the_streamer() -> None:
     made = deployment(jobTemplate={"resources": {"limits": {"memory": "256Mi"}}, "nodeSelector": {"disk": "ssd"}})
     assert pod(made)["containers"][0]["resources"] == {"limits": {"memory": "256Mi"}}
     assert pod(made)["nodeSelector"] == {"disk": "ssd"}
+
+
+def test_streamer_knows_its_spool_limit_the_scratch_size_limit() -> None:
+    env = {e["name"]: e.get("value") for e in pod(deployment(jobTemplate={"scratchSizeLimit": "2Gi"}))
+           ["containers"][0]["env"]}
+    assert env[ENV_WAL_SPOOL_LIMIT] == str(2 * 1024**3)

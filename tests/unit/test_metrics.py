@@ -49,14 +49,16 @@ FULL_STATUS: dict[str, Any] = {
         backup("20261119T020000Z", 1 * GIB),
     ],
     "wal": {"lastArchivedAt": "2026-11-23T11:59:30Z", "lagSeconds": 30.5, "lagBytes": 16777216,
-            "slotRetainedBytes": 2 * GIB, "gaps": ["000000010000000A000000F3-000000010000000A000000F5"]},
+            "slotRetainedBytes": 2 * GIB, "gaps": ["000000010000000A000000F3-000000010000000A000000F5"],
+            "spoolBytes": 48 * 1024**2},
     "measured": {"rpoSeconds": 35400.0, "rtoSeconds": 90.0},
 }
 
 
 def test_every_value_comes_from_status_or_spec() -> None:
     values = policy_values(policy(FULL_STATUS, objectives={"rpo": "1h", "rto": "30m"},
-                                  wal={"enabled": True, "maxSlotRetained": "10Gi"}), NOW)
+                                  wal={"enabled": True, "maxSlotRetained": "10Gi"},
+                                  jobTemplate={"scratchSizeLimit": "2Gi"}), NOW)
     assert values == {
         "pgbackup_last_backup_success_timestamp_seconds": ts("2026-11-23T02:10:00Z"),
         "pgbackup_last_backup_failure_timestamp_seconds": ts("2026-11-22T02:10:00Z"),
@@ -81,6 +83,8 @@ def test_every_value_comes_from_status_or_spec() -> None:
         "pgbackup_wal_slot_retained_bytes": 2.0 * GIB,
         "pgbackup_wal_slot_retained_limit_bytes": 10.0 * GIB,
         "pgbackup_wal_archiving_ok": 1.0,
+        "pgbackup_wal_spool_bytes": 48.0 * 1024**2,
+        "pgbackup_wal_spool_limit_bytes": 2.0 * GIB,
         "pgbackup_policy_ready": 1.0,
     }
     assert set(values) == set(POLICY_GAUGES)  # the fixture exercises every gauge of the contract
@@ -115,6 +119,7 @@ def test_wal_metrics_are_absent_while_wal_is_off_and_archiving_ok_is_zero_withou
     values = policy_values(policy({}, wal={"enabled": True}), NOW)
     assert values["pgbackup_wal_archiving_ok"] == 0.0
     assert values["pgbackup_wal_slot_retained_limit_bytes"] == 10 * GIB  # the spec default
+    assert values["pgbackup_wal_spool_limit_bytes"] == 10 * GIB  # jobTemplate.scratchSizeLimit's default
 
 
 def test_schedule_interval_in_the_policys_time_zone() -> None:

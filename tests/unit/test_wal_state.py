@@ -39,7 +39,7 @@ def state(**overrides: Any) -> WalStreamState:
         "streaming": True, "slotName": "orders_slot", "slotExists": True, "slotRetainedBytes": 50 * 1024**2,
         "lastArchivedSegment": "000000010000000A000000F3", "lastArchivedAt": iso(NOW - timedelta(seconds=20)),
         "lastPartialAt": iso(NOW - timedelta(seconds=3)), "serverLsn": "A/F3001000", "archivedLsn": "A/F3000800",
-        "lagBytes": 2048, "lagSeconds": 4.4, "gaps": [],
+        "lagBytes": 2048, "lagSeconds": 4.4, "gaps": [], "spoolBytes": 32 * 1024**2,
         "firstRecoverablePoint": iso(NOW - timedelta(days=2)), "lastRecoverablePoint": iso(NOW - timedelta(seconds=3)),
         "timeline": 1, "error": None, "updatedAt": iso(NOW - timedelta(seconds=1)),
     }
@@ -78,7 +78,8 @@ def test_a_healthy_stream_is_streaming_with_wal_state_and_the_recoverability_win
     assert "lag 4s" in condition["message"] and "000000010000000A000000F3" in condition["message"]
     assert status["wal"] == {"lastArchivedSegment": "000000010000000A000000F3",
                              "lastArchivedAt": iso(NOW - timedelta(seconds=20)), "lagSeconds": 4.0,
-                             "lagBytes": 2048, "slotRetainedBytes": 50 * 1024**2, "gaps": []}
+                             "lagBytes": 2048, "slotRetainedBytes": 50 * 1024**2, "gaps": [],
+                             "spoolBytes": 32 * 1024**2}
     assert status["recoverability"] == {"firstPoint": iso(NOW - timedelta(days=2)),
                                         "lastPoint": iso(NOW - timedelta(seconds=3))}
     BackupPolicyStatus.model_validate(status)  # what the CRD schema accepts
@@ -111,6 +112,29 @@ def test_a_missing_slot_is_slot_missing() -> None:
     assert (made.status, made.reason) == ("False", "SlotMissing")
     assert "replication slot orders_slot does not exist on the database server" in made.message
     assert "REPLICATION" in made.message
+
+
+def test_a_streamer_that_has_not_found_its_slot_yet_is_starting_even_after_streaming_before() -> None:
+    streaming = write({}, report(state()))
+    made = report(state(starting=True, streaming=False, slotRetainedBytes=None, archivedLsn=None, lagBytes=None,
+                        lagSeconds=None), streaming)  # a restarted streamer pod, before it has created its slot
+    assert (made.status, made.reason) == ("Unknown", "Starting")
+    assert "replication slot" in made.message and "deployment/orders-wal" in made.message
+    assert transition(streaming, made) is None  # no WALArchivingFailed event, no notification
+    failing = report(state(starting=True, streaming=False, error="cannot create the slot: permission denied"),
+                     streaming)
+    assert (failing.status, failing.reason) == ("False", "Failed")
+    assert "permission denied" in failing.message
+
+
+def test_a_new_streamer_that_cannot_create_its_slot_is_starting_with_the_reason_then_failed() -> None:
+    first = write({}, report(state(starting=True, streaming=False, error="cannot create the slot: permission denied")))
+    condition = find_condition(first["conditions"], WAL_ARCHIVING)
+    assert condition is not None and (condition["status"], condition["reason"]) == ("Unknown", "Starting")
+    assert "permission denied" in condition["message"]
+    later = report(state(starting=True, streaming=False, error="cannot create the slot: permission denied"), first,
+                   now=NOW + timedelta(seconds=STARTUP_GRACE_SECONDS + 1))
+    assert (later.status, later.reason) == ("False", "Failed") and "permission denied" in later.message
 
 
 def test_an_error_reported_by_the_streamer_is_failed_and_names_the_deployment() -> None:

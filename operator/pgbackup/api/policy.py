@@ -224,7 +224,9 @@ class WalSpec(ApiModel):
     enabled: bool = False
     """Run a WAL streaming Deployment (pg_receivewal) for this policy."""
     slot_name: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9_]+$")
-    """Physical replication slot; default derived from the policy name."""
+    """Physical replication slot that keeps the server's WAL until storage holds it (the streamer advances it only
+    to the end of the newest segment stored); default derived from the policy name. pg_receivewal streams through
+    a second slot, `<slotName>_recv`: allow two slots per policy in max_replication_slots."""
     partial_upload_interval: Duration = "30s"
     """How often the current .partial segment is shipped (bounds the RPO)."""
     max_slot_retained: str = Field(default="10Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$")
@@ -548,6 +550,9 @@ class WalStatus(StatusModel):
     """WAL the replication slot holds back on the server."""
     gaps: list[str] = Field(default_factory=list)
     """Missing segment ranges, e.g. 000000010000000A000000F3-000000010000000A000000F5."""
+    spool_bytes: int | None = None
+    """WAL in the streamer's local spool (its scratch emptyDir, limited by jobTemplate.scratchSizeLimit); it grows
+    while storage is unreachable; near the limit receiving pauses, which loses nothing: the slot keeps the WAL."""
 
 
 class Recoverability(StatusModel):

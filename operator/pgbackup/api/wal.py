@@ -25,11 +25,17 @@ WAL_STATUS_PATH = "/status"
 WAL_HEALTH_PATH = "/healthz"
 # Set in the streamer pod, so that the runner needs no constant of its own (it may also use WAL_STATUS_PORT).
 ENV_WAL_STATUS_PORT = "PGBACKUP_WAL_STATUS_PORT"
+# The spool's size limit in bytes (the scratch emptyDir's sizeLimit): receiving pauses before the spool reaches it.
+ENV_WAL_SPOOL_LIMIT = "PGBACKUP_WAL_SPOOL_LIMIT_BYTES"
 
 
 class WalStreamState(StatusModel):
     """What the WAL streamer knows, as of `updatedAt`. Unknown fields are ignored (newer runners may add some)."""
 
+    starting: bool = False
+    """True from the streamer's start until its loop has created (or found) the replication slot: the slot fields
+    say nothing yet, and the operator reports WALArchiving Unknown/Starting rather than a missing slot. With
+    `error` set, the loop cannot create the slot and keeps retrying (Failed once the startup grace is over)."""
     streaming: bool = False
     """True while pg_receivewal is connected (or reconnecting within its retry loop); False with `error` set
     when streaming has stopped."""
@@ -53,6 +59,9 @@ class WalStreamState(StatusModel):
     """serverLsn - archivedLsn in bytes."""
     lag_seconds: float | None = Field(default=None, ge=0)
     """Age of the oldest WAL written by the server that is not yet in storage; 0 when archivedLsn == serverLsn."""
+    spool_bytes: int | None = Field(default=None, ge=0)
+    """Bytes in the streamer's local spool (its scratch emptyDir): WAL received and not yet shipped, plus the
+    segment being written and the newest shipped one. It grows while storage is unreachable."""
     gaps: list[str] = Field(default_factory=list)
     """Missing segment ranges in storage, each 'first-last' (one name when first == last)."""
     first_recoverable_point: datetime | None = None

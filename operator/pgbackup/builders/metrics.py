@@ -48,6 +48,8 @@ POLICY_GAUGES: dict[str, str] = {
     "pgbackup_wal_slot_retained_bytes": "WAL the replication slot holds back on the database server",
     "pgbackup_wal_slot_retained_limit_bytes": "spec.wal.maxSlotRetained in bytes",
     "pgbackup_wal_archiving_ok": "1 when condition WALArchiving is True, else 0",
+    "pgbackup_wal_spool_bytes": "WAL in the streamer's local spool (received, not yet shipped)",
+    "pgbackup_wal_spool_limit_bytes": "The spool's size limit: spec.jobTemplate.scratchSizeLimit in bytes",
     "pgbackup_policy_ready": "1 when condition Ready is True, else 0",
 }
 RESTORE_REQUESTS = "pgbackup_restore_requests"
@@ -162,9 +164,18 @@ def policy_values(policy: Mapping[str, Any], now: datetime) -> dict[str, float]:
         "pgbackup_wal_slot_retained_bytes": _number(wal.get("slotRetainedBytes")),
         "pgbackup_wal_slot_retained_limit_bytes": _slot_limit(wal_spec) if wal_on else None,
         "pgbackup_wal_archiving_ok": (_condition_flag(status, WAL_ARCHIVING) or 0.0) if wal_on else None,
+        "pgbackup_wal_spool_bytes": _number(wal.get("spoolBytes")),
+        "pgbackup_wal_spool_limit_bytes": _spool_limit(spec) if wal_on else None,
         "pgbackup_policy_ready": _condition_flag(status, READY),
     }
     return {name: value for name, value in values.items() if value is not None}
+
+
+def _spool_limit(spec: Mapping[str, Any]) -> float | None:
+    try:
+        return float(parse_size(str((spec.get("jobTemplate") or {}).get("scratchSizeLimit") or "10Gi")))
+    except ValueError:
+        return None
 
 
 def _slot_limit(wal_spec: Mapping[str, Any]) -> float | None:

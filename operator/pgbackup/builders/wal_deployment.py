@@ -12,6 +12,7 @@ from typing import Any
 from pgbackup.api import jobenv
 from pgbackup.api.policy import BackupPolicySpec
 from pgbackup.api.wal import (
+    ENV_WAL_SPOOL_LIMIT,
     ENV_WAL_STATUS_PORT,
     WAL_HEALTH_PATH,
     WAL_STATUS_PATH,
@@ -21,6 +22,7 @@ from pgbackup.api.wal import (
 from pgbackup.builders.cronjob import ANNOTATION_POLICY_NAME, ANNOTATION_SPEC_HASH, manifest_hash
 from pgbackup.builders.names import LABEL_COMPONENT, LABEL_POLICY, policy_labels, wal_name
 from pgbackup.builders.pod import JobSettings, owner_reference, policy_env_json, runner_pod_spec
+from pgbackup.builders.wal_state import parse_size
 
 COMPONENT_WAL = "wal"
 
@@ -50,13 +52,17 @@ def _streamer_pod(name: str, namespace: str, spec: BackupPolicySpec, settings: J
     pod = runner_pod_spec(spec, settings, command=jobenv.COMMAND_WAL_STREAM, env=[
         {"name": jobenv.ENV_POLICY, "value": policy_env_json(name, namespace, spec)},
         {"name": ENV_WAL_STATUS_PORT, "value": str(WAL_STATUS_PORT)},
+        # the spool is in the scratch emptyDir: a spool over its sizeLimit gets the pod evicted, so it pauses before
+        {"name": ENV_WAL_SPOOL_LIMIT, "value": str(parse_size(spec.job_template.scratch_size_limit))},
     ])
     pod["restartPolicy"] = "Always"  # a Deployment's pod runs until it is replaced
     container = pod["containers"][0]
     container["ports"] = [{"name": WAL_STATUS_PORT_NAME, "containerPort": WAL_STATUS_PORT, "protocol": "TCP"}]
     # Readiness on /status: the Service (and so the operator) reaches the pod once it can report, failing or not.
     container["readinessProbe"] = _probe(WAL_STATUS_PATH, 10, 3)
-    # Liveness on /healthz with patience: a restart costs a reconnect, and the slot keeps the WAL meanwhile.
+    # Liveness on /healthz with patience: a restart costs a reconnect and the spool (the scratch emptyDir), and
+    # loses no WAL: the archive slot keeps on the server all WAL not yet in storage, and the new pod's streamer
+    # receives it again from there (runner/wal/stream.py).
     container["livenessProbe"] = _probe(WAL_HEALTH_PATH, 20, 6)
     # pg_receivewal flushes what it received and the current .partial is shipped on SIGTERM.
     pod["terminationGracePeriodSeconds"] = 60

@@ -2,7 +2,7 @@
 condition (pure: plain spec/status dicts, the state as read, and a clock).
 
 Reasons: Streaming (True), Lagging, Gap, SlotMissing, Failed (False), and Starting (Unknown) while a new
-streamer has not answered yet. A replication slot holding back more than spec.wal.maxSlotRetained adds a
+streamer has not answered yet or says it is starting (its slot not yet created or found). A replication slot holding back more than spec.wal.maxSlotRetained adds a
 warning to the message whatever the reason: a stuck archiver fills the database server's disk.
 """
 
@@ -81,6 +81,7 @@ def _wal_status(state: WalStreamState) -> dict[str, Any]:
         lag_bytes=state.lag_bytes,
         slot_retained_bytes=state.slot_retained_bytes,
         gaps=list(state.gaps),
+        spool_bytes=state.spool_bytes,
     )
     return status.to_wire()
 
@@ -133,9 +134,14 @@ def evaluate_wal(policy_name: str, namespace: str, spec: Mapping[str, Any], stat
     stale = state.updated_at is not None and (now - state.updated_at).total_seconds() > STALE_STATE_SECONDS
     lag = state.lag_seconds
 
-    if not state.slot_exists:
-        problem = f" (streamer: {state.error})" if state.error else ""
+    if state.starting and (not state.error or _in_startup_grace(status, now)):
+        why = f" ({state.error})" if state.error else ""
         result: tuple[Status, str, str] = (
+            "Unknown", "Starting", f"the WAL streamer of {deployment} is starting: it has not yet created or found "
+                                   f"replication slot {slot}{why}; if this lasts, {look}")
+    elif not state.slot_exists:
+        problem = f" (streamer: {state.error})" if state.error else ""
+        result = (
             "False", "SlotMissing",
             f"replication slot {slot} does not exist on the database server{problem}: WAL written while it is missing "
             f"is lost to the archive, so the recoverability window may end there. The streamer recreates the slot; "

@@ -364,7 +364,7 @@ def cmd_wal_stream(policy: PolicyConfig, args: argparse.Namespace) -> int:
     from pgbackup.api.base import parse_duration
     from pgbackup.runner.pg import find_tools, server_info
     from pgbackup.runner.wal.archive import archive_for_policy
-    from pgbackup.runner.wal.stream import WalStreamer, default_slot_name
+    from pgbackup.runner.wal.stream import WalStreamer, default_slot_name, spool_limit
 
     from pgbackup.runner.wal.status import StatusServer, WalStateTracker, status_port
 
@@ -381,7 +381,7 @@ def cmd_wal_stream(policy: PolicyConfig, args: argparse.Namespace) -> int:
             tools = find_tools(server_info(conn).major)
         streamer = WalStreamer(params, tools, archive, slot=slot, directory=scratch_dir() / "wal",
                                partial_interval=parse_duration(spec.wal.partial_upload_interval).total_seconds(),
-                               observer=tracker)
+                               observer=tracker, spool_limit=spool_limit())
         try:
             streamer.run()
         except Terminated:  # the Deployment's pod is being replaced: what was complete has been shipped

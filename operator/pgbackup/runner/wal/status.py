@@ -52,7 +52,7 @@ from pgbackup.runner.wal.archive import (
     format_gap,
     recoverability_window,
 )
-from pgbackup.runner.wal.stream import StreamObserver
+from pgbackup.runner.wal.stream import StreamObserver, receiver_slot_name
 from pgbackup.runner.wal.xlog import (
     DEFAULT_SEGMENT_SIZE,
     format_lsn,
@@ -78,6 +78,8 @@ _SLOT_QUERY = """
 SELECT restart_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, active
 FROM pg_replication_slots WHERE slot_name = %s
 """
+# The receiver slot (stream.receiver_slot_name) follows pg_receivewal's flush position; the archive slot (the
+# policy's) holds what storage does not have yet, so slotRetainedBytes and slotExists are about the archive slot.
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,9 @@ class WalStateTracker(StreamObserver):
         self.stall_after = stall_after if stall_after is not None else 3 * refresh_interval
         self.clock = clock
         self._lock = threading.Lock()
-        self._state = WalStreamState(slot_name=slot)
+        # Starting until the loop has ensured the slot (streaming(True)): /status answers from the first second,
+        # and a slot not created yet is no SlotMissing alarm.
+        self._state = WalStreamState(slot_name=slot, starting=True)
         self._problems: dict[str, str] = {}
         self._last_tick = clock()
         self._samples: deque[_Sample] = deque(maxlen=_SAMPLES_KEPT)
@@ -138,6 +142,7 @@ class WalStateTracker(StreamObserver):
         with self._lock:
             self._state.streaming = on
             if on:
+                self._state.starting = False
                 self._problems.pop("stopped", None)
             else:
                 self._problems["stopped"] = ("WAL streaming has stopped (the pgbackup wal-stream loop ended); "
@@ -165,6 +170,10 @@ class WalStateTracker(StreamObserver):
             if flushed is not None and flushed >= start:
                 flushed = min(flushed, start + self._seg_size)
                 self._partial_flushed_lsn = max(self._partial_flushed_lsn or 0, flushed)
+
+    def spool(self, size: int) -> None:
+        with self._lock:
+            self._state.spool_bytes = size
 
     def problem(self, source: str, message: str | None) -> None:
         with self._lock:
@@ -222,6 +231,7 @@ class WalStateTracker(StreamObserver):
                 conn.execute(f"SET statement_timeout = {_STATEMENT_TIMEOUT_MS}")
                 row = conn.execute(_SERVER_QUERY).fetchone()
                 slot = conn.execute(_SLOT_QUERY, (self.slot,)).fetchone()
+                receiver = conn.execute(_SLOT_QUERY, (receiver_slot_name(self.slot),)).fetchone()
         except Exception as exc:  # noqa: BLE001 - reported in the state, the server keeps answering
             self.problem("server", f"cannot read the WAL position and replication slot {self.slot!r} from "
                                    f"PostgreSQL at {where}: {_clean(exc, self.params)}. Check that the server is "
@@ -234,21 +244,22 @@ class WalStateTracker(StreamObserver):
             self._state.server_lsn = row[0]
             self._state.timeline = int(row[1])
             self._seg_size = int(row[2])
-            if slot is None:
+            if slot is None and self._state.starting:
+                self._state.slot_retained_bytes = None  # not created yet: the loop creates it before streaming
+            elif slot is None:
                 self._state.slot_exists = False
                 self._state.slot_retained_bytes = None
                 self._problems["slot_missing"] = (
                     f"replication slot {self.slot!r} is missing on PostgreSQL at {where}: WAL written while it was "
                     f"missing may not be in the archive. The streamer recreates it; check the archive's gaps and "
                     f"take a new physical base backup")
-                flushed = None
             else:
                 self._state.slot_exists = True
                 self._state.slot_retained_bytes = max(0, int(slot[1])) if slot[1] is not None else None
-                flushed = parse_lsn(slot[0]) if slot[0] is not None else None
                 self._problems.pop("slot_missing", None)
-                if slot[2]:  # pg_receivewal is connected: an earlier exit is over
-                    self._problems.pop("receiver", None)
+            flushed = parse_lsn(receiver[0]) if receiver is not None and receiver[0] is not None else None
+            if receiver is not None and receiver[2]:  # pg_receivewal is connected: an earlier exit is over
+                self._problems.pop("receiver", None)
             self._samples.append(_Sample(at=now, wall=datetime.now(UTC), server_lsn=server_lsn, flushed_lsn=flushed))
         return True
 

@@ -1,43 +1,74 @@
 """`pgbackup wal-stream`: continuous WAL archiving for any PostgreSQL, without touching its configuration.
 
-pg_receivewal streams WAL over a replication connection into a local directory, through a physical replication
-slot (created when missing) so the server keeps every byte not yet received: restarts of pg_receivewal, of this
-runner or of PostgreSQL leave no gap. Each completed segment is shipped with WalArchive.push (compressed,
-optionally encrypted, SHA-256) and then deleted locally; the segment being written (`.partial`) is shipped every
-`partial_interval` so the RPO stays that small. New timeline history files (after a failover or a PITR promote)
-are shipped as they appear. pg_receivewal runs with --no-loop: when it exits, this loop logs why and restarts it
-with a growing backoff. SIGTERM (Terminated) stops pg_receivewal and ships what is complete before exiting.
+pg_receivewal streams WAL over a replication connection into a local directory (the spool). Each completed
+segment is shipped with WalArchive.push (compressed, optionally encrypted, SHA-256) and then deleted locally; the
+segment being written (`.partial`) is shipped every `partial_interval` so the RPO stays that small. New timeline
+history files (after a failover or a PITR promote) are shipped as they appear. pg_receivewal runs with --no-loop:
+when it exits, this loop logs why and restarts it with a growing backoff. SIGTERM (Terminated) stops
+pg_receivewal and ships what is complete before exiting.
 
-The newest shipped segment stays in the directory as a resume marker: pg_receivewal continues after the newest
-complete segment it finds (servers before 15 cannot tell it the slot's position). The password reaches
-pg_receivewal through its environment only.
+Nothing the server released may exist only in the spool: the spool is the pod's emptyDir, gone with an eviction,
+a node drain or a rollout, and a killed pod ships nothing. So two physical replication slots (both created when
+missing):
+- the archive slot (`slot`, spec.wal.slotName) holds the server's WAL until storage has it. pg_receivewal never
+  streams through it (pg_receivewal reports its local flush position, which would move a slot it uses past WAL
+  that is only on local disk); this loop advances it with pg_replication_slot_advance() to the end of the newest
+  segment shipped, after storage confirmed it (segments are shipped oldest first, so storage holds everything
+  before). A .partial does not advance it: the server keeps at most the current segment more than needed.
+- the receiver slot (`receiver_slot_name(slot)`) is the one pg_receivewal streams through; it only tells the
+  status server how far pg_receivewal has flushed and whether it is connected. It may run ahead of storage.
+A new streamer whose spool holds no WAL (a new pod) starts pg_receivewal at the archive slot's position: an empty
+`<segment>.partial` in the spool makes pg_receivewal stream that segment from its start, so WAL received (and
+lost with the spool) by an earlier pod is received again from the server. Restarts of pg_receivewal, of this
+runner, of the pod or of PostgreSQL therefore leave no gap; a storage outage fills the server's pg_wal instead
+(slotRetainedBytes, spec.wal.maxSlotRetained), which is the price of losing nothing.
+
+Within one pod, the newest shipped segment stays in the directory as a resume marker: pg_receivewal continues
+after the newest complete segment it finds. The password reaches pg_receivewal through its environment only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import psycopg
 
-from pgbackup.runner.config import RunnerError
+from pgbackup.api.wal import ENV_WAL_SPOOL_LIMIT
+from pgbackup.runner.config import RunnerError, UsageError
 from pgbackup.runner.log import log, log_warning
 from pgbackup.runner.pg import ConnParams, PgTools
-from pgbackup.runner.wal.xlog import classify
+from pgbackup.runner.wal.xlog import (
+    DEFAULT_SEGMENT_SIZE,
+    classify,
+    format_lsn,
+    lsn_of_segment_start,
+    parse_lsn,
+    parse_segment_name,
+    segment_of,
+)
 
 SLOT_NAME_MAX = 63
+RECEIVER_SLOT_SUFFIX = "_recv"
 _BACKOFF_START = 1.0
 _BACKOFF_MAX = 30.0
 _HEALTHY_AFTER = 30.0
 """A pg_receivewal that ran this long before exiting restarts without waiting."""
 _STDERR_KEEP = 40
+_SEED_QUERY = """
+SELECT restart_lsn::text, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')
+FROM pg_replication_slots WHERE slot_name = %s
+"""
 
 
 class PushesWal(Protocol):
@@ -49,6 +80,36 @@ class PushesWal(Protocol):
 def default_slot_name(policy_name: str) -> str:
     """pgbackup_<policy name>, with the characters a slot name cannot hold replaced by '_', at most 63 long."""
     return re.sub(r"[^a-z0-9_]", "_", f"pgbackup_{policy_name}".lower())[:SLOT_NAME_MAX]
+
+
+def spool_limit(environ: Mapping[str, str] | None = None) -> int | None:
+    """$PGBACKUP_WAL_SPOOL_LIMIT_BYTES (set in the streamer pod from jobTemplate.scratchSizeLimit); None: no limit."""
+    text = (os.environ if environ is None else environ).get(ENV_WAL_SPOOL_LIMIT, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) == 0:
+        raise UsageError(f"{ENV_WAL_SPOOL_LIMIT}={text!r} is not a positive number of bytes; unset it for no limit")
+    return int(text)
+
+
+def receiver_slot_name(slot: str) -> str:
+    """The slot pg_receivewal streams through: `<slot>_recv`; a name that would be too long is shortened and
+    given a hash of the whole, so two archive slots never share a receiver slot."""
+    name = slot + RECEIVER_SLOT_SUFFIX
+    if len(name) <= SLOT_NAME_MAX:
+        return name
+    digest = hashlib.sha256(slot.encode()).hexdigest()[:8]
+    return f"{slot[:SLOT_NAME_MAX - len(RECEIVER_SLOT_SUFFIX) - 9]}_{digest}{RECEIVER_SLOT_SUFFIX}"
+
+
+def advance_slot(params: ConnParams, slot: str, lsn: int) -> bool:
+    """Move the archive slot forward to `lsn` (never back: the server refuses that); True when it moved."""
+    target = format_lsn(lsn)
+    with params.connect("postgres") as conn:
+        row = conn.execute("SELECT pg_replication_slot_advance(slot_name, %s::pg_lsn) FROM pg_replication_slots "
+                           "WHERE slot_name = %s AND slot_type = 'physical' AND restart_lsn < %s::pg_lsn",
+                           (target, slot, target)).fetchone()
+    return row is not None
 
 
 def ensure_slot(params: ConnParams, slot: str) -> bool:
@@ -95,6 +156,9 @@ class StreamObserver:
     def problem(self, source: str, message: str | None) -> None:
         """Something (source: receiver, ship, slot) went wrong, with what to do; None: it is over."""
 
+    def spool(self, size: int) -> None:
+        """Bytes in the local spool now."""
+
 
 @dataclass
 class StreamState:
@@ -111,6 +175,7 @@ class StreamState:
     ship_failures: int = 0
     lag_bytes: int | None = None
     lag_seconds: float | None = None
+    spool_bytes: int = 0
 
 
 class WalStreamer:
@@ -121,12 +186,18 @@ class WalStreamer:
                  partial_interval: float = 30.0, progress_interval: float = 30.0, poll_interval: float = 0.5,
                  status_interval: int = 10, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None, stop: threading.Event | None = None,
-                 observer: StreamObserver | None = None) -> None:
+                 observer: StreamObserver | None = None, spool_limit: int | None = None) -> None:
         self.params = params
         self.tools = tools
         self.archive = archive
         self.slot = slot
+        """The archive slot: advanced only to what storage holds."""
+        self.receiver_slot = receiver_slot_name(slot)
         self.directory = directory
+        self.spool_limit = spool_limit
+        """Bytes the spool may hold (the emptyDir's sizeLimit): receiving pauses before it gets there."""
+        self._spool_paused = False
+        self._largest_file = DEFAULT_SEGMENT_SIZE
         self.partial_interval = partial_interval
         self.progress_interval = progress_interval
         self.poll_interval = poll_interval
@@ -147,12 +218,15 @@ class WalStreamer:
         self._marker: Path | None = None
         self._ship_retry_at = -1e18
         self._ship_backoff = _BACKOFF_START
+        self._archived_end: int | None = None
+        """End LSN of the newest segment shipped whose advance of the archive slot is still to be done."""
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self, until: Callable[[], bool] | None = None) -> StreamState:
         self.directory.mkdir(parents=True, exist_ok=True)
-        ensure_slot(self.params, self.slot)
+        if not self.wait_for_slots(until):
+            return self.state
         log("wal.stream.start", slot=self.slot, server=self.params.describe(), directory=str(self.directory),
             partial_interval=self.partial_interval)
         self.observer.streaming(True)
@@ -171,11 +245,37 @@ class WalStreamer:
             self.observer.streaming(False)
         return self.state
 
+    def wait_for_slots(self, until: Callable[[], bool] | None = None) -> bool:
+        """Create (or find) both slots, retrying with backoff while that fails, with the reason in /status: a
+        process that exited instead would restart in a loop that tells the operator nothing. False when stopped
+        before the slots exist."""
+        backoff = _BACKOFF_START
+        while not self.stop.is_set() and not (until is not None and until()):
+            self.observer.tick()
+            try:
+                ensure_slot(self.params, self.slot)
+                ensure_slot(self.params, self.receiver_slot)
+            except (RunnerError, psycopg.Error) as exc:
+                message = self.params.scrub(str(exc).strip())
+                log_warning("wal.stream.slot_unavailable", slot=self.slot, error=message, retry_in_seconds=backoff)
+                self.observer.problem("slot", message)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+                continue
+            self.observer.problem("slot", None)
+            return True
+        return False
+
     def step(self) -> None:
-        """One round: keep pg_receivewal running, ship what is complete, the partial when due, progress.
+        """One round: keep pg_receivewal running (unless the spool is full), ship what is complete, the partial
+        when due, progress.
         A failed upload (storage unreachable, a conflict) is logged and retried with backoff: meanwhile the
-        segments wait on local disk and the slot keeps the server's copy."""
-        self.supervise()
+        segments wait on local disk and the archive slot keeps the server's copy (the spool may be lost)."""
+        self.measure_spool()
+        if self.spool_full():
+            self.stop_receiver()
+        else:
+            self.supervise()
         if self.clock() >= self._ship_retry_at:
             try:
                 self.ship_completed()
@@ -191,13 +291,14 @@ class WalStreamer:
                             hint="check the storage (reachable, credentials, free space); segments wait locally")
                 self.observer.problem("ship", f"shipping WAL to storage failed ({type(exc).__name__}: {exc}); "
                                               f"retrying in {wait:g} s. Check the storage (reachable, credentials, "
-                                              f"free space); segments wait locally and the slot keeps the server's copy")
+                                              f"free space); meanwhile the replication slot {self.slot!r} keeps the "
+                                              f"unshipped WAL on the database server")
         self.report_progress()
 
     # -- pg_receivewal ----------------------------------------------------------------------------
 
     def receiver_args(self) -> list[str]:
-        return [self.tools.path("pg_receivewal"), "-D", str(self.directory), f"--slot={self.slot}", "--no-loop",
+        return [self.tools.path("pg_receivewal"), "-D", str(self.directory), f"--slot={self.receiver_slot}", "--no-loop",
                 "--no-password", "--synchronous", f"--status-interval={self.status_interval}", "--verbose"]
 
     def supervise(self) -> None:
@@ -216,7 +317,7 @@ class WalStreamer:
             self._restart_at = now + wait
             log_warning("wal.stream.receiver_exited", exit_code=code, ran_seconds=round(ran, 1),
                         restart_in_seconds=wait, stderr=self.params.scrub("\n".join(self._stderr[-8:])),
-                        hint="restarting; the replication slot keeps the WAL, so no gap arises")
+                        hint="restarting; the archive slot keeps the WAL on the server, so no gap arises")
             last_line = self.params.scrub(self._stderr[-1]) if self._stderr else "no message"
             self.observer.problem("receiver", f"pg_receivewal exited with code {code} ({last_line}); restarting in "
                                               f"{wait:g} s. If it keeps exiting, check that the server is reachable "
@@ -230,9 +331,12 @@ class WalStreamer:
         self._stderr = []
         try:
             ensure_slot(self.params, self.slot)  # a dropped slot is recreated (the gap check will report a hole)
-        except RunnerError as exc:
-            log_warning("wal.stream.slot_unavailable", slot=self.slot, error=str(exc))
-            self.observer.problem("slot", str(exc))
+            ensure_slot(self.params, self.receiver_slot)
+            self.seed_spool()
+        except (RunnerError, psycopg.Error) as exc:
+            message = self.params.scrub(str(exc).strip())
+            log_warning("wal.stream.slot_unavailable", slot=self.slot, error=message)
+            self.observer.problem("slot", message)
             self._restart_at = self.clock() + self._backoff
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
             return
@@ -243,6 +347,20 @@ class WalStreamer:
         self.state.receiver_starts += 1
         threading.Thread(target=self._read_stderr, args=(self.receiver,), daemon=True).start()
         log("wal.stream.receiver_started", pid=self.receiver.pid, slot=self.slot, starts=self.state.receiver_starts)
+
+    def seed_spool(self) -> None:
+        """With no WAL in the spool (a new pod), make pg_receivewal start at the archive slot's position: an empty
+        `<segment>.partial` for the segment holding its restart_lsn. Without it pg_receivewal would start where
+        the receiver slot (or the server) is, after WAL that an earlier pod received but never shipped."""
+        if any(classify(p.name) in ("segment", "partial") for p in self.directory.iterdir()):
+            return
+        with self.params.connect("postgres") as conn:
+            row = conn.execute(_SEED_QUERY, (self.slot,)).fetchone()
+        if row is None or row[0] is None:
+            return
+        segment = segment_of(parse_lsn(row[0]), int(row[1]), int(row[2]))
+        (self.directory / f"{segment.name}.partial").touch()
+        log("wal.stream.spool_seeded", slot=self.slot, restart_lsn=row[0], segment=segment.name)
 
     def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
@@ -276,7 +394,14 @@ class WalStreamer:
 
     def ship_completed(self) -> None:
         """Push every complete segment and history file, oldest first; delete each after a successful push
-        (the newest segment stays as pg_receivewal's resume marker)."""
+        (the newest segment stays as pg_receivewal's resume marker). Then advance the archive slot to the end
+        of the newest segment shipped, also when a later push failed."""
+        try:
+            self._ship_completed()
+        finally:
+            self.advance_archive_slot()
+
+    def _ship_completed(self) -> None:
         for path in self._files("history"):
             self.archive.push(path)
             self.state.history_shipped.append(path.name)
@@ -285,7 +410,10 @@ class WalStreamer:
         for path in self._files("segment"):
             if path == self._marker:
                 continue
+            seg_size = path.stat().st_size
             self.archive.push(path)
+            end = lsn_of_segment_start(parse_segment_name(path.name), seg_size) + seg_size
+            self._archived_end = max(self._archived_end or 0, end)
             self.state.last_segment = path.name
             self.state.last_shipped_at = self.clock()
             self.state.segments_shipped += 1
@@ -308,6 +436,8 @@ class WalStreamer:
             info = path.stat()
         except FileNotFoundError:  # completed and renamed meanwhile: shipped as a segment next round
             return
+        if info.st_size == 0:  # the seed (seed_spool): pg_receivewal has not opened it yet
+            return
         signature = (path.name, info.st_size, info.st_mtime_ns)
         self._partial_shipped_at = now
         if signature == self._partial_signature:
@@ -325,16 +455,70 @@ class WalStreamer:
         self.state.last_shipped_at = now
         log("wal.stream.partial_archived", segment=path.name)
 
+    def measure_spool(self) -> None:
+        """Bytes in the spool (a handful of files: cheap every round)."""
+        size = 0
+        for path in self.directory.iterdir():
+            try:
+                file_size = path.stat().st_size
+            except FileNotFoundError:  # renamed or deleted meanwhile
+                continue
+            size += file_size
+            self._largest_file = max(self._largest_file, file_size)
+        self.state.spool_bytes = size
+        self.observer.spool(size)
+
+    def spool_full(self) -> bool:
+        """Whether receiving must pause: the spool would pass its limit with two more segments (the one being
+        written is preallocated whole), or holds 80% of it. This loop polls, and a push to a storage that hangs
+        blinds it meanwhile: the 20% are the margin for WAL received then. It resumes once everything complete
+        is shipped (only the resume marker and the .partial are left). Paused, nothing is lost: the archive slot
+        keeps the WAL on the server."""
+        if self.spool_limit is None:
+            return False
+        if self._spool_paused:
+            if any(path != self._marker for path in self._files("segment")):
+                return True
+            self._spool_paused = False
+            log("wal.stream.spool_resumed", spool_bytes=self.state.spool_bytes)
+            self.observer.problem("spool", None)
+            return False
+        if self.state.spool_bytes <= min(self.spool_limit - 2 * self._largest_file, self.spool_limit * 0.8):
+            return False
+        self._spool_paused = True
+        message = (f"the local WAL spool holds {self.state.spool_bytes} bytes, near its limit of {self.spool_limit} "
+                   f"(jobTemplate.scratchSizeLimit), because storage does not take the WAL: receiving is paused "
+                   f"until it is shipped, and the replication slot {self.slot!r} keeps the WAL on the database "
+                   f"server meanwhile. Fix the storage; raise scratchSizeLimit for longer outages")
+        log_warning("wal.stream.spool_full", spool_bytes=self.state.spool_bytes, limit=self.spool_limit,
+                    hint="fix the storage; receiving resumes once the spool is shipped")
+        self.observer.problem("spool", message)
+        return True
+
+    def advance_archive_slot(self) -> None:
+        """Let the server release what storage holds. A failure is logged and retried after the next segment:
+        the slot then only keeps more WAL than needed."""
+        end = self._archived_end
+        if end is None:
+            return
+        try:
+            advance_slot(self.params, self.slot, end)
+        except (RunnerError, psycopg.Error) as exc:
+            log_warning("wal.stream.slot_advance_failed", slot=self.slot, error=self.params.scrub(str(exc).strip()),
+                        hint="the slot keeps more WAL on the server until the next shipped segment advances it")
+            return
+        self._archived_end = None
+
     # -- progress ---------------------------------------------------------------------------------
 
     def measure_lag(self) -> None:
-        """Bytes between the server's WAL position and what pg_receivewal has flushed (the slot's position)."""
+        """Bytes between the server's WAL position and what pg_receivewal has flushed (the receiver slot)."""
         try:
             with self.params.connect("postgres") as conn:
                 row = conn.execute(
                     "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots "
-                    "WHERE slot_name = %s", (self.slot,)).fetchone()
-        except RunnerError:
+                    "WHERE slot_name = %s", (self.receiver_slot,)).fetchone()
+        except (RunnerError, psycopg.Error):  # e.g. PostgreSQL restarting: a progress line is not worth dying for
             self.state.lag_bytes = None
             return
         self.state.lag_bytes = int(row[0]) if row is not None and row[0] is not None else None
@@ -351,6 +535,6 @@ class WalStreamer:
         self.measure_lag()
         log("wal.stream.progress", slot=self.slot, last_segment=self.state.last_segment,
             segments_shipped=self.state.segments_shipped, partials_shipped=self.state.partials_shipped,
-            lag_bytes=self.state.lag_bytes, lag_seconds=self.state.lag_seconds,
+            spool_bytes=self.state.spool_bytes, lag_bytes=self.state.lag_bytes, lag_seconds=self.state.lag_seconds,
             receiver_running=self.receiver is not None and self.receiver.poll() is None,
             receiver_restarts=max(0, self.state.receiver_starts - 1))
