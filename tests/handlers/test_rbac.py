@@ -16,7 +16,7 @@ from tests.handlers.test_jobs import finish_job
 
 pytestmark = pytest.mark.timeout(60)
 
-# Granted for code paths the emulator does not exercise here: the Lease election (PUT is not emulated),
+# Granted for code paths the emulator does not exercise here: the Lease election (tests/handlers/test_election.py),
 # namespaced mode (kmock 0.8 cannot list namespaces; the e2e suite runs both), and the RestoreRequest
 # handlers, which live in their own module and tests.
 NOT_EXERCISED_HERE = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.server
 import logging
 import os
@@ -63,6 +65,25 @@ def _standby_health_server(endpoint: str) -> http.server.ThreadingHTTPServer:
     return server
 
 
+async def _operate(stop: threading.Event, *, clusterwide: bool, namespaces: list[str], liveness_endpoint: str) -> None:
+    """kopf.run, with a SIGTERM/SIGINT that arrives before kopf installs its own signal handlers (or while standing
+    by) stopping it too, instead of being lost in `stop` while kopf runs on."""
+    loop = asyncio.get_running_loop()
+    stop_flag = asyncio.Event()
+
+    def on_signal(*_: Any) -> None:
+        stop.set()
+        loop.call_soon_threadsafe(stop_flag.set)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if stop.is_set():
+        return
+    await kopf.operator(standalone=True,  # no kopf peering: the Lease decides who acts
+                        clusterwide=clusterwide, namespaces=namespaces, liveness_endpoint=liveness_endpoint,
+                        stop_flag=stop_flag)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT. Leader election is on when POD_NAMESPACE is set (the chart sets it)."""
     args = argv if argv is not None else sys.argv[1:]
@@ -74,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
     stop = threading.Event()  # SIGTERM while standing by; kopf handles signals itself once it runs
-    lost = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     election: LeaseElection | None = None
+    renewer: threading.Thread | None = None
     pod_namespace = os.environ.get("POD_NAMESPACE")
     if pod_namespace and os.environ.get("LEADER_ELECTION", "true").lower() != "false":
         identity = os.environ.get("POD_NAME") or socket.gethostname()
@@ -90,24 +111,23 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             health.shutdown()
             health.server_close()
-        # On a lost lease, stop exactly as on SIGTERM: kopf finishes what runs and exits.
-        threading.Thread(target=election.keep_renewing, daemon=True, name="lease",
-                         args=(stop, lost, lambda: os.kill(os.getpid(), signal.SIGTERM))).start()
+        # On a lost lease the renewer ends the process at once (election.exit_at_once): no graceful shutdown,
+        # which would wait for handlers that may block for minutes while another replica already leads.
+        renewer = threading.Thread(target=election.keep_leading, args=(stop,), daemon=True, name="lease")
+        renewer.start()
     else:
         logger.warning("Leader election is off (POD_NAMESPACE unset or LEADER_ELECTION=false): run one replica only.")
 
     try:
-        kopf.run(
-            standalone=True,  # no kopf peering: the Lease decides who acts
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            liveness_endpoint=liveness,
-        )
+        with contextlib.suppress(asyncio.CancelledError):  # as kopf.run
+            asyncio.run(_operate(stop, clusterwide=not settings.namespaces, namespaces=list(settings.namespaces),
+                                 liveness_endpoint=liveness))
     finally:
         stop.set()
-        if election is not None and not lost.is_set():
+        if election is not None and renewer is not None:
+            renewer.join(timeout=election.lease.renew_deadline)  # no renewal in flight that could undo the release
             election.release()
-    return 1 if lost.is_set() else 0
+    return 0
 
 
 if __name__ == "__main__":
