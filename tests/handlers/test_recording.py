@@ -1,0 +1,123 @@
+"""Recording is level-triggered: a finished Job whose recording failed (an API error) or whose event was missed is
+still recorded, by the operator's periodic reconcile, and nothing is recorded twice."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kmock as kmocklib
+import pytest
+
+from pgbackup.api import JobSummary
+from tests.handlers.conftest import NAMESPACE, Cluster, Operator, eventually
+from tests.handlers.test_jobs import backup_summary, finish_job, ready_policy
+from tests.handlers.test_verification import BACKUP_ID, VERIFY_JOB, age_secret, finish_verify_job, record_backup, \
+    verify_jobs
+
+__all__ = ["age_secret"]  # a fixture, used by name
+
+pytestmark = pytest.mark.timeout(90)
+
+INTERVAL = "0.3"
+
+
+@pytest.fixture(autouse=True)
+def fast_recording(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGBACKUP_RECORDING_INTERVAL_SECONDS", INTERVAL)
+
+
+def fail_first(emulator: Any, plural: str, field: str) -> list[Any]:
+    """Answer 500 to the first status write of a `plural` object that sets `field`; returns the failed requests."""
+    failed: list[Any] = []
+
+    def first_write(request: Any) -> bool:
+        status = (request.data or {}).get("status") if isinstance(request.data, dict) else None
+        if failed or request.subresource != "status" or request.resource is None \
+                or request.resource.plural != plural or not isinstance(status, dict) or field not in status:
+            return False
+        failed.append(request)
+        return True
+
+    emulator[first_write] << 500
+    return failed
+
+
+def job_annotations(cluster: Cluster, name: str) -> dict[str, str]:
+    return cluster.batch.read_namespaced_job(name, NAMESPACE).metadata.annotations or {}
+
+
+async def passes(emulator: Any, count: int = 2) -> None:
+    """Wait until the periodic reconcile has listed the Jobs `count` more times (so it had its chance)."""
+    def job_lists() -> int:
+        return sum(1 for r in list(emulator) if r.action == kmocklib.action.LIST and r.resource is not None
+                   and r.resource.plural == "jobs" and r.headers.get("User-Agent", "").startswith("pgbackup"))
+    start = job_lists()
+    await eventually(lambda: job_lists() >= start + 2 * count, what=f"{count} more passes of the reconcile")
+
+
+async def test_a_backup_whose_status_write_failed_is_still_recorded_once(cluster: Cluster, secrets: None,
+                                                                         operator: Operator, emulator: Any) -> None:
+    failed = fail_first(emulator, "backuppolicies", "lastBackup")
+    async with operator.running():
+        cronjob = await ready_policy(cluster)
+        await asyncio.to_thread(finish_job, cluster, cronjob, "orders-backup-29000000", "Complete", None,
+                                backup_summary("20261123T020000Z"))
+        status = await eventually(lambda: (s := cluster.policy("orders").get("status", {})).get("lastBackup") and s,
+                                  what="status.lastBackup despite the failed write")
+        await eventually(lambda: job_annotations(cluster, "orders-backup-29000000").get("pgbackup.dev/recorded"),
+                         what="the recorded mark")
+        await passes(emulator)
+        succeeded = await asyncio.to_thread(cluster.events, "BackupSucceeded")
+    assert failed, "the emulator never failed a status write: the test did not test anything"
+    assert status["lastBackup"]["id"] == "20261123T020000Z"
+    assert len(succeeded) == 1, "the backup was recorded more than once"
+
+
+async def test_a_verification_whose_status_write_failed_is_still_recorded_once(
+        cluster: Cluster, secrets: None, age_secret: None, operator: Operator, emulator: Any) -> None:
+    summary = JobSummary(kind="verify", phase="Completed", backup_id=BACKUP_ID, reason="RestoreVerified",
+                         restore_seconds=42.5, completed_at="2026-11-23T03:10:00Z")
+    failed = fail_first(emulator, "backuppolicies", "measured")  # only a verification result sets it here
+    async with operator.running():
+        await record_backup(cluster)
+        await eventually(lambda: verify_jobs(cluster), what="the verification Job")
+        await asyncio.to_thread(finish_verify_job, cluster, VERIFY_JOB, summary)
+        verified = await eventually(lambda: cluster.condition("orders", "Verified"),
+                                    what="Verified despite the failed write")
+        await eventually(lambda: job_annotations(cluster, VERIFY_JOB).get("pgbackup.dev/recorded"),
+                         what="the recorded mark")
+        await passes(emulator)
+        succeeded = await asyncio.to_thread(cluster.events, "VerificationSucceeded")
+    assert failed
+    assert verified["status"] == "True"
+    assert len(succeeded) == 1
+
+
+async def test_a_verification_job_whose_creation_failed_is_still_created(
+        cluster: Cluster, secrets: None, age_secret: None, operator: Operator, emulator: Any) -> None:
+    failed: list[Any] = []
+
+    def first_create(request: Any) -> bool:
+        if failed or request.action != kmocklib.action.CREATE or request.resource is None \
+                or request.resource.plural != "jobs" or request.name is not None:
+            return False
+        body = request.data if isinstance(request.data, dict) else {}
+        if (body.get("metadata") or {}).get("name") != VERIFY_JOB:
+            return False
+        failed.append(request)
+        return True
+
+    emulator[first_create] << 500
+    async with operator.running():
+        await record_backup(cluster)
+        jobs = await eventually(lambda: verify_jobs(cluster), what="the verification Job despite the failed create")
+        await eventually(lambda: job_annotations(cluster, "orders-backup-29000000")
+                         .get("pgbackup.dev/verification-job") == VERIFY_JOB, what="the backup Job marked")
+        await passes(emulator)
+        started = await asyncio.to_thread(cluster.events, "VerificationStarted")
+    assert failed
+    assert [j["metadata"]["name"] for j in jobs] == [VERIFY_JOB]
+    # the emulator stores the Job before answering 500 (a create whose answer was lost): then the retry finds
+    # it (409) and says nothing; never twice
+    assert len(started) <= 1
