@@ -9,7 +9,7 @@ from typing import Any
 import kmock as kmocklib
 import pytest
 
-from pgbackup.api import JobSummary
+from pgbackup.api import BackupPolicyStatus, JobSummary
 from tests.handlers.conftest import NAMESPACE, Cluster, Operator, eventually
 from tests.handlers.test_jobs import backup_summary, finish_job, ready_policy
 from tests.handlers.test_verification import BACKUP_ID, VERIFY_JOB, age_secret, finish_verify_job, record_backup, \
@@ -121,3 +121,43 @@ async def test_a_verification_job_whose_creation_failed_is_still_created(
     # the emulator stores the Job before answering 500 (a create whose answer was lost): then the retry finds
     # it (409) and says nothing; never twice
     assert len(started) <= 1
+
+
+def catalog_jobs(cluster: Cluster) -> list[dict[str, Any]]:
+    return [j for j in cluster.jobs() if j["metadata"]["labels"].get("app.kubernetes.io/component") == "catalog"]
+
+
+async def test_a_backup_job_gone_while_the_operator_was_down_is_recorded_from_storage_once(
+        cluster: Cluster, secrets: None, operator: Operator, emulator: Any) -> None:
+    async with operator.running():
+        await ready_policy(cluster)
+    # While the operator is down the 02:00 run succeeds, and its Job is deleted (TTL, history limit) before the
+    # operator comes back: only the CronJob's status tells that it ran.
+    await asyncio.to_thread(cluster.batch.patch_namespaced_cron_job_status, "orders-backup", NAMESPACE, {
+        "status": {"lastScheduleTime": "2026-11-23T02:00:00Z", "lastSuccessfulTime": "2026-11-23T02:03:10Z"}})
+    stored = JobSummary(kind="catalog", phase="Completed", backup_id="20261123T020000Z", method="logical",
+                        completed_at="2026-11-23T02:03:00Z", size_bytes=5 * 1024 * 1024, duration_seconds=170.0,
+                        stored_backups=["20261123T020000Z", "20261122T020000Z"])
+    async with operator.running():
+        [sync] = await eventually(lambda: catalog_jobs(cluster), what="a catalog-sync Job")
+        await asyncio.to_thread(finish_verify_job, cluster, sync["metadata"]["name"], stored)
+        status = await eventually(lambda: (s := cluster.policy("orders").get("status", {})).get("lastBackup") and s,
+                                  what="status.lastBackup from storage")
+        await eventually(lambda: job_annotations(cluster, sync["metadata"]["name"]).get("pgbackup.dev/recorded"),
+                         what="the catalog-sync Job marked recorded")
+        await passes(emulator)
+    async with operator.running():  # another restart: status is no longer behind, nothing runs again
+        await passes(emulator)
+        syncs = await asyncio.to_thread(catalog_jobs, cluster)
+        recorded = await asyncio.to_thread(cluster.events, "BackupRecordedFromStorage")
+    pod = sync["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["pgbackup", "catalog-summary"]
+    assert not any("PASSWORD" in e["name"] and "value" in e for e in pod["containers"][0]["env"])
+    assert status["lastBackup"]["id"] == "20261123T020000Z"
+    assert status["lastBackup"]["completedAt"] == "2026-11-23T02:03:00Z" and status["lastBackup"]["size"] == "5.0 MiB"
+    assert [b["id"] for b in status["backups"]] == ["20261123T020000Z"]
+    condition = next(c for c in status["conditions"] if c["type"] == "LastBackupSucceeded")
+    assert (condition["status"], condition["reason"]) == ("True", "RecordedFromStorage")
+    BackupPolicyStatus.model_validate(status)
+    assert len(syncs) == 1
+    assert len(recorded) == 1 and "20261123T020000Z" in recorded[0]["message"]

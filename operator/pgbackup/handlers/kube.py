@@ -239,6 +239,19 @@ def create_event(obj: dict[str, Any], type: str, reason: str, message: str) -> N
     }, _preload_content=False)
 
 
+def list_cronjobs_selected(selector: str, namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """CronJobs matching a label selector, in every namespace (or only in `namespaces`)."""
+    batch = kubernetes.client.BatchV1Api(client())
+    items: list[dict[str, Any]] = []
+    for namespace in namespaces or (None,):
+        if namespace is None:
+            page = _json(batch.list_cron_job_for_all_namespaces(label_selector=selector, _preload_content=False))
+        else:
+            page = _json(batch.list_namespaced_cron_job(namespace, label_selector=selector, _preload_content=False))
+        items.extend(page.get("items") or [])
+    return items
+
+
 # ------------------------------------------------------------------ WAL streamer Deployment and Service
 
 
@@ -276,6 +289,19 @@ def get_policy(namespace: str, name: str) -> dict[str, Any] | None:
         if is_status(error, 404):
             return None
         raise
+
+
+def list_policies(namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    custom = kubernetes.client.CustomObjectsApi(client())
+    items: list[dict[str, Any]] = []
+    for namespace in namespaces or (None,):
+        if namespace is None:
+            page = _json(custom.list_cluster_custom_object(GROUP, VERSION, POLICIES, _preload_content=False))
+        else:
+            page = _json(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, POLICIES,
+                                                              _preload_content=False))
+        items.extend(page.get("items") or [])
+    return items
 
 
 def update_policy_status(namespace: str, name: str,
