@@ -4,13 +4,15 @@ still recorded, by the operator's periodic reconcile, and nothing is recorded tw
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import kmock as kmocklib
 import pytest
 
 from pgbackup.api import BackupPolicyStatus, JobSummary
-from tests.handlers.conftest import NAMESPACE, Cluster, Operator, eventually
+from pgbackup.api.restore import RestoreResult
+from tests.handlers.conftest import NAMESPACE, Cluster, Emulator, Operator, eventually
 from tests.handlers.test_jobs import backup_summary, finish_job, ready_policy
 from tests.handlers.test_verification import BACKUP_ID, VERIFY_JOB, age_secret, finish_verify_job, record_backup, \
     verify_jobs
@@ -27,8 +29,26 @@ def fast_recording(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGBACKUP_RECORDING_INTERVAL_SECONDS", INTERVAL)
 
 
-def fail_first(emulator: Any, plural: str, field: str) -> list[Any]:
-    """Answer 500 to the first status write of a `plural` object that sets `field`; returns the failed requests."""
+class FailingEmulator(Emulator):
+    """The emulator plus requests refused with 500 before anything is stored (kmock's own reactions answer
+    after the emulator has applied the change, i.e. a write whose answer was lost)."""
+
+    refuse: list[Callable[[Any], bool]]
+
+    async def _handle(self, request: Any) -> Any:
+        if any(check(request) for check in getattr(self, "refuse", [])):
+            raise kmocklib.KubernetesError()  # 500, nothing applied
+        return await super()._handle(request)
+
+
+@pytest.fixture()
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    return {**kmock_options, "cls": FailingEmulator}
+
+
+def fail_first(emulator: Any, plural: str, field: str, applied: bool = False) -> list[Any]:
+    """Answer 500 to the first status write of a `plural` object that sets `field` (`applied`: after storing
+    it, as when the answer is lost on the way back); returns the failed requests."""
     failed: list[Any] = []
 
     def first_write(request: Any) -> bool:
@@ -39,7 +59,10 @@ def fail_first(emulator: Any, plural: str, field: str) -> list[Any]:
         failed.append(request)
         return True
 
-    emulator[first_write] << 500
+    if applied:
+        emulator[first_write] << 500
+    else:
+        object.__setattr__(emulator, "refuse", [*getattr(emulator, "refuse", []), first_write])
     return failed
 
 
@@ -78,7 +101,7 @@ async def test_a_verification_whose_status_write_failed_is_still_recorded_once(
         cluster: Cluster, secrets: None, age_secret: None, operator: Operator, emulator: Any) -> None:
     summary = JobSummary(kind="verify", phase="Completed", backup_id=BACKUP_ID, reason="RestoreVerified",
                          restore_seconds=42.5, completed_at="2026-11-23T03:10:00Z")
-    failed = fail_first(emulator, "backuppolicies", "measured")  # only a verification result sets it here
+    failed = fail_first(emulator, "backuppolicies", "measured", applied=True)  # only a verification sets it
     async with operator.running():
         await record_backup(cluster)
         await eventually(lambda: verify_jobs(cluster), what="the verification Job")
@@ -161,3 +184,28 @@ async def test_a_backup_job_gone_while_the_operator_was_down_is_recorded_from_st
     BackupPolicyStatus.model_validate(status)
     assert len(syncs) == 1
     assert len(recorded) == 1 and "20261123T020000Z" in recorded[0]["message"]
+
+
+async def test_a_restore_whose_status_write_failed_is_still_recorded_once(
+        cluster: Cluster, secrets: None, operator: Operator, emulator: Any) -> None:
+    from tests.handlers import test_restore as restores
+
+    failed = fail_first(emulator, "restorerequests", "result")  # the restore Job's result
+    async with operator.running():
+        await restores.ready_policy(cluster)
+        await asyncio.to_thread(restores.create_request, cluster, "orders-restore", restores.restore_spec())
+        plan_job = await restores.planning(cluster, "orders-restore")
+        await asyncio.to_thread(restores.finish_job, cluster, plan_job, "Complete",
+                                restores.summary_state(restores.plan_summary()))
+        restore_job = (await eventually(lambda: restores.restore_jobs(cluster, "restore"), what="the restore Job"))[0]
+        await asyncio.to_thread(restores.finish_job, cluster, restore_job, "Complete", restores.summary_state(
+            restores.plan_summary(result=RestoreResult(restore_seconds=12.5), restore_seconds=12.5)))
+        done = await eventually(lambda: (s := restores.status_of(cluster, "orders-restore")).get("phase")
+                                == "Succeeded" and s, what="phase Succeeded despite the failed write")
+        await eventually(lambda: job_annotations(cluster, restore_job["metadata"]["name"])
+                         .get("pgbackup.dev/recorded"), what="the restore Job marked recorded")
+        await passes(emulator)
+        succeeded = await asyncio.to_thread(cluster.events, "RestoreSucceeded")
+    assert failed
+    assert done["result"]["restoreSeconds"] == 12.5
+    assert len(succeeded) == 1
