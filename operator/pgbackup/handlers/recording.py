@@ -99,12 +99,16 @@ def _record_catalog_job(job: dict[str, Any], log: kopf.Logger) -> bool:
     return True
 
 
-def _restore_recorder(handler: Callable[..., None]) -> Callable[[dict[str, Any], kopf.Logger], bool]:
+def _restore_recorder(handler: Callable[..., object]) -> Callable[[dict[str, Any], kopf.Logger], bool]:
     def record(job: dict[str, Any], log: kopf.Logger) -> bool:
         meta = job["metadata"]
-        return run_once(f"{meta.get('uid') or meta['namespace'] + '/' + meta['name']}/recorded", lambda: (
-            handler(body=cast(kopf.Body, job), type=None, name=meta["name"], namespace=meta["namespace"],
-                    logger=log) is None))
+
+        def call() -> bool:  # the handler marks the Job itself; a Job it cannot record is not retried here
+            handler(body=cast(kopf.Body, job), type="MODIFIED", name=meta["name"], namespace=meta["namespace"],
+                    logger=log)
+            return True
+
+        return run_once(f"{meta.get('uid') or meta['namespace'] + '/' + meta['name']}/recorded", call)
     return record
 
 
