@@ -4,6 +4,7 @@ still recorded, by the operator's periodic reconcile, and nothing is recorded tw
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 
 from pgbackup.api import BackupPolicyStatus, JobSummary
 from pgbackup.api.restore import RestoreResult
+from pgbackup.handlers.once import forget, run_once
+from tests.handlers import test_restore as restores
 from tests.handlers.conftest import NAMESPACE, Cluster, Emulator, Operator, eventually
 from tests.handlers.test_jobs import backup_summary, finish_job, ready_policy
 from tests.handlers.test_verification import BACKUP_ID, VERIFY_JOB, age_secret, finish_verify_job, record_backup, \
@@ -188,8 +191,6 @@ async def test_a_backup_job_gone_while_the_operator_was_down_is_recorded_from_st
 
 async def test_a_restore_whose_status_write_failed_is_still_recorded_once(
         cluster: Cluster, secrets: None, operator: Operator, emulator: Any) -> None:
-    from tests.handlers import test_restore as restores
-
     failed = fail_first(emulator, "restorerequests", "result")  # the restore Job's result
     async with operator.running():
         await restores.ready_policy(cluster)
@@ -209,3 +210,29 @@ async def test_a_restore_whose_status_write_failed_is_still_recorded_once(
     assert failed
     assert done["result"]["restoreSeconds"] == 12.5
     assert len(succeeded) == 1
+
+
+def test_concurrent_recorders_of_one_job_record_it_once() -> None:
+    forget()
+    calls: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def record() -> bool:
+        calls.append(1)
+        entered.set()
+        release.wait(5)
+        return True
+
+    first = threading.Thread(target=lambda: run_once("uid-1/recorded", record))
+    first.start()
+    assert entered.wait(5)
+    second_result: list[bool] = []
+    second = threading.Thread(target=lambda: second_result.append(run_once("uid-1/recorded", record)))
+    second.start()
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert calls == [1] and second_result == [False]
+    assert run_once("uid-2/recorded", lambda: False) is False  # nothing to record yet: a later call tries again
+    assert run_once("uid-2/recorded", lambda: True) is True
+    forget()
