@@ -25,11 +25,13 @@ OPERATOR_RULES: tuple[Rule, ...] = (
          "watch the custom resources; kopf keeps its progress in their annotations (kopf.pgbackup.dev/*)"),
     Rule("pgbackup.dev", ("backuppolicies/status", "restorerequests/status"), ("patch",),
          "status is written only through the status subresource"),
-    Rule("batch", ("cronjobs",), ("get", "create", "patch", "delete"),
+    Rule("batch", ("cronjobs",), ("get", "list", "create", "patch", "delete"),
          "the CronJobs of each policy: read to skip unchanged ones, server-side apply, create; delete the "
-         "verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes)"),
+         "verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes); "
+         "list the backup CronJobs' last runs to find runs whose Job went before it was recorded"),
     Rule("batch", ("jobs",), ("list", "watch", "create", "patch"),
-         "on-demand backups and restores; read back finished Jobs and mark them recorded"),
+         "on-demand backups, restores, verification and catalog-sync Jobs; read back finished Jobs (also "
+         "periodically, those not recorded yet) and mark them recorded"),
     Rule("apps", ("deployments",), ("get", "create", "patch", "delete"),
          "the WAL streamer Deployment of each policy with spec.wal.enabled: read to skip unchanged ones, "
          "server-side apply, create; delete it when spec.wal.enabled is turned off"),

@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 import pgbackup.handlers.jobs  # noqa: F401  (registers handlers)
 import pgbackup.handlers.metrics  # noqa: F401
 import pgbackup.handlers.policy  # noqa: F401
+import pgbackup.handlers.recording  # noqa: F401
 import pgbackup.handlers.restore  # noqa: F401
 import pgbackup.handlers.startup  # noqa: F401
 import pgbackup.handlers.objectives  # noqa: F401

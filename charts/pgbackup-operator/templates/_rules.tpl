@@ -10,11 +10,11 @@
 - apiGroups: ["pgbackup.dev"]
   resources: [backuppolicies/status, restorerequests/status]
   verbs: [patch]
-# the CronJobs of each policy: read to skip unchanged ones, server-side apply, create; delete the verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes)
+# the CronJobs of each policy: read to skip unchanged ones, server-side apply, create; delete the verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes); list the backup CronJobs' last runs to find runs whose Job went before it was recorded
 - apiGroups: ["batch"]
   resources: [cronjobs]
-  verbs: [get, create, patch, delete]
-# on-demand backups and restores; read back finished Jobs and mark them recorded
+  verbs: [get, list, create, patch, delete]
+# on-demand backups, restores, verification and catalog-sync Jobs; read back finished Jobs (also periodically, those not recorded yet) and mark them recorded
 - apiGroups: ["batch"]
   resources: [jobs]
   verbs: [list, watch, create, patch]
@@ -66,11 +66,11 @@
 - apiGroups: ["pgbackup.dev"]
   resources: [backuppolicies/status, restorerequests/status]
   verbs: [patch]
-# the CronJobs of each policy: read to skip unchanged ones, server-side apply, create; delete the verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes)
+# the CronJobs of each policy: read to skip unchanged ones, server-side apply, create; delete the verification CronJob when verify.schedule is emptied (ownership GC only acts when the policy goes); list the backup CronJobs' last runs to find runs whose Job went before it was recorded
 - apiGroups: ["batch"]
   resources: [cronjobs]
-  verbs: [get, create, patch, delete]
-# on-demand backups and restores; read back finished Jobs and mark them recorded
+  verbs: [get, list, create, patch, delete]
+# on-demand backups, restores, verification and catalog-sync Jobs; read back finished Jobs (also periodically, those not recorded yet) and mark them recorded
 - apiGroups: ["batch"]
   resources: [jobs]
   verbs: [list, watch, create, patch]

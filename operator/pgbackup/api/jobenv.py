@@ -44,6 +44,7 @@ ENV_SUMMARY_FILE = "PGBACKUP_SUMMARY_FILE"
 COMMAND_BACKUP = ["pgbackup", "backup"]
 COMMAND_RESTORE = ["pgbackup", "restore-request"]
 COMMAND_VERIFY = ["pgbackup", "verify"]
+COMMAND_CATALOG_SUMMARY = ["pgbackup", "catalog-summary"]
 COMMAND_WAL_STREAM = ["pgbackup", "wal-stream"]
 
 # The runner exits with these codes (documented in the README); barman's convention.

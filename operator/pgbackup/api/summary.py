@@ -42,8 +42,8 @@ class JobSummary(StatusModel):
 
     version: Literal[1] = 1
     """Schema version."""
-    kind: Literal["backup", "restore", "verify"]
-    """What the Job did."""
+    kind: Literal["backup", "restore", "verify", "catalog"]
+    """What the Job did ('catalog': a catalog-sync Job read what storage holds; backup_id is the newest backup)."""
     phase: Literal["Completed", "Failed"]
     """Completed or Failed."""
     backup_id: str | None = None
@@ -76,7 +76,7 @@ class JobSummary(StatusModel):
     """Backup Jobs with spec.copies: the state of each copy after this run (errors cut to fit 4096 bytes)."""
     stored_backups: list[str] | None = Field(default=None, max_length=MAX_STORED_BACKUPS)
     """Backup Jobs: ids of the backups in storage after this run's retention, newest first (at most 20); absent
-    when retention did not finish. The operator drops every other id from status.backups."""
+    when retention did not finish (catalog-sync Jobs: the ids storage holds). The operator drops every other id from status.backups."""
 
     def to_termination_message(self) -> str:
         """Serialise within the 4096-byte limit: shorten a restore's plan/result lists, then the error."""

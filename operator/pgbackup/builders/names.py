@@ -92,3 +92,7 @@ def policy_labels(policy_name: str, component: str = "backup") -> dict[str, str]
         LABEL_MANAGED_BY: MANAGER,
         LABEL_POLICY: label_value(policy_name),
     }
+
+
+OWNED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+"""Label selector of every object the operator makes: it lists and watches Jobs through it (server-side)."""

@@ -50,6 +50,9 @@ class OperatorConfig:
     size_anomaly_threshold: float = DEFAULT_SIZE_ANOMALY_THRESHOLD
     """PGBACKUP_SIZE_ANOMALY_THRESHOLD: SizeAnomaly turns True when the newest backup's size differs from the
     median of the previous ones by more than this fraction (0.5 = 50 %)."""
+    recording_interval_seconds: float = 120.0
+    """PGBACKUP_RECORDING_INTERVAL_SECONDS: how often finished Jobs that are not recorded yet (a missed event, a
+    failed API call) are looked for and recorded."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
@@ -67,6 +70,7 @@ class OperatorConfig:
             metrics_port=int(env.get("METRICS_PORT") or 0) or None,
             metrics_address=env.get("METRICS_ADDRESS") or "0.0.0.0",
             size_anomaly_threshold=float(env.get("PGBACKUP_SIZE_ANOMALY_THRESHOLD") or DEFAULT_SIZE_ANOMALY_THRESHOLD),
+            recording_interval_seconds=float(env.get("PGBACKUP_RECORDING_INTERVAL_SECONDS") or 120),
         )
 
     def job_settings(self) -> JobSettings:

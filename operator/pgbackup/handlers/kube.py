@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes.client
@@ -13,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pgbackup.api.base import GROUP, VERSION
 from pgbackup.builders.cronjob import ANNOTATION_POLICY_NAME, ANNOTATION_SPEC_HASH
+from pgbackup.builders.results import ANNOTATION_RECORDED
 from pgbackup.builders.secrets import SecretKeyUse
 
 POLICIES = "backuppolicies"
@@ -180,9 +182,37 @@ def create_job_once(job: dict[str, Any]) -> bool:
     return True
 
 
-def annotate_job(namespace: str, name: str, annotations: dict[str, str]) -> None:
+def annotate_job(namespace: str, name: str, annotations: dict[str, str], labels: dict[str, str] | None = None) -> None:
+    """Merge-patch annotations (and labels) onto a Job. The recorded mark is set as a label too, so that the
+    Jobs still to be recorded can be listed server-side (`!pgbackup.dev/recorded`)."""
     batch = kubernetes.client.BatchV1Api(client())
-    batch.patch_namespaced_job(name, namespace, {"metadata": {"annotations": annotations}}, _content_type=MERGE_PATCH)
+    labels = dict(labels or {})
+    if ANNOTATION_RECORDED in annotations:
+        labels[ANNOTATION_RECORDED] = annotations[ANNOTATION_RECORDED]
+    metadata: dict[str, Any] = {"annotations": annotations}
+    if labels:
+        metadata["labels"] = labels
+    batch.patch_namespaced_job(name, namespace, {"metadata": metadata}, _content_type=MERGE_PATCH)
+
+
+def list_jobs_selected(selector: str, namespaces: tuple[str, ...] = (), chunk: int = 200) -> Iterator[dict[str, Any]]:
+    """Jobs matching a label selector, in every namespace (or only in `namespaces`), read in chunks so that a
+    large cluster is never held in memory at once."""
+    batch = kubernetes.client.BatchV1Api(client())
+    for namespace in namespaces or (None,):
+        token: str | None = None
+        while True:
+            extra: dict[str, Any] = {"_continue": token} if token else {}
+            if namespace is None:
+                page = _json(batch.list_job_for_all_namespaces(label_selector=selector, limit=chunk,
+                                                               _preload_content=False, **extra))
+            else:
+                page = _json(batch.list_namespaced_job(namespace, label_selector=selector, limit=chunk,
+                                                       _preload_content=False, **extra))
+            yield from page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or None
+            if not token:
+                break
 
 
 def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
@@ -191,6 +221,35 @@ def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
     # Filtered again here: the label selector is the server's job, but an emulator may ignore it.
     return [pod for pod in pods.get("items") or []
             if (pod.get("metadata", {}).get("labels") or {}).get("job-name") == job_name]
+
+
+def create_event(obj: dict[str, Any], type: str, reason: str, message: str) -> None:
+    """A core/v1 Event on `obj`, as kopf posts them (for work that runs outside kopf's handlers)."""
+    meta = obj.get("metadata") or {}
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    core = kubernetes.client.CoreV1Api(client())
+    core.create_namespaced_event(meta["namespace"], {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta.get("uid")},
+        "type": type, "reason": reason, "message": message[:1024],
+        "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }, _preload_content=False)
+
+
+def list_cronjobs_selected(selector: str, namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """CronJobs matching a label selector, in every namespace (or only in `namespaces`)."""
+    batch = kubernetes.client.BatchV1Api(client())
+    items: list[dict[str, Any]] = []
+    for namespace in namespaces or (None,):
+        if namespace is None:
+            page = _json(batch.list_cron_job_for_all_namespaces(label_selector=selector, _preload_content=False))
+        else:
+            page = _json(batch.list_namespaced_cron_job(namespace, label_selector=selector, _preload_content=False))
+        items.extend(page.get("items") or [])
+    return items
 
 
 # ------------------------------------------------------------------ WAL streamer Deployment and Service
@@ -230,6 +289,19 @@ def get_policy(namespace: str, name: str) -> dict[str, Any] | None:
         if is_status(error, 404):
             return None
         raise
+
+
+def list_policies(namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    custom = kubernetes.client.CustomObjectsApi(client())
+    items: list[dict[str, Any]] = []
+    for namespace in namespaces or (None,):
+        if namespace is None:
+            page = _json(custom.list_cluster_custom_object(GROUP, VERSION, POLICIES, _preload_content=False))
+        else:
+            page = _json(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, POLICIES,
+                                                              _preload_content=False))
+        items.extend(page.get("items") or [])
+    return items
 
 
 def update_policy_status(namespace: str, name: str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 import kopf
 from pydantic import ValidationError
@@ -38,7 +38,7 @@ from pgbackup.builders.restore_job import (
 from pgbackup.builders.results import ANNOTATION_RECORDED, job_outcome
 from pgbackup.builders.validation import describe_validation_error
 from pgbackup.builders.secrets import missing_secret_checks
-from pgbackup.handlers import config, kube, quiesce
+from pgbackup.handlers import config, kube, posting, quiesce
 from pgbackup.handlers.common import plain
 
 SPEC_CHANGED = "SpecChanged"
@@ -335,8 +335,7 @@ def _describe_plan(plan: dict[str, Any] | None, done: bool = False) -> str:
 
 
 def _post(request: dict[str, Any], reason: str, message: str, logger: kopf.Logger, warning: bool = False) -> None:
-    post = kopf.warn if warning else kopf.info
-    post(cast(kopf.Body, request), reason=reason, message=message)  # kopf only reads its metadata
+    posting.post(request, reason, message, warning=warning)  # also outside kopf (handlers/recording.py)
     logger.info(f"{reason}: {message}")
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 import kubernetes.client
 
+from pgbackup.builders.names import OWNED_SELECTOR
 from pgbackup.handlers import config, kube
 
 # Not "pgbackup.dev": kopf leaves every annotation under its storage prefix out of the diff it reacts to,
@@ -27,6 +28,9 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.posting.enabled = True
     settings.execution.max_workers = 4
     settings.watching.server_timeout = 300
+    # Server-side: only the Jobs the operator made are listed and watched (handler label filters are
+    # client-side, so without this every Job in the cluster would stream through the operator).
+    settings.watching.label_selectors["batch", "v1", "jobs"] = OWNED_SELECTOR
     logger.info(f"pgbackup operator: backup image {current.image}, "
                 f"namespaces {', '.join(current.namespaces) or 'all'}")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pgbackup.api import jobenv
+from pgbackup.api.summary import MAX_STORED_BACKUPS, JobSummary
 from pgbackup.runner.backup import (
     backup_command,
     exit_code_for,
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     listing = command("list", "list the catalog: id, method, time, size, verified")
     listing.add_argument("--json", action="store_true", help="print the manifests as JSON")
     listing.add_argument("--copy", metavar="NAME", help="list the catalog of this copy (spec.copies[].name)")
+    command("catalog-summary", "print (and leave as the Job's summary) the newest backup and the ids storage holds, "
+            "for the operator's catalog-sync Job")
     show = command("show", "print the manifest of a backup")
     show.add_argument("backup_id", metavar="ID")
     check = command("check", "re-read every object of a backup and compare sizes and SHA-256 (exit 1 on damage)")
@@ -187,6 +190,27 @@ def cmd_list(policy: PolicyConfig, args: argparse.Namespace) -> int:
         completed = m.completed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         print(f"{m.id:<22} {m.method:<9} {m.purpose:<11} {completed:<20} {_human_size(m.size_bytes):>10} "
               f"{m.duration_seconds:>8.1f}s {'yes' if m.verified else 'no'}")
+    return jobenv.EXIT_OK
+
+
+def cmd_catalog_summary(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    """What storage holds, as a JobSummary(kind='catalog'): the newest backup's facts and the ids, newest first.
+    The operator runs this when a backup Job may have gone before it was recorded, and records it like a backup."""
+    started = datetime.now(UTC)
+    try:
+        backups = _catalog(policy).backups()
+    except Exception as exc:
+        write_summary(failure_summary("catalog", exc, started))
+        raise
+    newest = backups[0] if backups else None
+    summary = JobSummary(kind="catalog", phase="Completed", started_at=started, stored_backups=[
+        m.id for m in backups][:MAX_STORED_BACKUPS])
+    if newest is not None:
+        summary = summary.model_copy(update={
+            "backup_id": newest.id, "method": newest.method, "completed_at": newest.completed_at,
+            "size_bytes": newest.size_bytes, "duration_seconds": newest.duration_seconds})
+    write_summary(summary)
+    print(summary.to_termination_message())
     return jobenv.EXIT_OK
 
 
@@ -392,7 +416,7 @@ def cmd_wal_stream(policy: PolicyConfig, args: argparse.Namespace) -> int:
         server.stop()
 
 
-COMMANDS = {"backup": cmd_backup, "list": cmd_list, "show": cmd_show, "check": cmd_check,
+COMMANDS = {"backup": cmd_backup, "list": cmd_list, "catalog-summary": cmd_catalog_summary, "show": cmd_show, "check": cmd_check,
             "retention": cmd_retention, "restore": cmd_restore, "verify": cmd_verify,
             "import": cmd_import, "wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "wal-stream": cmd_wal_stream}
 
