@@ -1,17 +1,17 @@
 """Stop the workloads named in a RestoreRequest's spec.quiesce before an overwrite restore and put them back
-afterwards, whatever the outcome.
+afterwards, whatever the outcome, as a state machine read from the request (builders/quiesce.py: next_step).
 
-Order matters for crash safety: the replica counts are written to status.quiesce BEFORE anything is scaled, and
-each workload is marked `restored` only after it was scaled back. So an operator that stops at any point finds,
-when it starts again, what it must give back: the restore-Job handler scales back when it records the Job, and
-the timer below catches a finished request whose workloads are still down (e.g. a scale-back that failed).
+Each step is driven by a timer (handlers/restore.py: drive_quiesce) and resumable: the replica counts are written
+to status.quiesce BEFORE anything is scaled, each workload is marked `restored` only after it was scaled back,
+and waiting for pods to stop is a look on every tick, never a sleep inside a handler. While workloads are down
+the request carries the operator's finalizer (kopf adds it while the timer or the deletion handler below
+applies, and removes it once every workload is back), so deleting the request scales them back first.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from pgbackup.api.base import GROUP
 from pgbackup.api.hooks import HookSpec
 from pgbackup.api.policy import BackupPolicySpec
-from pgbackup.api.restore import RestoreRequestSpec
 from pgbackup.builders.conditions import set_condition
 from pgbackup.builders.cronjob import ANNOTATION_POLICY_NAME
 from pgbackup.builders.hooks import HookStep, build_hook_job, log_tail
@@ -29,23 +28,35 @@ from pgbackup.builders.names import LABEL_COMPONENT, LABEL_POLICY, label_value
 from pgbackup.builders.quiesce import (
     ENABLE_HINT,
     QUIESCED,
+    SCALED_BACK,
+    SCALED_DOWN,
+    SCALING_DOWN,
+    QuiesceState,
+    Step,
     Workload,
+    after_scale_down,
+    describe_pods_left,
     mark_restored,
+    next_step,
     record,
+    recorded_workloads,
+    replicas_of,
     requested_workloads,
     running_pods,
     selector_of,
+    state_of,
     to_scale_back,
 )
 from pgbackup.builders.restore_job import LABEL_RESTORE_REQUEST, FrozenRequest, frozen_request, job_step
 from pgbackup.builders.results import ANNOTATION_RECORDED
 from pgbackup.handlers import config, kube
 from pgbackup.handlers.common import plain
+from pgbackup.handlers.startup import FINALIZER
 
 TIMEOUT_ENV = "PGBACKUP_QUIESCE_TIMEOUT_SECONDS"
 DEFAULT_TIMEOUT_SECONDS = 300.0
-POLL_SECONDS = 1.0
-_FINAL = ("Succeeded", "Failed")
+TICK_SECONDS = 2.0  # how often a quiesce in progress is looked at (pods gone? request ended?)
+_STEPS_PER_TICK = 4  # record -> scale down -> proceed, and one to spare
 
 
 class QuiesceFailed(Exception):
@@ -61,40 +72,101 @@ def timeout_seconds() -> float:
     return float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_SECONDS)
 
 
-def stop_workloads(namespace: str, name: str, spec: RestoreRequestSpec) -> list[Workload]:
-    """Record, scale to zero, wait (bounded) until their pods are gone. Returns the workloads (empty: nothing
-    to do). Safe to call again after a restart: counts already recorded are never read again (they would be 0).
-    Raises QuiesceFailed; after a partial scale-down it has already scaled everything back."""
-    workloads = requested_workloads(spec)
-    if not workloads:
-        return []
-    request = kube.get_restore_request(namespace, name) or {}
-    recorded = (request.get("status") or {}).get("quiesce")
+def needs_driving(body: kopf.Body, **_: Any) -> bool:
+    """Filter of the quiesce timer: a step is to be taken (or waited for) for this request."""
+    return next_step(state_of(plain(dict(body)), FINALIZER)) is not Step.IDLE
+
+
+def holds_workloads(status: kopf.Status, **_: Any) -> bool:
+    """Filter of the deletion handler: workloads recorded and not yet scaled back."""
+    return bool(to_scale_back(plain(dict(status))))
+
+
+def advance(namespace: str, name: str) -> dict[str, Any] | None:
+    """Take the steps that can be taken now (each re-reads the request: it is the state). Returns the request
+    once its workloads are down and their pods gone (Step.PROCEED: the caller starts the preRestore hook or the
+    restore Job); None when there is nothing to do or something to wait for (the next tick looks again).
+    Raises QuiesceFailed when the restore must not start: the caller fails the request, then scale_back()."""
+    for _step in range(_STEPS_PER_TICK):
+        request = kube.get_restore_request(namespace, name)
+        if request is None:
+            return None
+        state = state_of(request, FINALIZER)
+        step = next_step(state)
+        if step is Step.RECORD:
+            _record(namespace, name, request)
+        elif step is Step.SCALE_DOWN:
+            if not _scale_down(namespace, name, request, state):
+                return None
+        elif step is Step.PROCEED:
+            return request
+        elif step is Step.SCALE_BACK:
+            scale_back(namespace, name)
+            return None
+        else:  # IDLE, or WAIT_FOR_FINALIZER (kopf adds it on the event that made the timer apply)
+            return None
+    return None
+
+
+def _record(namespace: str, name: str, request: dict[str, Any]) -> None:
+    """Step.RECORD: the replica counts of the workloads the plan Job froze, into status.quiesce (only if nothing
+    was recorded yet: counts read after a scale-down would be 0)."""
+    frozen = planned_request(namespace, name, request.get("metadata", {}).get("uid", ""))
+    if frozen is None:
+        raise QuiesceFailed("InvalidPlanJob", f"the plan Job of RestoreRequest {namespace}/{name} is gone, so the "
+                            f"workloads to stop are unknown; nothing was changed: create a new RestoreRequest",
+                            changed=False)
+    workloads = requested_workloads(frozen.spec)
+    scales = {}
+    for workload in workloads:
+        scale = _read(namespace, name, workload)
+        if scale is None:
+            raise QuiesceFailed("QuiesceTargetNotFound",
+                                f"{workload.kind} {namespace}/{workload.name} ({workload.field}) does not exist; "
+                                f"nothing was changed: fix spec.quiesce and create a new RestoreRequest",
+                                changed=False)
+        scales[workload] = scale
+    _write(namespace, name, {"quiesce": record(workloads, scales)},
+           ("False", SCALING_DOWN, _names(workloads, "scaling to zero: ")), only_if_unrecorded=True)
+
+
+def _scale_down(namespace: str, name: str, request: dict[str, Any], state: QuiesceState) -> bool:
+    """Step.SCALE_DOWN: every recorded workload to zero (again: something may have scaled it up), then its pods.
+    True when none is left (Quiesced True); False while they stop. Raises QuiesceFailed on a workload that
+    is gone or may not be scaled, and once the pods outlive PGBACKUP_QUIESCE_TIMEOUT_SECONDS."""
+    workloads = recorded_workloads(request.get("status") or {})
     selectors: dict[Workload, dict[str, str]] = {}
-    if not recorded:
-        scales = {}
-        for workload in workloads:
-            scale = _read(namespace, name, workload)
-            if scale is None:
-                raise QuiesceFailed("QuiesceTargetNotFound",
-                                    f"{workload.kind} {namespace}/{workload.name} ({workload.field}) does not exist; "
-                                    f"nothing was changed: fix spec.quiesce and create a new RestoreRequest",
-                                    changed=False)
-            scales[workload] = scale
-            selectors[workload] = selector_of(scale)
-        _write(namespace, name, {"quiesce": record(workloads, scales)},
-               ("False", "ScalingDown", _names(workloads, "scaling to zero: ")), only_if_unrecorded=True)
-    try:
-        for workload in workloads:
+    for workload in workloads:
+        scale = _read(namespace, name, workload)
+        if scale is None:
+            raise QuiesceFailed("QuiesceTargetNotFound", f"{workload.kind} {namespace}/{workload.name} "
+                                f"({workload.field}) disappeared while it was scaled down; the others were scaled "
+                                f"back; create a new RestoreRequest", changed=True)
+        selectors[workload] = selector_of(scale)
+        if replicas_of(scale) != 0:
             _scale(namespace, name, workload, 0)
-        if not selectors:  # after a restart: read the selectors again (the counts come from status)
-            selectors = {w: selector_of(_read(namespace, name, w) or {}) for w in workloads}
-        _wait_for_pods(namespace, workloads, selectors)
-    except QuiesceFailed:
-        scale_back(namespace, name)
-        raise
-    _write(namespace, name, {}, ("True", "ScaledDown", _names(workloads, "scaled to zero, no pods left: ")))
-    return workloads
+    fresh = kube.get_restore_request(namespace, name)
+    if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+        # Deleted while this step ran: the deletion handler may have scaled back (and marked it) before the
+        # lines above, so give every recorded count back again (the handler, if still to run, does the same).
+        for entry in (request.get("status") or {}).get("quiesce") or []:
+            kube.patch_scale(namespace, entry["kind"], entry["name"], int(entry["replicas"]))
+        return False
+    left = {w: running_pods(kube.pods_matching(namespace, selectors[w]), selectors[w]) for w in workloads}
+    now = datetime.now(UTC)
+    outcome = after_scale_down(state, left, now, timeout_seconds())
+    if outcome == "scaled-down":
+        _write(namespace, name, {}, ("True", SCALED_DOWN, _names(workloads, "scaled to zero, no pods left: ")))
+        return True
+    if outcome == "timed-out":
+        raise QuiesceFailed("QuiesceTimeout", f"pods still running {timeout_seconds():.0f}s after scaling to zero "
+                            f"({describe_pods_left(left)}); the workloads were scaled back and nothing was "
+                            f"restored: check why the pods do not stop (finalizers, long "
+                            f"terminationGracePeriodSeconds), then create a new RestoreRequest", changed=True)
+    deadline = (state.scaling_since or now) + timedelta(seconds=timeout_seconds())
+    _write(namespace, name, {}, ("False", SCALING_DOWN, f"scaled to zero, waiting until "
+                                 f"{deadline.strftime('%H:%M:%SZ')} for pods to stop: {describe_pods_left(left)}"))
+    return False
 
 
 def scale_back(namespace: str, name: str) -> list[str]:
@@ -111,20 +183,27 @@ def scale_back(namespace: str, name: str) -> list[str]:
         done.add((entry["kind"], entry["name"]))
     if done:
         described = ", ".join(f"{e['kind']} {e['name']}={e['replicas']}" for e in pending)
-        _write(namespace, name, {}, ("False", "ScaledBack", f"scaled back to the recorded replicas: {described}"),
+        _write(namespace, name, {}, ("False", SCALED_BACK, f"scaled back to the recorded replicas: {described}"),
                restored=done)
     return [f"{e['kind']} {e['name']}={e['replicas']}" for e in pending]
 
 
-@kopf.timer(GROUP, kube.RESTORES, interval=30, idle=5,
-            when=lambda status, **_: status.get("phase") in _FINAL and bool(to_scale_back(dict(status))))
-def finish_scale_back(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    """Backstop: a finished request whose workloads are still scaled down (a scale-back that failed)."""
+@kopf.on.delete(GROUP, kube.RESTORES, when=holds_workloads)
+def scale_back_before_deletion(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    """A RestoreRequest deleted while its workloads are down: scale them back first. The operator's finalizer
+    holds the request until this succeeded; kopf removes it afterwards."""
     if namespace is None:
         return
-    restored = scale_back(namespace, name)
+    try:
+        restored = scale_back(namespace, name)
+    except ApiException as error:
+        raise kopf.TemporaryError(f"RestoreRequest {namespace}/{name} is being deleted, but its workloads could "
+                                  f"not be scaled back yet ({error.status} {error.reason}); retrying. If the "
+                                  f"operator may no longer scale (restoreQuiesce.enabled off), scale them back by "
+                                  f"hand (status.quiesce has the counts) and remove the finalizer {FINALIZER}",
+                                  delay=5 * TICK_SECONDS) from None
     if restored:
-        logger.info(f"scaled back after the restore finished: {', '.join(restored)}")
+        logger.info(f"scaled back before the RestoreRequest is deleted: {', '.join(restored)}")
 
 
 # ------------------------------------------------------------------ hooks
@@ -244,23 +323,6 @@ def _scale(namespace: str, name: str, workload: Workload, replicas: int) -> None
                             f"back; create a new RestoreRequest", changed=True)
 
 
-def _wait_for_pods(namespace: str, workloads: list[Workload], selectors: dict[Workload, dict[str, str]]) -> None:
-    deadline = time.monotonic() + timeout_seconds()
-    while True:
-        left = {w: running_pods(kube.pods_matching(namespace, selectors.get(w, {})), selectors.get(w, {}))
-                for w in workloads}
-        left = {w: pods for w, pods in left.items() if pods}
-        if not left:
-            return
-        if time.monotonic() >= deadline:
-            stuck = "; ".join(f"{w.kind} {w.name}: {', '.join(pods[:5])}" for w, pods in left.items())
-            raise QuiesceFailed("QuiesceTimeout", f"pods still running {timeout_seconds():.0f}s after scaling to "
-                                f"zero ({stuck}); the workloads were scaled back and nothing was restored: check "
-                                f"why the pods do not stop (finalizers, long terminationGracePeriodSeconds), then "
-                                f"create a new RestoreRequest", changed=True)
-        time.sleep(POLL_SECONDS)
-
-
 def _names(workloads: list[Workload], prefix: str) -> str:
     return prefix + ", ".join(f"{w.kind} {w.name}" for w in workloads)
 
@@ -279,6 +341,6 @@ def _write(namespace: str, name: str, fields: dict[str, Any], quiesced: tuple[st
         state, reason, message = quiesced
         patch["conditions"] = set_condition(list(status.get("conditions") or []), condition_type, state, reason,  # type: ignore[arg-type]
                                             message, request.get("metadata", {}).get("generation"), now)
-        return patch
+        return {key: value for key, value in patch.items() if status.get(key) != value}  # only what changes
 
     kube.update_restore_status(namespace, name, changes)

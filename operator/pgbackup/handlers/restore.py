@@ -7,6 +7,7 @@ request as the plan Job received it, and later edits only set the SpecChanged co
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -22,6 +23,7 @@ from pgbackup.builders.hooks import ANNOTATION_OWNER as ANNOTATION_HOOK_OWNER
 from pgbackup.builders.hooks import COMPONENT as HOOK_COMPONENT
 from pgbackup.builders.hooks import LABEL_HOOK_OWNER, hook_step
 from pgbackup.builders.names import LABEL_COMPONENT
+from pgbackup.builders.quiesce import PRE_RESTORE_HOOK, QUIESCING, requested_workloads
 from pgbackup.builders.restore_job import (
     ANNOTATION_RESTORE_REQUEST,
     COMPONENT,
@@ -195,25 +197,68 @@ def _after_plan(request: dict[str, Any], job: dict[str, Any], outcome: StepOutco
             _post(request, "RestorePlanned", message, logger)
         return
 
-    if (request.get("status") or {}).get("phase", "Pending") not in _PLANNING_OR_BEFORE:
+    status = request.get("status") or {}
+    if status.get("phase", "Pending") not in _PLANNING_OR_BEFORE:
         return  # the restore Job was created before (an event seen twice)
-    try:  # spec.quiesce: the phase stays Planning (condition Quiesced) until the restore Job exists
-        quiesce.stop_workloads(namespace, name, frozen.spec)
-    except quiesce.QuiesceFailed as failure:
-        message = f"the restore did not start ({failure.reason}): {failure.message}"
-        if _update(namespace, name, _phase_in(_PLANNING_OR_BEFORE), "Failed", ("False", failure.reason, message),
-                   {"plan": plan, "error": failure.message}):
-            _post(request, "RestoreFailed", message, logger, warning=True)
+    workloads = requested_workloads(frozen.spec)
+    if workloads:  # spec.quiesce: the timer below stops them; the phase stays Planning until the restore Job exists
+        if not status.get("quiesce"):
+            stopping = ", ".join(f"{w.kind} {w.name}" for w in workloads)
+            _update(namespace, name, _phase_in(_PLANNING_OR_BEFORE), "Planning",
+                    ("False", QUIESCING, f"{what}; first scaling {stopping} to zero (see condition Quiesced)"),
+                    {"plan": plan, "error": None})
         return
+    _start_after_plan(request, frozen, plan, logger)
+
+
+def _start_after_plan(request: dict[str, Any], frozen: FrozenRequest, plan: dict[str, Any] | None,
+                      logger: kopf.Logger) -> None:
+    """The plan succeeded (and the workloads are down): the preRestore hook Job, or else the restore Job."""
+    namespace, name = request["metadata"]["namespace"], request["metadata"]["name"]
     pre_restore = frozen.spec.hooks.pre_restore if frozen.spec.hooks else None
     if pre_restore is not None:  # the restore Job follows when the hook Job succeeded (record_restore_hook)
         hook_name = quiesce.start_hook(frozen, pre_restore, "pre-restore")
-        message = f"preRestore hook Job {hook_name} runs before the restore Job: {what}"
-        _update(namespace, name, _phase_in(_PLANNING_OR_BEFORE), "Planning", ("False", "PreRestoreHook", message),
+        message = f"preRestore hook Job {hook_name} runs before the restore Job: {_describe_plan(plan)}"
+        _update(namespace, name, _phase_in(_PLANNING_OR_BEFORE), "Planning", ("False", PRE_RESTORE_HOOK, message),
                 {"plan": plan, "error": None})
         quiesce.set_hooks_condition(namespace, name, "False", "PreRestoreRunning", f"Job {hook_name} runs")
         return
     _start_restore_job(request, frozen, plan, logger)
+
+
+@kopf.timer(GROUP, kube.RESTORES, interval=quiesce.TICK_SECONDS, when=quiesce.needs_driving)
+async def drive_quiesce(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    """spec.quiesce, one state-machine tick (builders/quiesce.py: next_step): record, scale down, look for pods,
+    then start the restore; scale back once the request ended. Runs only while there is something to do or to
+    wait for; waiting is a look on the next tick, so no handler worker is held while pods stop."""
+    if namespace is None:
+        return
+    try:
+        await asyncio.to_thread(_drive_quiesce, namespace, name, logger)
+    except Exception as error:  # noqa: BLE001 - the next tick tries again from what status says
+        logger.warning(f"quiesce of RestoreRequest {namespace}/{name} did not advance: {error}; "
+                       f"retrying in {quiesce.TICK_SECONDS:g}s")
+
+
+def _drive_quiesce(namespace: str, name: str, logger: kopf.Logger) -> None:
+    try:
+        request = quiesce.advance(namespace, name)
+        frozen = None if request is None else quiesce.planned_request(namespace, name, request["metadata"]["uid"])
+        if request is not None and frozen is None:
+            raise quiesce.QuiesceFailed("InvalidPlanJob", f"the plan Job of RestoreRequest {namespace}/{name} is "
+                                        f"gone, so the restore Job cannot be built; create a new RestoreRequest",
+                                        changed=True)
+    except quiesce.QuiesceFailed as failure:
+        # Failed first, then scale back: an operator stopped in between scales back on its next start.
+        message = f"the restore did not start ({failure.reason}): {failure.message}"
+        current = kube.get_restore_request(namespace, name)
+        if current is not None and _update(namespace, name, _phase_in(_PLANNING_OR_BEFORE), "Failed",
+                                           ("False", failure.reason, message), {"error": failure.message}):
+            _post(current, "RestoreFailed", message, logger, warning=True)
+        quiesce.scale_back(namespace, name)
+        return
+    if request is not None and frozen is not None:
+        _start_after_plan(request, frozen, (request.get("status") or {}).get("plan"), logger)
 
 
 def _start_restore_job(request: dict[str, Any], frozen: FrozenRequest, plan: dict[str, Any] | None,

@@ -13,6 +13,9 @@ from pgbackup.handlers import config, kube
 # Not "pgbackup.dev": kopf leaves every annotation under its storage prefix out of the diff it reacts to,
 # which would hide pgbackup.dev/backup-now from the update handler.
 STORAGE_PREFIX = "kopf.pgbackup.dev"
+# kopf puts it on an object while a daemon, timer or deletion handler of that object needs it; on a
+# RestoreRequest only while its spec.quiesce workloads are scaled down (handlers/quiesce.py).
+FINALIZER = "pgbackup.dev/kopf-finalizer"
 
 
 @kopf.on.startup()
@@ -24,7 +27,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
         kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=STORAGE_PREFIX)
-    settings.persistence.finalizer = "pgbackup.dev/kopf-finalizer"  # unused: no deletion handlers
+    settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = True
     settings.execution.max_workers = 4
     settings.watching.server_timeout = 300
