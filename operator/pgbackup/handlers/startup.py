@@ -23,7 +23,9 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
         kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=STORAGE_PREFIX)
-    settings.persistence.finalizer = "pgbackup.dev/kopf-finalizer"  # unused: no deletion handlers
+    # kopf adds its finalizer only for daemons, timers and non-optional deletion handlers; BackupPolicies have none
+    # (daemons.py), so kopf adds it to none and removes it from policies that older versions finalized.
+    settings.persistence.finalizer = "pgbackup.dev/kopf-finalizer"
     settings.posting.enabled = True
     settings.execution.max_workers = 4
     settings.watching.server_timeout = 300
