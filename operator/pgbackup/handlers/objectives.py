@@ -1,55 +1,56 @@
-"""ObjectivesMet on a timer: the RPO grows while nothing happens, so it is evaluated every
-PGBACKUP_OBJECTIVES_INTERVAL_SECONDS (60 by default) for each policy, not only on events."""
+"""ObjectivesMet on a timer: the RPO grows while nothing happens, so it is evaluated for every policy every
+PGBACKUP_OBJECTIVES_INTERVAL_SECONDS (60 by default) by the operator-wide loop (daemons.py), not only on events."""
 
 from __future__ import annotations
 
-import asyncio
+import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 
-from pgbackup.api.base import GROUP
 from pgbackup.builders.objectives import ObjectivesReport, became_missed, evaluate_objectives, objectives_patch
 from pgbackup.handlers import config, daemons, kube, notify
 
-
-# A daemon rather than @kopf.timer: a timer's interval is fixed when the module is imported, the daemon reads
-# it from the operator's configuration when it starts.
-@kopf.daemon(GROUP, kube.POLICIES, cancellation_timeout=5.0)
-async def watch_objectives(name: str, namespace: str | None, stopped: kopf.DaemonStopped, logger: kopf.Logger,
-                           **_: Any) -> None:
-    assert namespace is not None
-    while not stopped and not daemons.exiting_now():
-        try:
-            await asyncio.to_thread(evaluate_policy_objectives, namespace, name, logger)
-        except Exception as error:  # noqa: BLE001 - the next tick tries again
-            logger.warning(f"ObjectivesMet of BackupPolicy {namespace}/{name} not evaluated: {error}; "
-                           f"retrying in {config.current().objectives_interval_seconds:g}s")
-        await daemons.pause(stopped, config.current().objectives_interval_seconds)
+logger = logging.getLogger("pgbackup.objectives")
 
 
-def evaluate_policy_objectives(namespace: str, name: str, logger: kopf.Logger) -> None:
-    """One evaluation: write status when something changed; on the transition to False, an Event and the
-    ObjectivesMissed notification."""
+def _changes(policy: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[dict[str, Any], ObjectivesReport | None]:
+    """The status fields to write (empty: none) and, on the transition to False, the report to announce."""
+    try:
+        report = evaluate_objectives(policy.get("spec") or {}, status, datetime.now(UTC))
+    except ValueError:
+        return {}, None  # an invalid spec.objectives is reported by the policy handler in Ready
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch = objectives_patch(status, report, (policy.get("metadata") or {}).get("generation"), now)
+    return patch, report if patch.get("conditions") and became_missed(status, report) else None
+
+
+def evaluate_policy_objectives(policy: Mapping[str, Any], _last_write: float | None = None) -> bool:
+    """One evaluation of the policy as kopf last saw it; only when that shows a change, a read-modify-write of its
+    status (the Job handlers write status.conditions too). On the transition to False, an Event and the
+    ObjectivesMissed notification. True when status was written."""
+    if not _changes(policy, policy.get("status") or {})[0]:
+        return False  # the common case: no request at all
+    metadata = policy.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
     missed: list[ObjectivesReport] = []
 
-    def changes(policy: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        missed.clear()
-        try:
-            report = evaluate_objectives(policy.get("spec") or {}, status, datetime.now(UTC))
-        except ValueError:
-            return {}  # an invalid spec.objectives is reported by the policy handler in Ready
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        patch = objectives_patch(status, report, policy.get("metadata", {}).get("generation"), now)
-        if patch.get("conditions") and became_missed(status, report):
-            missed.append(report)
+    def changes(fresh: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        patch, report = _changes(fresh, status)
+        missed[:] = [report] if report is not None else []
         return patch
 
-    policy = kube.update_policy_status(namespace, name, changes)
-    if policy is None or not missed:
-        return
+    written = kube.update_policy_status(namespace, name, changes)
+    if written is None or not missed:
+        return written is not None
     report = missed[0]
-    kopf.warn(cast(kopf.Body, policy), reason="ObjectivesMissed", message=report.message)
-    logger.warning(f"ObjectivesMissed ({report.reason}): {report.message}")
-    notify.notify(policy, "ObjectivesMissed", reason=report.reason, message=report.message)
+    kopf.warn(cast(kopf.Body, written), reason="ObjectivesMissed", message=report.message)
+    logger.warning(f"BackupPolicy {namespace}/{name}: ObjectivesMissed ({report.reason}): {report.message}")
+    notify.notify(written, "ObjectivesMissed", reason=report.reason, message=report.message)
+    return True
+
+
+daemons.every(daemons.Walk(what="ObjectivesMet", interval=lambda: config.current().objectives_interval_seconds,
+                           wants=lambda _policy: True, visit=evaluate_policy_objectives))

@@ -27,6 +27,9 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
         kopf.configure(log_format=kopf.LogFormat.JSON, log_refkey="object")
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=STORAGE_PREFIX)
+    # kopf adds its finalizer only for daemons, timers and non-optional deletion handlers: on a RestoreRequest while
+    # its workloads are scaled down (quiesce), never on a BackupPolicy (daemons.py); kopf also removes it from
+    # policies that older versions finalized.
     settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = True
     settings.execution.max_workers = 4

@@ -1,6 +1,6 @@
-"""Continuous WAL archiving (spec.wal.enabled): the policy's streamer Deployment and Service, and a daemon per
-policy that reads the streamer's state over HTTP (api/wal.py) into status.wal, status.recoverability and the
-WALArchiving condition, with Events and a notification on transitions.
+"""Continuous WAL archiving (spec.wal.enabled): the policy's streamer Deployment and Service, and a walk of
+the operator-wide loop (daemons.py) that reads each streamer's state over HTTP (api/wal.py) into status.wal,
+status.recoverability and the WALArchiving condition, with Events and a notification on transitions.
 
 The operator holds no database or storage credentials: the streamer pod has them and reports what it sees;
 the operator stays the only writer of status.
@@ -8,11 +8,12 @@ the operator stays the only writer of status.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -20,7 +21,6 @@ import kopf
 from pydantic import ValidationError
 
 from pgbackup.api import BackupPolicySpec
-from pgbackup.api.base import GROUP
 from pgbackup.api.wal import WAL_STATUS_PORT, WalStreamState
 from pgbackup.builders.names import wal_name
 from pgbackup.builders.wal_deployment import build_wal_deployment, build_wal_service
@@ -37,6 +37,7 @@ from pgbackup.handlers import config, daemons, kube, notify
 FETCH_TIMEOUT_SECONDS = 5.0
 MAX_STATE_BYTES = 1024 * 1024
 USER_AGENT = "pgbackup-operator"
+logger = logging.getLogger("pgbackup.wal")
 
 
 # ------------------------------------------------------------------ Deployment and Service
@@ -65,7 +66,7 @@ def reconcile_wal(name: str, namespace: str, uid: str, spec: BackupPolicySpec, l
 
 def _clear_when_disabled(policy: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     if _wal_enabled(policy.get("spec") or {}):
-        return {}  # turned on again since: the daemon owns these fields
+        return {}  # turned on again since: the WAL walk owns these fields
     return clear_wal_patch(status)
 
 
@@ -104,39 +105,24 @@ def fetch_state(url: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> tuple[WalSt
         return None, f"GET {url} answered something that is not a WAL streamer state: {str(error)[:300]}"
 
 
-# ------------------------------------------------------------------ the daemon
-
-def _wants_daemon(spec: kopf.Spec, **_: Any) -> bool:
-    return _wal_enabled(spec)
+# ------------------------------------------------------------------ the walk (daemons.py)
 
 
-@kopf.daemon(GROUP, kube.POLICIES, when=_wants_daemon, cancellation_timeout=5.0)
-async def watch_wal(name: str, namespace: str | None, stopped: kopf.DaemonStopped, logger: kopf.Logger,
-                    **_: Any) -> None:
-    """Runs while spec.wal.enabled (kopf stops it when the filter turns false)."""
-    assert namespace is not None
-    last_progress_write: float | None = None
-    while not stopped and not daemons.exiting_now():
-        try:
-            due = last_progress_write is None or time.monotonic() - last_progress_write >= PROGRESS_WRITE_SECONDS
-            if await asyncio.to_thread(check_wal, namespace, name, logger, due):
-                last_progress_write = time.monotonic()
-        except Exception as error:  # noqa: BLE001 - the next tick tries again
-            logger.warning(f"WAL archiving state of BackupPolicy {namespace}/{name} not updated: {error}; "
-                           f"retrying in {config.current().wal_status_interval_seconds:g}s")
-        await daemons.pause(stopped, config.current().wal_status_interval_seconds)
-
-
-def check_wal(namespace: str, name: str, logger: kopf.Logger, progress_due: bool = True) -> bool:
-    """One tick: read the streamer's state, write what changed; on a WALArchiving transition an Event, and on
-    the transition to False the WALArchivingFailed notification. True when status was written."""
+def check_wal(policy: Mapping[str, Any], last_write: float | None = None) -> bool:
+    """One visit of a policy with spec.wal.enabled: read the streamer's state and compare it with the policy as
+    kopf last saw it; only when something changed (progress alone at most every PROGRESS_WRITE_SECONDS after
+    `last_write`), a read-modify-write of its status. On a WALArchiving transition an Event, and on the transition
+    to False the WALArchivingFailed notification. True when status was written."""
     settings = config.current()
+    metadata = policy.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
     state, error = fetch_state(status_url(name, namespace))
+    progress_due = last_write is None or time.monotonic() - last_write >= PROGRESS_WRITE_SECONDS
     outcome: list[tuple[WalReport, tuple[str, bool] | None]] = []
 
-    def changes(policy: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    def changes(fresh: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
         outcome.clear()
-        spec = policy.get("spec") or {}
+        spec = fresh.get("spec") or {}
         if not _wal_enabled(spec):
             return {}  # turned off meanwhile: reconcile_wal clears the WAL state
         try:
@@ -145,20 +131,26 @@ def check_wal(namespace: str, name: str, logger: kopf.Logger, progress_due: bool
         except ValueError:
             return {}  # an invalid spec.wal is reported by the policy handler in Ready
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        patch = wal_patch(spec, status, report, policy.get("metadata", {}).get("generation"), now, progress_due)
+        patch = wal_patch(spec, status, report, (fresh.get("metadata") or {}).get("generation"), now, progress_due)
         if patch:
             outcome.append((report, transition(status, report)))
         return patch
 
-    policy = kube.update_policy_status(namespace, name, changes)
-    if policy is None or not outcome:
+    if not changes(policy, policy.get("status") or {}):
+        return False  # the common case: one HTTP poll, no API request
+    written = kube.update_policy_status(namespace, name, changes)
+    if written is None or not outcome:
         return False
     report, change = outcome[0]
     if change is not None:
         event, became_false = change
         post = kopf.info if report.status == "True" else kopf.warn
-        post(cast(kopf.Body, policy), reason=event, message=report.message)
-        logger.info(f"{event} ({report.reason}): {report.message}")
+        post(cast(kopf.Body, written), reason=event, message=report.message)
+        logger.info(f"BackupPolicy {namespace}/{name}: {event} ({report.reason}): {report.message}")
         if became_false:
-            notify.notify(policy, "WALArchivingFailed", reason=report.reason, message=report.message)
+            notify.notify(written, "WALArchivingFailed", reason=report.reason, message=report.message)
     return True
+
+
+daemons.every(daemons.Walk(what="WAL archiving state", interval=lambda: config.current().wal_status_interval_seconds,
+                           wants=lambda policy: _wal_enabled(policy.get("spec") or {}), visit=check_wal))
