@@ -6,7 +6,7 @@ TOOLS := $(CURDIR)/.tools/bin
 IMAGE ?= ghcr.io/pgbackup/pgbackup-operator:dev
 export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps tools test demo crds lint run e2e image bench clean
+.PHONY: help deps tools test demo crds lint run e2e image bench bench-scale clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -43,6 +43,9 @@ image:  ## build the operator/runner image (needs a Docker engine)
 
 bench: deps  ## run ../shared/bench with the runner as a candidate
 	scripts/bench.sh
+
+bench-scale: deps  ## the operator with 100 and 1,000 BackupPolicies against kmock: time to Ready, RSS, CPU, idle API traffic
+	$(PY) scripts/bench_scale.py --policies 100 --policies 1000 $(BENCH_SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-system .tools .demo
