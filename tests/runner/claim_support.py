@@ -1,4 +1,4 @@
-"""A real storage with a hook in front of it, for the backup-id and leftover tests (imported explicitly)."""
+"""A real storage with hooks in front of it, so a test can act at a chosen point of a run (imported explicitly)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.xlog import WalSegment, format_lsn, lsn_of_segment_start
 from tests.fixtures.postgres import PgServer, backup_policy, runner_env
 from tests.fixtures.s3 import S3Bucket
-from tests.runner.test_failures import HookedStorage
+from tests.runner.claim_support import HookedStorage
 
 
 def policy(server: PgServer, name: str, s3: dict[str, Any], keep_last: int = 5) -> PolicyConfig:
@@ -96,7 +96,7 @@ def test_cleanup_of_one_policy_leaves_another_policys_running_backup_alone(pg15:
         interleaved.append(backup(a))
         clean_leftovers(a, a_storage, now=datetime.now(UTC) + timedelta(days=2))
 
-    outcome = take_backup(b, HookedStorage(open_storage(b.spec.storage), while_b_dumps))
+    outcome = take_backup(b, HookedStorage(open_storage(b.spec.storage), on_write=while_b_dumps))
 
     assert interleaved, "A's backup did not run while B's was in flight"
     report = Catalog(a_storage).check(outcome.manifest.id)

@@ -8,9 +8,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
@@ -21,49 +20,9 @@ from pgbackup.runner.config import UsageError, policy_from_document
 from pgbackup.runner.log import set_stream
 from pgbackup.runner.pg import ConnParams
 from pgbackup.runner.restore import restore_backup
-from pgbackup.runner.storage.base import ObjectInfo, ObjectWriter, Storage
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.fixtures.postgres import PgServer, backup_policy, free_port, runner_env
-
-
-class _HookedWriter(ObjectWriter):
-    def __init__(self, inner: ObjectWriter, on_write: Callable[[], None]) -> None:
-        self.inner = inner
-        self.on_write = on_write
-
-    def write(self, data: bytes) -> None:
-        self.on_write()
-        self.inner.write(data)
-
-    def commit(self) -> None:
-        self.inner.commit()
-
-    def abort(self) -> None:
-        self.inner.abort()
-
-
-class HookedStorage(Storage):
-    """A real storage whose writers call a hook before each write: lets a test act while a dump streams."""
-
-    def __init__(self, inner: Storage, on_write: Callable[[str], None]) -> None:
-        self.inner = inner
-        self.on_write = on_write
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    def open_writer(self, key: str) -> ObjectWriter:
-        return _HookedWriter(self.inner.open_writer(key), lambda: self.on_write(key))
-
-    def open_reader(self, key: str) -> BinaryIO:
-        return self.inner.open_reader(key)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def delete(self, keys: list[str]) -> None:
-        self.inner.delete(keys)
+from tests.runner.claim_support import HookedStorage
 
 
 def children_named(name: str) -> list[int]:
@@ -144,7 +103,7 @@ def test_password_reaches_pg_dump_through_env_not_argv(sample_db: tuple[PgServer
             except OSError:
                 pass
 
-    storage = HookedStorage(FilesystemStorage(tmp_path / "volume"), inspect)
+    storage = HookedStorage(FilesystemStorage(tmp_path / "volume"), on_write=inspect)
     code, summary = backup_command(policy_from_document(document, "test"), storage=storage)
 
     assert code == 0, summary.error
@@ -182,7 +141,7 @@ def test_pg_dump_killed_mid_stream_leaves_no_backup(sample_db: tuple[PgServer, s
             time.sleep(0.01)
 
     inner = open_storage(policy.spec.storage, volume_root=tmp_path / "volume")
-    code, summary = backup_command(policy, storage=HookedStorage(inner, kill_pg_dump))
+    code, summary = backup_command(policy, storage=HookedStorage(inner, on_write=kill_pg_dump))
 
     assert killed, "pg_dump had finished before the first write"
     assert code == jobenv.EXIT_FAILED
