@@ -59,11 +59,25 @@ RESOURCES: dict[str, dict[str, Any]] = {
 }
 
 
+CONFLICT = "the object has been modified; please apply your changes to the latest version and try again"
+_RESOURCE_VERSION = "/metadata/resourceVersion"
+
+
 class Emulator(kmocklib.KubernetesEmulator):
-    """kmock's emulator plus metadata.generateName, which kopf uses for Events (the API server's job), and
-    PUT (replace), which the Lease election uses; replacing is emulated as patching with the whole object."""
+    """kmock's emulator plus what the API server does and the operator relies on:
+    - metadata.generateName (kopf's Events);
+    - PUT (replace), emulated as patching with the whole object;
+    - optimistic concurrency: every write gives the object a new metadata.resourceVersion, and a write that carries
+      an older one is refused with 409 Conflict, as the read-modify-writes of shared status fields and of the
+      election Lease expect. kopf's JSON patches `test` the resourceVersion they read; kmock would answer a failed
+      test with 500, which kopf retries unchanged, so those tests are left out (kopf re-reads on the next event)."""
 
     _names = itertools.count(1)
+    _versions = itertools.count(1)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._writes = asyncio.Lock()
 
     async def _handle(self, request: Any) -> Any:
         if request.method == kmocklib.method.PUT and request.name:
@@ -72,7 +86,25 @@ class Emulator(kmocklib.KubernetesEmulator):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = f"{meta['generateName']}{next(self._names):05d}"
-        return await super()._handle(request)
+        if request.resource is None or request.action not in (kmocklib.action.CREATE, kmocklib.action.UPDATE):
+            return await super()._handle(request)
+        async with self._writes:  # compare and write as one step, as etcd's compare-and-swap does
+            version = str(next(self._versions))
+            if isinstance(request.data, dict):
+                if request.action == kmocklib.action.UPDATE and request.name:
+                    sent = (request.data.get("metadata") or {}).get("resourceVersion")
+                    key = (request.resource, request.namespace, request.name)
+                    stored = self.objects[key].get("metadata", {}).get("resourceVersion") if key in self.objects \
+                        else None
+                    if sent and stored and sent != stored:
+                        raise kmocklib.KubernetesError(status=409, reason="Conflict", message=CONFLICT)
+                request.data.setdefault("metadata", {})["resourceVersion"] = version
+            elif isinstance(request.data, list):  # a JSON patch
+                operations = [op for op in request.data
+                              if not (op.get("op") == "test" and op.get("path") == _RESOURCE_VERSION)]
+                operations.append({"op": "add", "path": _RESOURCE_VERSION, "value": version})
+                object.__setattr__(request, "data", operations)
+            return await super()._handle(request)
 
 
 @pytest.fixture()

@@ -1,16 +1,14 @@
 """Leader election over a coordination.k8s.io Lease: one leader at a time, hand-over on release or expiry,
 409 Conflict for the loser of a race, and a deposed leader that stops acting at once.
 
-kmock stores `metadata.resourceVersion` as the client sent it and (see conftest.Emulator) applies a PUT as a
-patch, so it would let two candidates both "win" the same Lease. `LeaseEmulator` adds the API server's
-optimistic concurrency for Leases: every write gets a new resourceVersion, and a replace that carries an older
-one is refused with 409 Conflict.
+kmock alone stores `metadata.resourceVersion` as the client sent it, so it would let two candidates both "win"
+the same Lease; conftest.Emulator adds the API server's optimistic concurrency: every write gets a new
+resourceVersion, and a replace that carries an older one is refused with 409 Conflict.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import signal
 import socket
@@ -29,48 +27,13 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from pgbackup.handlers.election import LeaseConfig, LeaseElection
-from tests.handlers.conftest import NAMESPACE, Cluster, Emulator, eventually, policy_spec
+from tests.handlers.conftest import NAMESPACE, Cluster, eventually, policy_spec
 from tests.handlers.rbac_check import denied_requests
 from tests.handlers.test_main import free_port, write_kubeconfig
 
 pytestmark = pytest.mark.timeout(60)
 
 LEASE = "pgbackup-operator-leader"
-CONFLICT = ('Operation cannot be fulfilled on leases.coordination.k8s.io: the object has been modified; '
-            'please apply your changes to the latest version and try again')
-
-
-class LeaseEmulator(Emulator):
-    """The emulator plus resourceVersion preconditions on Lease writes, as the API server enforces them."""
-
-    _versions = itertools.count(1000)
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        self._lease_writes = asyncio.Lock()
-
-    async def _handle(self, request: Any) -> Any:
-        resource = request.resource
-        if resource is None or resource.plural != "leases" or not isinstance(request.data, dict):
-            return await super()._handle(request)
-        replace = request.method == kmocklib.method.PUT and bool(request.name)
-        async with self._lease_writes:  # check and write as one step, as etcd's compare-and-swap does
-            if replace:
-                sent = (request.data.get("metadata") or {}).get("resourceVersion")
-                key = (resource, request.namespace, request.name)
-                stored = self.objects[key].get("metadata", {}).get("resourceVersion") if key in self.objects else None
-                if sent and stored and sent != stored:
-                    raise kmocklib.KubernetesError(status=409, reason="Conflict", message=CONFLICT)
-            if replace or request.action in (kmocklib.action.CREATE, kmocklib.action.UPDATE):
-                request.data.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
-            return await super()._handle(request)
-
-
-@pytest.fixture()
-def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
-    return {**kmock_options, "cls": LeaseEmulator}
-
-
 class Clock:
     """A monotonic clock the test moves forward."""
 
