@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any
 
-from pgbackup.runner.storage.base import ObjectInfo, ObjectWriter, Storage
+from pgbackup.runner.storage.base import ObjectInfo, Storage
 from pgbackup.runner.storage.s3 import S3Storage
 from tests.fixtures.s3 import S3Bucket
+from tests.runner.claim_support import DelegatingStorage
 
 
 @dataclass
@@ -41,23 +42,13 @@ class ListingCounter:
         return [key for key in self.keys if f"/{part}" in f"/{key}"]
 
 
-class CountingStorage(Storage):
+class CountingStorage(DelegatingStorage):
     """A real storage that counts the listings asked of it (every kind) and the objects they yielded."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.listings: builtins.list[tuple[str, str]] = []
         self.yielded: builtins.list[str] = []
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    def open_writer(self, key: str) -> ObjectWriter:
-        return self.inner.open_writer(key)
-
-    def open_reader(self, key: str) -> BinaryIO:
-        return self.inner.open_reader(key)
 
     def _counted(self, kind: str, prefix: str, found: Iterator[ObjectInfo]) -> Iterator[ObjectInfo]:
         self.listings.append((kind, prefix))
@@ -74,15 +65,6 @@ class CountingStorage(Storage):
     def list_dirs(self, prefix: str = "") -> Iterator[str]:
         self.listings.append(("list_dirs", prefix))
         return self.inner.list_dirs(prefix)
-
-    def delete(self, keys: builtins.list[str]) -> None:
-        self.inner.delete(keys)
-
-    def create_exclusive(self, key: str, data: bytes) -> bool:
-        return self.inner.create_exclusive(key, data)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
 
 
 def segment_name(number: int) -> str:
