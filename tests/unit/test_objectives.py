@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from pgbackup.builders.objectives import (
-    RPO_WRITE_STEP_SECONDS,
     became_missed,
     evaluate_objectives,
     human,
     objectives_patch,
+    rpo_seconds,
 )
 
 NOW = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
@@ -99,13 +99,22 @@ def test_patch_is_written_on_change_only() -> None:
     patch = objectives_patch(status, report, 3, "2026-11-24T04:00:00Z")
     condition = patch["conditions"][0]
     assert (condition["type"], condition["status"], condition["observedGeneration"]) == ("ObjectivesMet", "True", 3)
-    assert patch["measured"] == {"rpoSeconds": 7200.0}
+    assert patch["measured"] == {"recoveryPoint": at(2)}  # a time: its age is the RPO
+    assert report.rpo_seconds == rpo_seconds(spec(rpo="24h"), status, NOW) == 7200
 
     written = {**status, **patch}
-    one_tick_later = evaluate_objectives(spec(rpo="24h"), written, NOW + timedelta(seconds=60))
-    assert objectives_patch(written, one_tick_later, 3, "later") == {}  # RPO moved a minute: nothing to write
-    much_later = evaluate_objectives(spec(rpo="24h"), written, NOW + timedelta(seconds=RPO_WRITE_STEP_SECONDS))
-    assert objectives_patch(written, much_later, 3, "later")["measured"]["rpoSeconds"] == 7200 + RPO_WRITE_STEP_SECONDS
+    for later in (timedelta(minutes=1), timedelta(minutes=5), timedelta(hours=21)):  # time alone: nothing to write
+        assert objectives_patch(written, evaluate_objectives(spec(rpo="24h"), written, NOW + later), 3, "t") == {}
+    newer = {**written, "backups": [backup("b3", 0.5, "Passed"), *written["backups"]]}
+    assert objectives_patch(newer, evaluate_objectives(spec(rpo="24h"), newer, NOW), 3, "t") == {
+        "measured": {"recoveryPoint": at(0.5)}}
+
+
+def test_the_age_earlier_versions_stored_is_removed_once() -> None:
+    status: dict[str, Any] = {"backups": [backup("b2", 2, "Passed")], "measured": {"rpoSeconds": 60.0,
+                                                                                  "rtoSeconds": 30.0}}
+    report = evaluate_objectives(spec(), status, NOW)
+    assert objectives_patch(status, report, 1, "t") == {"measured": {"recoveryPoint": at(2), "rpoSeconds": None}}
 
 
 def test_the_condition_flips_at_once_even_when_the_number_barely_moved() -> None:

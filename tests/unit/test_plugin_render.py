@@ -31,7 +31,7 @@ def healthy_policy(name: str = "orders", **spec: Any) -> dict[str, Any]:
              "completedAt": "2026-11-22T02:04:00Z", "sizeBytes": 2048,
              "verification": {"phase": "Failed", "reason": "RowCountMismatch"}},
         ],
-        "measured": {"rpoSeconds": 10 * 3600, "rtoSeconds": 40},
+        "measured": {"recoveryPoint": "2026-11-23T02:05:00Z", "rtoSeconds": 40},
         "wal": {"lagSeconds": 12.0, "lagBytes": 4096},
     }
     BackupPolicyStatus.model_validate(status)  # the samples are what the operator can write
@@ -47,7 +47,7 @@ def test_status_row_shows_last_backup_age_size_verification_and_objectives() -> 
     assert row["size"] == "3.0 MiB"
     assert row["verified"] == "yes"
     assert row["ready"] == "True"
-    assert row["rpo"] == "10h/24h" and row["rto"] == "40s/30m"
+    assert row["rpo"] == "9h55m/24h" and row["rto"] == "40s/30m"  # the RPO: the recovery point's age now
     assert row["walLag"] == "12s"
     assert row["problems"] == []
 

@@ -567,8 +567,11 @@ class Recoverability(StatusModel):
 class Measured(StatusModel):
     """Measured recovery point and time."""
 
-    rpo_seconds: float | None = None
-    """Age of the newest verified recovery point."""
+    recovery_point: datetime | None = None
+    """Completion time of the newest verified backup (the newest successful one when verification is off): the
+    measured RPO is its age, or the age of status.recoverability.lastPoint when WAL archiving is on and that is
+    newer. A time rather than an age, so status changes only when a new backup arrives; the metric
+    pgbackup_rpo_seconds and `kubectl pgbackup status` show the age."""
     rto_seconds: float | None = None
     """Duration of the latest verification restore."""
 

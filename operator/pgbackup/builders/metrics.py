@@ -17,7 +17,7 @@ from croniter import croniter
 
 from pgbackup.api.base import parse_duration, parse_timestamp
 from pgbackup.builders.conditions import READY, find_condition
-from pgbackup.builders.objectives import OBJECTIVES_MET
+from pgbackup.builders.objectives import OBJECTIVES_MET, rpo_seconds
 from pgbackup.builders.size_anomaly import previous_median
 from pgbackup.builders.wal_state import WAL_ARCHIVING, parse_size
 
@@ -152,7 +152,7 @@ def policy_values(policy: Mapping[str, Any], now: datetime) -> dict[str, float]:
                                                else float(verification.get("phase") == "Passed")),
         "pgbackup_last_verification_timestamp_seconds": _timestamp((verification or {}).get("checkedAt")),
         "pgbackup_last_verification_restore_seconds": _number((verification or {}).get("restoreSeconds")),
-        "pgbackup_rpo_seconds": _number(measured.get("rpoSeconds")),
+        "pgbackup_rpo_seconds": rpo_seconds(spec, status, now),  # at scrape time: status holds the point
         "pgbackup_rpo_objective_seconds": _seconds(objectives.get("rpo")),
         "pgbackup_rto_seconds": _number(measured.get("rtoSeconds")),
         "pgbackup_rto_objective_seconds": _seconds(objectives.get("rto")),

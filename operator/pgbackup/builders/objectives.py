@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pgbackup.api.base import parse_duration, parse_timestamp
@@ -13,10 +13,9 @@ from pgbackup.api.policy import Objectives
 from pgbackup.builders.conditions import Status, find_condition, set_condition
 
 OBJECTIVES_MET = "ObjectivesMet"
-# status.measured.rpoSeconds grows every second. It is stored in whole minutes and rewritten only when it moved
-# by this much (or the condition changed): a handful of writes an hour per policy instead of one per timer
-# tick, while the condition itself is decided from the exact age on every tick.
-RPO_WRITE_STEP_SECONDS = 300
+# The RPO grows every second, so status records where it is measured from (status.measured.recoveryPoint, a
+# timestamp) rather than the age itself: status changes only when a new recovery point arrives or the condition
+# changes, never because time passed. The age is computed by whoever shows it (metrics, the kubectl plugin).
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,9 @@ class ObjectivesReport:
     message: str
     rpo_seconds: float | None
     rto_seconds: float | None
+    recovery_point: datetime | None = None
+    """The newest verified (verification off: successful) backup's completion, recorded in
+    status.measured.recoveryPoint; the RPO is measured from it or from a newer archived WAL point."""
 
 
 def human(seconds: float) -> str:
@@ -65,25 +67,40 @@ def _archived_wal_point(spec: Mapping[str, Any], status: Mapping[str, Any]) -> d
     return parse_timestamp((status.get("recoverability") or {}).get("lastPoint"))
 
 
+def recovery_point(spec: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[datetime | None, str]:
+    """The newest point the policy can be recovered to, from its wire spec and status (the RPO is its age), and
+    what it is: the newest verified backup (verification off: the newest successful one), or the newest archived
+    WAL point when WAL archiving is on and that is newer."""
+    verify_enabled = bool((spec.get("verify") or {}).get("enabled"))
+    point = _recovery_point(status, verified_only=verify_enabled)
+    kind = "verified recovery point" if verify_enabled else "recovery point (verification is off: newest successful backup)"
+    wal_point = _archived_wal_point(spec, status)
+    if wal_point is not None and (point is None or wal_point > point):
+        return wal_point, "recovery point (archived WAL)"
+    return point, kind
+
+
+def rpo_seconds(spec: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> float | None:
+    """The measured RPO at `now`: the age of recovery_point(), None without one."""
+    point, _kind = recovery_point(spec, status)
+    return max(0.0, (now - point).total_seconds()) if point is not None else None
+
+
 def evaluate_objectives(spec: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> ObjectivesReport:
     """ObjectivesMet and the measured values for a policy's wire spec and status at `now` (timezone-aware).
     Raises ValueError (pydantic) when spec.objectives is invalid."""
     objectives = Objectives.model_validate(spec.get("objectives") or {})
     verify_enabled = bool((spec.get("verify") or {}).get("enabled"))
-    point = _recovery_point(status, verified_only=verify_enabled)
+    backup_point = _recovery_point(status, verified_only=verify_enabled)
+    point, kind = recovery_point(spec, status)
     rpo = max(0.0, (now - point).total_seconds()) if point is not None else None
     rto_value = (status.get("measured") or {}).get("rtoSeconds")
     rto = float(rto_value) if isinstance(rto_value, int | float) else None
-    kind = "verified recovery point" if verify_enabled else "recovery point (verification is off: newest successful backup)"
-    wal_point = _archived_wal_point(spec, status)
-    if wal_point is not None and (point is None or wal_point > point):
-        point, kind = wal_point, "recovery point (archived WAL)"
-        rpo = max(0.0, (now - point).total_seconds())
 
     if objectives.rpo is None and objectives.rto is None:
         return ObjectivesReport("True", "NotConfigured",
                                 "no objectives set (spec.objectives.rpo / rto); measured values are in status.measured",
-                                rpo, rto)
+                                rpo, rto, backup_point)
     missed: list[tuple[str, str]] = []
     if objectives.rpo is not None:
         limit = parse_duration(objectives.rpo).total_seconds()
@@ -92,7 +109,7 @@ def evaluate_objectives(spec: Mapping[str, Any], status: Mapping[str, Any], now:
             return ObjectivesReport("False", "NoRecoveryPoint",
                                     f"no {what}backup yet, so nothing to recover to; rpo {objectives.rpo} cannot be met "
                                     f"until one {'passes verification' if verify_enabled else 'completes'}",
-                                    None, rto)
+                                    None, rto, backup_point)
         if rpo > limit:
             missed.append(("RPOExceeded", f"newest {kind} {human(rpo)} old > rpo {objectives.rpo} "
                                           f"(over by {human(rpo - limit)})"))
@@ -102,42 +119,46 @@ def evaluate_objectives(spec: Mapping[str, Any], status: Mapping[str, Any], now:
             missed.append(("RTOExceeded", f"latest verification restore took {human(rto)} > rto {objectives.rto} "
                                           f"(over by {human(rto - limit)})"))
     if missed:
-        return ObjectivesReport("False", missed[0][0], "; ".join(message for _, message in missed), rpo, rto)
+        return ObjectivesReport("False", missed[0][0], "; ".join(message for _, message in missed), rpo, rto,
+                                backup_point)
     parts = []
     if objectives.rpo is not None and rpo is not None:
         parts.append(f"newest {kind} {human(rpo)} old <= rpo {objectives.rpo}")
     if objectives.rto is not None:
         parts.append(f"latest verification restore took {human(rto)} <= rto {objectives.rto}" if rto is not None
                      else f"rto {objectives.rto} not measured yet (no verification restore recorded)")
-    return ObjectivesReport("True", "ObjectivesMet", "; ".join(parts), rpo, rto)
+    return ObjectivesReport("True", "ObjectivesMet", "; ".join(parts), rpo, rto, backup_point)
 
 
 def objectives_patch(status: Mapping[str, Any], report: ObjectivesReport, generation: int | None,
                      now: str) -> dict[str, Any]:
     """The status fields to write for `report`; empty when nothing a user would care about changed (same
-    condition status and reason, same RTO, RPO moved by less than RPO_WRITE_STEP_SECONDS)."""
+    condition status and reason, same recovery point): time passing alone never causes a write."""
     conditions = list(status.get("conditions") or [])
     previous = find_condition(conditions, OBJECTIVES_MET)
     measured = dict(status.get("measured") or {})
-    rpo = float(int(report.rpo_seconds // 60) * 60) if report.rpo_seconds is not None else None
-    stored_rpo = measured.get("rpoSeconds")
-    rpo_moved = (rpo is None) != (stored_rpo is None) or (
-        rpo is not None and stored_rpo is not None and abs(rpo - float(stored_rpo)) >= RPO_WRITE_STEP_SECONDS)
+    point = _timestamp(report.recovery_point)
+    stored = measured.get("recoveryPoint")
+    point_moved = point != stored
     condition_changed = previous is None or (previous.get("status"), previous.get("reason")) != (report.status,
                                                                                                 report.reason)
     # Without objectives there is nothing to meet: no condition is added (one left from earlier objectives is
     # updated to NotConfigured), the measurements are still kept up to date.
     wants_condition = report.reason != "NotConfigured" or previous is not None
-    if not (rpo_moved or (condition_changed and wants_condition)):
-        return {}
     patch: dict[str, Any] = {}
-    if wants_condition:
+    if condition_changed and wants_condition:
         patch["conditions"] = set_condition(conditions, OBJECTIVES_MET, report.status, report.reason, report.message,
                                             generation, now)
-    if rpo != stored_rpo and not (rpo is None and "rpoSeconds" not in measured):
-        # A merge patch of measured.rpoSeconds only (null removes it): rtoSeconds is the verification handler's.
-        patch["measured"] = {"rpoSeconds": rpo}
+    # A merge patch of measured.recoveryPoint only (null removes it): rtoSeconds is the verification handler's.
+    if point_moved:
+        patch["measured"] = {"recoveryPoint": point}
+    if "rpoSeconds" in measured:  # the ever-growing age earlier versions stored: removed once
+        patch["measured"] = {**patch.get("measured", {}), "rpoSeconds": None}
     return patch
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
 
 
 def became_missed(status: Mapping[str, Any], report: ObjectivesReport) -> bool:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgbackup.api.base import parse_duration
-from pgbackup.builders.objectives import human
+from pgbackup.builders.objectives import human, rpo_seconds
 from pgbackup.builders.results import human_size
 
 NONE = "-"
@@ -88,6 +88,13 @@ def problems(policy: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def _rpo(spec: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> float | None:
+    """The age of the newest recovery point now: status records the point, not its age (earlier operator versions
+    stored the age in measured.rpoSeconds, read when there is no point)."""
+    measured = rpo_seconds(spec, status, now)
+    return measured if measured is not None else (status.get("measured") or {}).get("rpoSeconds")
+
+
 def policy_row(policy: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     """One line of `kubectl pgbackup status`, as a dict (the JSON output) with display strings."""
     meta = policy.get("metadata") or {}
@@ -107,7 +114,7 @@ def policy_row(policy: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "age": age(last.get("completedAt"), now),
         "size": last.get("size") or size(last.get("sizeBytes")),
         "verified": NONE if verified is None else ("yes" if verified else "no"),
-        "rpo": _versus(measured.get("rpoSeconds"), objectives.get("rpo")),
+        "rpo": _versus(_rpo(spec, status, now), objectives.get("rpo")),
         "rto": _versus(measured.get("rtoSeconds"), objectives.get("rto")),
         "walLag": _seconds(wal.get("lagSeconds")) if (spec.get("wal") or {}).get("enabled") or wal else NONE,
         "objectivesMet": not objectives_missed(policy),
