@@ -18,6 +18,9 @@ STORAGE_PREFIX = "kopf.pgbackup.dev"
 FINALIZER = "pgbackup.dev/kopf-finalizer"
 
 
+CONSISTENCY_TIMEOUT_SECONDS = 60.0
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     """Read the configuration; keep kopf's own bookkeeping in annotations so status stays schema-clean."""
@@ -31,6 +34,10 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # its workloads are scaled down (quiesce), never on a BackupPolicy (daemons.py); kopf also removes it from
     # policies that older versions finalized.
     settings.persistence.finalizer = FINALIZER
+    # After patching its annotations kopf waits this long for the watch to deliver that version before it handles
+    # an older one (without the annotations: the policy would look new and be reconciled again). kopf's 5 s was too
+    # short with 300+ policies: a slow watch made every policy reconciled twice and kept the operator busy.
+    settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT_SECONDS
     settings.posting.enabled = True
     settings.execution.max_workers = 4
     settings.watching.server_timeout = 300
