@@ -44,7 +44,7 @@ image:  ## build the operator/runner image (needs a Docker engine)
 bench: deps  ## run ../shared/bench with the runner as a candidate
 	scripts/bench.sh
 
-bench-scale: deps  ## the operator with 100 and 1,000 BackupPolicies against kmock: time to Ready, RSS, CPU, idle API traffic
+bench-scale: deps  ## the operator with 100 and 1,000 BackupPolicies against kmock (BENCH_SCALE_ARGS=--cluster: the cluster of KUBECONFIG): time to Ready, RSS, CPU, idle API traffic
 	$(PY) scripts/bench_scale.py --policies 100 --policies 1000 $(BENCH_SCALE_ARGS)
 
 clean:
