@@ -99,3 +99,16 @@ async def test_idle_policies_cost_no_patch_and_no_get_per_policy(cluster: Cluste
         conditions = [await asyncio.to_thread(cluster.condition, name, "ObjectivesMet") for name in names]
     assert idle == []  # no GET of a policy, no PATCH of a policy or its status
     assert all(c is not None and c["reason"] == "ObjectivesMet" for c in conditions)  # WAL point within the RPO
+
+
+async def test_a_new_policy_is_evaluated_at_once_not_at_the_next_walk(
+        cluster: Cluster, secrets: None, operator: Operator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walks run hourly here: ObjectivesMet of a policy created after the first walk comes from the visit its
+    creation triggers (kopf adds the body to the index only after the index handler returned)."""
+    monkeypatch.setenv("PGBACKUP_OBJECTIVES_INTERVAL_SECONDS", "3600")
+    spec = policy_spec(objectives={"rpo": "24h"})
+    async with operator.running():
+        await asyncio.to_thread(cluster.create_policy, "orders", spec)
+        condition = await eventually(lambda: cluster.condition("orders", "ObjectivesMet"), timeout=20,
+                                     what="ObjectivesMet without waiting for the next walk")
+    assert (condition["status"], condition["reason"]) == ("False", "NoRecoveryPoint")

@@ -66,7 +66,9 @@ class _Loop:
     index: kopf.Index[PolicyKey, PolicyBody]
     pool: ThreadPoolExecutor
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    fresh: set[PolicyKey] = field(default_factory=set)
+    fresh: dict[PolicyKey, PolicyBody] = field(default_factory=dict)
+    """New or changed policies to visit at once, with their bodies: kopf puts a body in the index only after the
+    index handler returned, so the loop, woken by the handler, may not find it there yet."""
     generations: dict[PolicyKey, Any] = field(default_factory=dict)
     written_from: dict[PolicyKey, PolicyBody] = field(default_factory=dict)
     """The body a visit wrote status from, until the watch delivers a newer one (which replaces it in the index)."""
@@ -91,15 +93,15 @@ def _trimmed(body: kopf.Body) -> PolicyBody:
 async def policy_bodies(name: str, namespace: str | None, body: kopf.Body, meta: kopf.Meta,
                         **_: Any) -> dict[PolicyKey, PolicyBody]:
     """Index: (namespace, name) -> the policy as the watch stream last delivered it (async: no thread hop)."""
-    key = (namespace or "", name)
+    key, trimmed = (namespace or "", name), _trimmed(body)
     running = _loop
     if running is not None and running.kopf_context is None:
         running.kopf_context = contextvars.copy_context()
     if running is not None and running.generations.get(key) != meta.get("generation"):
         running.generations[key] = meta.get("generation")
-        running.fresh.add(key)
+        running.fresh[key] = trimmed
         running.wake.set()
-    return {key: _trimmed(body)}
+    return {key: trimmed}
 
 
 @kopf.on.startup()
@@ -137,8 +139,8 @@ async def _run(running: _Loop) -> None:
                 due[id(walk)] = clock.time() + walk.interval()
             continue
         if running.fresh:
-            keys, running.fresh = running.fresh, set()
-            await _round(running, _walks, {key: body for key, body in _snapshot(running).items() if key in keys})
+            fresh, running.fresh = running.fresh, {}
+            await _round(running, _walks, fresh)
             continue
         running.wake.clear()
         try:
