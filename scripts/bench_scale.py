@@ -194,9 +194,12 @@ class CountingProxy:
                 key: value for key, value in answer.headers.items()
                 if key.lower() not in _HOP_BY_HOP and key.lower() != "content-encoding"})
             await response.prepare(request)
-            async for chunk in answer.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                async for chunk in answer.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionError:  # the operator went away mid-answer (a watch, when it stops): nothing to tell
+                pass
             return response
 
     @asynccontextmanager
