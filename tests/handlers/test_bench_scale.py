@@ -76,7 +76,8 @@ def test_requests_are_classified_as_rbac_names_them(method: str, path: str, quer
 
 
 async def test_the_proxy_counts_what_passes_through_it_against_kmock() -> None:
-    async with bench_scale.emulated_api() as upstream, bench_scale.CountingProxy(upstream).running() as proxy:
+    async with bench_scale.emulated_api() as emulator, \
+            bench_scale.CountingProxy(str(emulator.url).rstrip("/")).running() as proxy:
         def through_the_proxy() -> dict[str, object]:
             with bench_scale.client(proxy.url) as (core, custom):
                 core.create_namespaced_secret("bench", {"apiVersion": "v1", "kind": "Secret",
@@ -94,6 +95,7 @@ async def test_the_proxy_counts_what_passes_through_it_against_kmock() -> None:
 
         listed = await asyncio.to_thread(through_the_proxy)
     assert [item["status"] for item in listed["items"]] == [{"cronJobName": "x"}]  # type: ignore[index]
+    assert bench_scale.ready_in(emulator)() == 0  # no Ready condition
     assert [(seen.verb, seen.resource) for seen in proxy.seen] == [
         ("create", "secrets"), ("create", "backuppolicies"), ("patch", "backuppolicies/status"),
         ("get", "secrets"), ("get", "secrets"), ("list", "backuppolicies")]
