@@ -107,7 +107,7 @@ STATUS = {"lastBackup": {"id": BACKUP_ID, "phase": "Completed", "completedAt": "
                       {"id": "20261122T020000Z", "phase": "Completed"}],
           "conditions": [{"type": "Ready", "status": "True", "reason": "Reconciled", "message": "",
                           "lastTransitionTime": "2026-11-20T00:00:00Z"}],
-          "measured": {"rpoSeconds": 60.0}}
+          "measured": {"recoveryPoint": "2026-11-24T02:00:00Z"}}
 
 
 def test_passed_verification_is_recorded_on_its_backup() -> None:
@@ -124,7 +124,7 @@ def test_passed_verification_is_recorded_on_its_backup() -> None:
     assert (verified["status"], verified["reason"]) == ("True", "RestoreVerified")
     assert BACKUP_ID in verified["message"]
     assert {c["type"] for c in patch["conditions"]} == {"Ready", "Verified"}  # others kept
-    assert patch["measured"] == {"rtoSeconds": 12.5}  # a merge patch: rpoSeconds stays
+    assert patch["measured"] == {"rtoSeconds": 12.5}  # a merge patch: recoveryPoint stays
     BackupPolicyStatus.model_validate({**STATUS, **patch})
 
 

@@ -111,5 +111,5 @@ def record_verification(status: dict[str, Any], outcome: VerificationOutcome, ge
                                             "True" if outcome.phase == "Passed" else "False", outcome.reason,
                                             message, generation, now)
         if outcome.restore_seconds is not None:
-            patch["measured"] = {"rtoSeconds": outcome.restore_seconds}  # merge patch: rpoSeconds is kept
+            patch["measured"] = {"rtoSeconds": outcome.restore_seconds}  # merge patch: recoveryPoint is kept
     return patch
