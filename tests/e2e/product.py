@@ -126,13 +126,19 @@ class Product:
 
     def wait_condition(self, kind: str, name: str, type: str, timeout: float) -> dict[str, Any]:
         """The condition once it is True."""
-        return self.wait(lambda: (c := self.condition(kind, name, type)) and c.get("status") == "True" and c,
-                         timeout, f"{type}=True on {kind} {name}")
+        def true() -> dict[str, Any] | None:
+            found = self.condition(kind, name, type)
+            return found if found is not None and found.get("status") == "True" else None
+
+        return self.wait(true, timeout, f"{type}=True on {kind} {name}")
 
     def wait_restore(self, name: str, timeout: float) -> dict[str, Any]:
         """The RestoreRequest's status once it is Succeeded or Failed."""
-        return self.wait(lambda: (s := self.status("restorerequest", name)).get("phase") in ("Succeeded", "Failed")
-                         and s, timeout, f"RestoreRequest {name} to finish")
+        def finished() -> dict[str, Any] | None:
+            status = self.status("restorerequest", name)
+            return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+        return self.wait(finished, timeout, f"RestoreRequest {name} to finish")
 
     # ------------------------------------------------------------------ diagnostics
 

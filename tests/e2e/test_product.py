@@ -104,14 +104,20 @@ def test_backup_status_verification_restore_and_row_counts(product: Product) -> 
 
     last = backup_now(product, policy)
     backup_id = last["id"]
-    record = product.wait(lambda: (r := catalog_record(product, policy, backup_id)) and r.get("manifest") and r,
-                          120, f"backup {backup_id} with its manifest in status.backups")
+
+    def recorded() -> dict[str, Any] | None:
+        record = catalog_record(product, policy, backup_id)
+        return record if record is not None and record.get("manifest") else None
+
+    def verified() -> dict[str, Any] | None:
+        verification: dict[str, Any] = (catalog_record(product, policy, backup_id) or {}).get("verification") or {}
+        return verification if verification.get("phase") in ("Passed", "Failed") else None
+
+    record = product.wait(recorded, 120, f"backup {backup_id} with its manifest in status.backups")
     assert record["manifest"] == f"s3://{manifests.BUCKET}/e2e/{policy}/{backup_id}/manifest.json", record
     assert record["sizeBytes"] > 0
 
-    verification = product.wait(
-        lambda: (v := (catalog_record(product, policy, backup_id) or {}).get("verification") or {})
-        .get("phase") in ("Passed", "Failed") and v, 1200, f"the verification of backup {backup_id}")
+    verification = product.wait(verified, 1200, f"the verification of backup {backup_id}")
     assert verification["phase"] == "Passed", f"verification of {backup_id} did not pass: {verification}"
     product.wait_condition("backuppolicy", policy, "Verified", 120)
 
@@ -143,9 +149,11 @@ def test_wal_streaming_and_point_in_time_restore(product: Product) -> None:
     product.psql("select pg_switch_wal()")
     target_time = datetime.fromisoformat(moment.replace("Z", "+00:00"))
 
-    def archived_past_the_moment() -> bool:
-        last_point = (product.status("backuppolicy", policy).get("recoverability") or {}).get("lastPoint")
-        return bool(last_point) and datetime.fromisoformat(last_point.replace("Z", "+00:00")) > target_time
+    def archived_past_the_moment() -> str | None:
+        last_point: str | None = (product.status("backuppolicy", policy).get("recoverability") or {}).get("lastPoint")
+        if last_point and datetime.fromisoformat(last_point.replace("Z", "+00:00")) > target_time:
+            return last_point
+        return None
 
     product.wait(archived_past_the_moment, 600, f"status.recoverability.lastPoint past {moment}")
 

@@ -58,7 +58,8 @@ def unknown_fields(value: Any, type_name: str, path: str) -> list[str]:
         if not isinstance(value, dict):
             return [f"{path}: expected a map"]
         return [p for key, item in value.items() for p in unknown_fields(item, inner, f"{path}.{key}")]
-    simple = {"str": str, "int": int, "bool": bool, "datetime": str, "float": (int, float)}
+    simple: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "bool": bool, "datetime": str,
+                                                  "float": (int, float)}
     if type_name in simple:
         if not isinstance(value, simple[type_name]) or (type_name == "int" and isinstance(value, bool)):
             return [f"{path}: expected {type_name}, got {value!r}"]

@@ -282,10 +282,10 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
 OUTPUTS = ("json", "yaml", "wide", "name")
 
 
-def _global_flags(top: bool) -> argparse.ArgumentParser:
+def _global_flags(top: bool) -> _Parser:
     """kubectl's global flags, for the top parser and (again) for every command, so that they are taken anywhere
     on the line. On the commands the defaults are SUPPRESSed: a flag given before the command is not reset."""
-    flags = argparse.ArgumentParser(add_help=False)
+    flags = _Parser(add_help=False)
     default: Any = None if top else argparse.SUPPRESS
     group = flags.add_argument_group("kubectl flags (anywhere on the line)")
     group.add_argument("-n", "--namespace", default=default,
