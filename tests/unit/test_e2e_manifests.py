@@ -19,6 +19,7 @@ import yaml
 from pgbackup.api import BackupPolicySpec
 from pgbackup.api.restore import RestoreRequestSpec
 from tests.e2e import manifests
+from tests.fixtures.postgres import bindir_for, create_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / ".tools" / "bin" / "helm"
@@ -156,6 +157,33 @@ def test_the_init_script_allows_replication_connections(tmp_path: Path) -> None:
     subprocess.run(["sh", str(path)], env={**os.environ, "PGDATA": str(tmp_path)}, check=True)
     lines = (tmp_path / "pg_hba.conf").read_text().splitlines()
     assert lines[-1].split() == ["host", "replication", "all", "all", "scram-sha-256"]
+
+
+def test_the_init_script_is_what_lets_pg_basebackup_in(scratch: Path, tmp_path: Path) -> None:
+    """On a real server with the official image's pg_hba.conf (every host connection with a password, which does
+    not cover the `replication` pseudo-database): pg_basebackup, as the physical backup and the WAL streamer
+    connect, is refused before the init script ran and accepted after."""
+    version = "18" if bindir_for("18") is not None else "15"
+    server = create_cluster(version, scratch)
+    try:
+        (server.datadir / "pg_hba.conf").write_text("local all all trust\nhost all all all scram-sha-256\n")
+        server.start()
+
+        def base_backup(into: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(server.bindir / "pg_basebackup"), "-D", str(tmp_path / into), "-X", "none"],
+                                  env={**os.environ, **server.env()}, capture_output=True, text=True, timeout=120)
+
+        refused = base_backup("before")
+        assert refused.returncode != 0 and "replication connection" in refused.stderr, refused.stderr
+        [_, init, _, _] = manifests.postgres(NAMESPACE, PASSWORD)
+        [script] = init["data"].values()
+        subprocess.run(["sh", "-c", script], env={**os.environ, "PGDATA": str(server.datadir)}, check=True)
+        server.query("select pg_reload_conf()")
+        accepted = base_backup("after")
+        assert accepted.returncode == 0, accepted.stderr
+        assert (tmp_path / "after" / "PG_VERSION").read_text().strip() == version
+    finally:
+        server.close()
 
 
 # ------------------------------------------------------------------ against the pgbackup API
