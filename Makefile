@@ -27,10 +27,12 @@ demo: deps  ## a real backup and restore on a throwaway PostgreSQL (or DATABASE_
 crds: deps  ## regenerate crds/ and the chart's CRDs and RBAC rules from the pydantic models
 	$(PY) -m pgbackup.crdgen
 
-lint: deps tools  ## import layering, Dockerfile, chart
+lint: deps tools  ## import layering, Dockerfile, chart, GitHub workflows (actionlint), types (mypy --strict)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(TOOLS)/helm lint charts/pgbackup-operator
+	$(VENV)/bin/mypy
 
 run: deps  ## run the operator against the current kube context
 	$(VENV)/bin/pgbackup-operator
