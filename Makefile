@@ -9,7 +9,7 @@ export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
 .PHONY: help deps tools test demo crds lint run e2e image bench bench-scale clean
 
 help:  ## list targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 deps:  ## Debian PostgreSQL packages when missing + the virtualenv
 	@scripts/install-deps.sh
@@ -49,5 +49,5 @@ bench: deps  ## run ../shared/bench with the runner as a candidate
 bench-scale: deps  ## the operator with 100 and 1,000 BackupPolicies against kmock: time to Ready, RSS, CPU, idle API traffic
 	$(PY) scripts/bench_scale.py --policies 100 --policies 1000 $(BENCH_SCALE_ARGS)
 
-clean:
+clean:  ## remove what the targets installed or left: .venv, .venv-system, .tools, .demo
 	rm -rf $(VENV) .venv-system .tools .demo
