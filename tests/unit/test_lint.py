@@ -59,5 +59,7 @@ def test_make_lint_runs_mypy_and_actionlint() -> None:
 
 
 def test_ci_runs_lint() -> None:
+    """CI runs `.ci/run`, which is exactly the README's test command; that command ends with `make lint`."""
     ci_lines = [line.split("#")[0].strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
-    assert any(re.search(r"\bmake lint\b", line) for line in ci_lines), ".ci/run must run `make lint`"
+    assert "make test" in ci_lines, ".ci/run must run the README's test command, `make test`"
+    assert any(re.search(r"\$\(MAKE\).*\blint\b", line) for line in make_recipe("test")), "`make test` must run `make lint`"

@@ -111,7 +111,7 @@ def test_nothing_is_published_before_the_e2e_suite_passed_on_kind() -> None:
     e2e = workflow("e2e.yml")["jobs"]["e2e"]
     step(e2e, "helm/kind-action")
     assert step(e2e, "docker/build-push-action", load=True)["with"]["tags"] == "${{ inputs.image }}"
-    assert e2e["env"]["PGBACKUP_IMAGE"] == "${{ inputs.image }}"
+    assert e2e["env"]["PGBACKUP_E2E_IMAGE"] == "${{ inputs.image }}"
     runs = [s.get("run", "") for s in e2e["steps"]]
     assert any("kind load docker-image" in run for run in runs)
     assert any(run.startswith("make e2e") for run in runs)
