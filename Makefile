@@ -6,7 +6,7 @@ TOOLS := $(CURDIR)/.tools/bin
 IMAGE ?= ghcr.io/pgbackup/pgbackup-operator:dev
 export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps tools test demo crds lint run e2e image bench bench-scale clean
+.PHONY: help deps tools test demo crds docs lint run e2e image bench bench-scale clean
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -24,8 +24,12 @@ test: deps tools  ## install what is needed, then run every test (the runner's e
 demo: deps  ## a real backup and restore on a throwaway PostgreSQL (or DATABASE_URL)
 	$(PY) -m pgbackup.runner.demo
 
-crds: deps  ## regenerate crds/ and the chart's CRDs and RBAC rules from the pydantic models
+crds: deps  ## regenerate crds/, the chart's CRDs and RBAC rules and docs/reference/ from the pydantic models
 	$(PY) -m pgbackup.crdgen
+	$(PY) -m pgbackup.docgen
+
+docs: deps  ## build the documentation site (docs/, mkdocs.yml) into site/; any warning fails it
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: deps tools  ## import layering, Dockerfile, chart
 	$(VENV)/bin/lint-imports
@@ -48,4 +52,4 @@ bench-scale: deps  ## the operator with 100 and 1,000 BackupPolicies against kmo
 	$(PY) scripts/bench_scale.py --policies 100 --policies 1000 $(BENCH_SCALE_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-system .tools .demo
+	rm -rf $(VENV) .venv-system .tools .demo site
