@@ -17,6 +17,8 @@ need_apt=()
 command -v pg_dump >/dev/null 2>&1 || need_apt+=(postgresql-client-15)
 command -v age >/dev/null 2>&1 || need_apt+=(age)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+# the emergency restore by hand (docs/operations.md) checks objects with jq + sha256sum; a test runs it
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v lua5.4 >/dev/null 2>&1 || need_apt+=(lua5.4)
 # initdb under a UID without a passwd entry (tests/runner/test_any_uid.py; OpenShift pods) needs libnss_wrapper
 compgen -G "/usr/lib/*/libnss_wrapper.so" >/dev/null || [ -f /usr/lib64/libnss_wrapper.so ] || need_apt+=(libnss-wrapper)
