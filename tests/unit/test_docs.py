@@ -186,3 +186,60 @@ def test_helm_values_example_fits_the_chart(block: Block, tmp_path: Path) -> Non
     done = subprocess.run([helm, "template", "pgbackup", str(chart), "-f", str(tmp_path / "values.yaml")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------- commands
+
+
+def shown_commands() -> set[tuple[str, str, tuple[str, ...]]]:
+    """(program, subcommand, --flags) of every `pgbackup …` and `kubectl pgbackup …` the docs show in code."""
+    code: list[str] = []
+    for path in doc_files():
+        text = path.read_text()
+        code += [line for block in blocks(path) if block.lang in ("bash", "console", "")
+                 for line in block.body.splitlines()]
+        code += re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
+    found = set()
+    for line in code:
+        for match in re.finditer(r"(?:^|[\s(=/'])(?P<program>kubectl pgbackup|pgbackup)"
+                                 r"(?: -n \S+)? (?P<sub>[a-z][a-z-]+)(?P<rest>[^#]*)", line):
+            if re.search(r"\bhelm (install|upgrade|uninstall|template)\s*$", line[:match.start("program")]):
+                continue  # `pgbackup` as a Helm release name
+            flags = tuple(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", match["rest"]))
+            found.add((match["program"], match["sub"], flags))
+    return found
+
+
+def test_every_shown_pgbackup_command_exists_with_its_flags() -> None:
+    """A command line in the docs names a real subcommand, and every flag it shows is one that subcommand has."""
+    programs = {"pgbackup": [sys.executable, "-m", "pgbackup.runner"],
+                "kubectl pgbackup": [sys.executable, "-m", "pgbackup.plugin.cli"]}
+    helps: dict[tuple[str, str], str] = {}
+    wrong = []
+    shown = shown_commands()
+    assert len(shown) > 20
+    for program, sub, flags in sorted(shown):
+        if (program, sub) not in helps:
+            done = subprocess.run([*programs[program], sub, "--help"], capture_output=True, text=True, timeout=60)
+            helps[program, sub] = done.stdout if done.returncode == 0 else ""
+        if not helps[program, sub]:
+            wrong.append(f"{program} {sub}: no such command")
+        wrong += [f"{program} {sub} {flag}: no such flag" for flag in flags if flag not in helps[program, sub]]
+    assert not wrong, wrong
+
+
+def test_argocd_patch_command_carries_both_health_checks(tmp_path: Path) -> None:
+    """docs/monitoring.md: the jq part of the `kubectl patch` line yields argocd-cm data with both Lua files."""
+    jq = shutil.which("jq")
+    if jq is None:
+        pytest.skip("jq is not installed (scripts/install-deps.sh installs it)")
+    block = next(b.body for b in blocks(DOCS / "monitoring.md") if "argocd-cm" in b.body and b.lang == "bash")
+    inner = re.search(r'"\$\((?P<jq>jq .*?)\)"', block, re.S)
+    assert inner, block
+    done = subprocess.run(["bash", "-c", inner["jq"]], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)["data"]
+    assert data["resource.customizations.health.pgbackup.dev_BackupPolicy"] == \
+        (ROOT / "argocd" / "backuppolicy.lua").read_text()
+    assert data["resource.customizations.health.pgbackup.dev_RestoreRequest"] == \
+        (ROOT / "argocd" / "restorerequest.lua").read_text()
