@@ -6,7 +6,7 @@ TOOLS := $(CURDIR)/.tools/bin
 IMAGE ?= ghcr.io/pgbackup/pgbackup-operator:dev
 export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps tools test demo crds lint run e2e image bench bench-scale clean
+.PHONY: help deps tools test demo crds docs lint run e2e image bench bench-scale clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -25,8 +25,12 @@ test: deps tools  ## install what is needed, run every test (the runner's extrac
 demo: deps  ## a real backup and restore on a throwaway PostgreSQL (or DATABASE_URL)
 	$(PY) -m pgbackup.runner.demo
 
-crds: deps  ## regenerate crds/ and the chart's CRDs and RBAC rules from the pydantic models
+crds: deps  ## regenerate crds/, the chart's CRDs and RBAC rules and docs/reference/ from the pydantic models
 	$(PY) -m pgbackup.crdgen
+	$(PY) -m pgbackup.docgen
+
+docs: deps  ## build the documentation site (docs/, mkdocs.yml) into site/; any warning fails it
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: deps tools  ## import layering, Dockerfile, chart, GitHub workflows (actionlint), types (mypy --strict)
 	$(VENV)/bin/lint-imports
@@ -50,5 +54,5 @@ bench: deps  ## run ../shared/bench with the runner as a candidate
 bench-scale: deps  ## the operator with 100 and 1,000 BackupPolicies against kmock: time to Ready, RSS, CPU, idle API traffic
 	$(PY) scripts/bench_scale.py --policies 100 --policies 1000 $(BENCH_SCALE_ARGS)
 
-clean:  ## remove what the targets installed or left: .venv, .venv-system, .tools, .demo
-	rm -rf $(VENV) .venv-system .tools .demo
+clean:  ## remove what the targets installed or left: .venv, .venv-system, .tools, .demo, site
+	rm -rf $(VENV) .venv-system .tools .demo site
