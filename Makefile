@@ -22,7 +22,7 @@ test: deps tools  ## install what is needed, then run every test (the runner's e
 	scripts/test-system-python.sh
 
 demo: deps  ## a real backup and restore on a throwaway PostgreSQL (or DATABASE_URL)
-	$(PY) -m pgbackup.runner.demo
+	$(PY) -m pgbackup.runner.cli.demo
 
 crds: deps  ## regenerate crds/ and the chart's CRDs and RBAC rules from the pydantic models
 	$(PY) -m pgbackup.crdgen

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import boto3
 from botocore.config import Config
@@ -28,7 +28,8 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from pgbackup.runner.log import log_warning
+from pgbackup.api.policy import S3Storage as S3StorageSpec
+from pgbackup.runner.common.log import log_warning
 from pgbackup.runner.storage.base import (
     ExclusiveCreateUnsupported,
     ObjectInfo,
@@ -38,9 +39,6 @@ from pgbackup.runner.storage.base import (
     StorageError,
     StorageUnreachable,
 )
-
-if TYPE_CHECKING:
-    from pgbackup.api.policy import S3Storage as S3StorageSpec
 
 MIB = 1024 * 1024
 DELETE_BATCH = 1000  # the DeleteObjects limit
@@ -95,10 +93,11 @@ class S3Storage(Storage):
         self._growth_step = _growth_step(self.part_size, max_parts)
         attempts = max_attempts or int(os.environ.get(ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS))
         mode = retry_mode or os.environ.get(ENV_RETRY_MODE, "standard")
+        retries: Any = {"mode": mode, "total_max_attempts": attempts}  # botocore checks the mode's value
         config = Config(
             region_name=spec.region,
             s3={"addressing_style": "path" if spec.force_path_style else "auto"},
-            retries={"mode": mode, "total_max_attempts": attempts},
+            retries=retries,
             request_checksum_calculation=spec.request_checksum_calculation,
             response_checksum_validation=spec.response_checksum_validation,
             connect_timeout=connect_timeout,
