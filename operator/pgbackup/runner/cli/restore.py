@@ -7,12 +7,13 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 from pgbackup.api import jobenv
 from pgbackup.api.summary import JobSummary
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.cli.catalog import open_catalog
-from pgbackup.runner.common.config import PolicyConfig, scratch_dir
+from pgbackup.runner.common.config import PolicyConfig, policy_json, scratch_dir
 from pgbackup.runner.common.errors import UsageError
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.restore.logical import restore_backup
@@ -23,6 +24,12 @@ from pgbackup.runner.restore.selective import Selection, restore_selected
 from pgbackup.runner.restore.volumes import restore_volume
 from pgbackup.runner.storage.identity import identity_from
 from pgbackup.runner.wal.archive import archive_for_policy
+
+
+def _target_server(policy: PolicyConfig, args: argparse.Namespace) -> ConnParams:
+    """The server to restore into: --target-host/--target-port, else the policy's database; the policy's login."""
+    source = ConnParams.from_spec(policy.spec.database)
+    return replace(source, host=args.target_host or source.host, port=args.target_port or source.port)
 
 
 def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
@@ -46,10 +53,7 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
         path = restore_physical(catalog, args.backup_id, args.target_dir, identity)
         print(f"backup {args.backup_id} restored into {path}; start it with: pg_ctl -D {path} start")
         return jobenv.EXIT_OK
-    source = ConnParams.from_spec(policy.spec.database)
-    target = ConnParams(host=args.target_host or source.host, port=args.target_port or source.port, user=source.user,
-                        password=source.password, sslmode=source.sslmode, sslrootcert=source.sslrootcert,
-                        credentials_hint=source.credentials_hint)
+    target = _target_server(policy, args)
     if args.table or args.schema:
         report = restore_selected(catalog, args.backup_id, target, args.target_database,
                                   Selection.parse(args.schema, args.table), identity,
@@ -80,18 +84,12 @@ def cmd_restore_pitr(policy: PolicyConfig, args: argparse.Namespace, catalog: Ca
                          "as the backup ID")
     target = PitrTarget(time=args.target_time, lsn=args.target_lsn, inclusive=not args.exclusive)
     archive = archive_for_policy(policy, storage=catalog.storage, identity=identity)
-    conn = None
-    if args.target_database is not None:
-        source = ConnParams.from_spec(policy.spec.database)
-        conn = ConnParams(host=args.target_host or source.host, port=args.target_port or source.port,
-                          user=source.user, password=source.password, sslmode=source.sslmode,
-                          sslrootcert=source.sslrootcert, credentials_hint=source.credentials_hint)
-    policy_json = json.dumps({"name": policy.name, "namespace": policy.namespace, "spec": policy.spec.to_wire()})
+    conn = _target_server(policy, args) if args.target_database is not None else None
     login = [os.environ[jobenv.ENV_DB_USER]] if os.environ.get(jobenv.ENV_DB_USER) else []
     report = restore_to_point(catalog, archive, target, identity=identity, target_dir=args.target_dir,
                               target_conn=conn, target_database=args.target_database,
                               source_database=args.source_database, scratch=scratch_dir(),
-                              server_env=policy_server_env(policy_json, os.environ), login_roles=login)
+                              server_env=policy_server_env(policy_json(policy), os.environ), login_roles=login)
     plan = report.plan
     result = {"backup_id": plan.backup_id, "wal_from": plan.wal_from, "wal_to": plan.wal_to,
               "target": target.describe(), "restored_into": report.target, "row_counts": report.row_counts,

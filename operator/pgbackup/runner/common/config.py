@@ -76,6 +76,11 @@ def load_policy(path: str | Path | None, environ: Mapping[str, str] | None = Non
     return policy_from_document(_parse_document(from_env, jobenv.ENV_POLICY), jobenv.ENV_POLICY)
 
 
+def policy_json(policy: PolicyConfig) -> str:
+    """The policy as the operator hands it to a Job ({name, namespace, spec}: what load_policy reads back)."""
+    return json.dumps({"name": policy.name, "namespace": policy.namespace, "spec": policy.spec.to_wire()})
+
+
 def scratch_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Where temporary files go: PGBACKUP_SCRATCH, the Job's /scratch volume, or the system temp dir."""
     environ = os.environ if environ is None else environ

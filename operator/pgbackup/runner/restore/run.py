@@ -5,7 +5,6 @@ run carry the plan out (pgbackup.runner.restore.execute) and restore the volumes
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from datetime import datetime
@@ -14,7 +13,7 @@ from pgbackup.api import jobenv
 from pgbackup.api.restore import RestorePlan, RestoreResult
 from pgbackup.api.summary import JobSummary
 from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog
-from pgbackup.runner.common.config import scratch_dir
+from pgbackup.runner.common.config import policy_json, scratch_dir
 from pgbackup.runner.common.errors import UsageError, exit_code_for
 from pgbackup.runner.common.log import log, log_error
 from pgbackup.runner.common.summary import failure_summary, write_summary
@@ -135,11 +134,9 @@ def run_pitr_request(request: RequestConfig, catalog: Catalog, target: ConnParam
         result = None
     else:
         result = RestoreResult(started_at=utc_now())
-        policy_json = json.dumps({"name": request.policy.name, "namespace": request.policy.namespace,
-                                  "spec": request.policy.spec.to_wire()})
         report = restore_to_point(catalog, archive, pitr_target, identity=identity, target_conn=target,
                                   target_database=database, source_database=source, scratch=scratch_dir(environ),
-                                  server_env=policy_server_env(policy_json, environ), on_plan=record,
+                                  server_env=policy_server_env(policy_json(request.policy), environ), on_plan=record,
                                   login_roles=[target.user], environ=environ)
         result.completed_at = utc_now()
         result.restore_seconds = report.duration_seconds
