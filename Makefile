@@ -23,7 +23,7 @@ test: deps tools  ## install what is needed, run every test (the runner's extrac
 	@$(MAKE) --no-print-directory lint
 
 demo: deps  ## a real backup and restore on a throwaway PostgreSQL (or DATABASE_URL)
-	$(PY) -m pgbackup.runner.demo
+	$(PY) -m pgbackup.runner.cli.demo
 
 crds: deps  ## regenerate crds/, the chart's CRDs and RBAC rules and docs/reference/ from the pydantic models
 	$(PY) -m pgbackup.crdgen

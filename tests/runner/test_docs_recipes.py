@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.instance import ThrowawayPostgres, server_account, server_installations
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.account import server_account
+from pgbackup.runner.postgres.instance import ThrowawayPostgres
+from pgbackup.runner.postgres.tools import server_installations
 from tests.fixtures.postgres import (
     SETTINGS,
     SUPERUSER,
