@@ -74,7 +74,8 @@ def render(meta: dict[str, Any], rows: list[Row]) -> str:
         f"Dataset: pgbench scale {meta.get('scale')} + {meta.get('vector_rows')} docs rows "
         f"({meta.get('vector_type')} embeddings, pg_trgm GIN index); database {db_size / MIB:.1f} MiB. "
         f"PostgreSQL {meta.get('postgres', '?')}, {meta.get('cpus', '?')} CPUs, "
-        f"load average {meta.get('load_average', '?')} at start.",
+        f"load average {meta.get('load_average', '?')} at start"
+        + (f", {meta['load_average_end']} at the end." if meta.get("load_average_end") else "."),
         "",
     ]
     for kind in ("backup", "restore"):
