@@ -136,7 +136,7 @@ def barman_cloud(ctx: Context, row: Row) -> None:
 def _pg_restore(ctx: Context, row: Row, source_id: str, jobs: int) -> None:
     source = ctx.outputs.get(source_id)
     if source is None:
-        raise ToolUnavailable(f"no {source_id} dump to restore (that backup failed)")
+        raise ToolUnavailable(f"no {source_id} dump to restore (that backup failed or was skipped)")
     db = f"restore_{row.id}"
     ctx.pg.psql(f"CREATE DATABASE {db} TEMPLATE template0", "postgres")
     try:

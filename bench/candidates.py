@@ -90,7 +90,7 @@ def restore(candidate: Candidate, source_id: str) -> Callable[[Context, Row], No
     def run(ctx: Context, row: Row) -> None:
         out, bucket = ctx.outputs.get(source_id), ctx.buckets.get(source_id)
         if out is None or bucket is None:
-            raise ToolUnavailable(f"no {source_id} backup to restore (that backup failed)")
+            raise ToolUnavailable(f"no {source_id} backup to restore (that backup failed or was skipped)")
         db = f"restore_{row.id}"
         ctx.pg.psql(f"CREATE DATABASE {db} TEMPLATE template0", "postgres")
         jobs = ["--jobs", str(ctx.jobs)] if candidate.mode == "fd-s3" else []

@@ -97,6 +97,7 @@ class Postgres:
         self.log = workdir / "logs" / "postgres.log"
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.archive_command = "/bin/true"  # as SETTINGS start it
         if not can_traverse(workdir, account):
             raise SetupError(f"the server runs as {account.pw_name!r}, which cannot enter {workdir} (a directory "
                              "above it is closed to others): pass --workdir a directory it can reach, such as /tmp")
@@ -157,6 +158,9 @@ class Postgres:
 
     def set_archive_command(self, command: str) -> None:
         """Switch archive_command, then wait until WAL of earlier phases is archived (not billed to the next)."""
+        if command == self.archive_command:
+            return
+        self.archive_command = command
         literal = "'" + command.replace("'", "''") + "'"
         self.psql(f"ALTER SYSTEM SET archive_command = {literal}", "postgres")
         self.psql("SELECT pg_reload_conf()", "postgres")

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.timeout(240)
 CORE = ["pg_dump_fc", "cron_gzip_s3", "pgbackup_s3", "pgbackup_phys_vol", "restore_fc_j2", "pgbackup_restore_s3"]
 # pgBackRest and barman-cloud come from Debian (`make bench` installs them as root); the smoke test only runs
 # their rows where they are installed already (and never pgBackRest to S3: its moto round trips take ~20 s).
+# a restore whose backup is skipped cannot run: a row saying why, not a crash
+NOT_RUN = "restore_fd_j1"
 OPTIONAL = {"pgbackrest_posix": "pgbackrest", "pgbackrest_restore": "pgbackrest", "barman_cloud": "barman-cloud-backup"}
 
 
@@ -42,9 +44,9 @@ def bench_run() -> Iterator[tuple[subprocess.CompletedProcess[str], dict[str, An
 
 def run_bench(work: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]:
     out = work / "bench.json"
-    only = ",".join(CORE + installed_optional())
+    only = ",".join([*CORE, NOT_RUN, *installed_optional()])
     run = subprocess.run([sys.executable, "-m", "bench", "--scale", "1", "--vector-rows", "200", "--no-install",  # noqa: S603
-                          "--only", only, "--json", str(out), "--workdir", str(work), "--timeout", "120"],
+                          "--only", only, "--skip", "pg_dump_fd", "--json", str(out), "--workdir", str(work), "--timeout", "120"],
                          capture_output=True, text=True, timeout=230, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     return run, json.loads(out.read_text()), work
@@ -57,8 +59,8 @@ def rows_by_id(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_every_selected_tool_is_a_row_with_sane_numbers(bench_run: Any) -> None:
     _, doc, _ = bench_run
     rows = rows_by_id(doc)
-    assert sorted(rows) == sorted(CORE + installed_optional())
-    for row in rows.values():
+    assert sorted(rows) == sorted([*CORE, NOT_RUN, *installed_optional()])
+    for row in (r for r in rows.values() if r["id"] != NOT_RUN):
         assert row["ok"], row
         assert 0 < row["wall_s"] < 120 and row["bytes"] > 0 and row["peak_rss_bytes"] > 1024 * 1024, row
         assert row["db_mb_s"] > 0 and row["x_wall"] > 0 and row["x_size"] > 0, row
@@ -72,6 +74,14 @@ def test_every_selected_tool_is_a_row_with_sane_numbers(bench_run: Any) -> None:
     assert meta["postgres"] and meta["load_average"]
 
 
+def test_a_tool_that_cannot_run_is_a_row_saying_why(bench_run: Any) -> None:
+    run, doc, _ = bench_run
+    row = rows_by_id(doc)[NOT_RUN]
+    assert row["ok"] is False and row["wall_s"] is None and row["x_wall"] is None
+    assert row["error"] == "no pg_dump_fd dump to restore (that backup failed or was skipped)"
+    assert "| pg_restore -j 1 (from -Fd) | – | – | – | – | – | – | NOT RUN: no pg_dump_fd dump to restore" in run.stdout
+
+
 def test_the_markdown_table_has_a_line_per_row_and_the_run_leaves_nothing_behind(bench_run: Any) -> None:
     run, doc, work = bench_run
     lines = run.stdout.splitlines()
@@ -79,7 +89,7 @@ def test_the_markdown_table_has_a_line_per_row_and_the_run_leaves_nothing_behind
     for row in doc["rows"]:
         label = row["label"].replace("|", "\\|")
         [line] = [line for line in lines if line.startswith(f"| {label} |")]
-        assert f"| {row['wall_s']:.1f} |" in line
+        assert f"| {row['wall_s']:.1f} |" in line if row["ok"] else "NOT RUN" in line
     assert sorted(p.name for p in work.iterdir()) == ["bench.json"]  # data dir, moto and logs removed
 
 
