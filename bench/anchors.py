@@ -88,8 +88,7 @@ def _pgbackrest(config: Path, *args: str) -> list[str]:
 def _pgbackrest_full(ctx: Context, row: Row, config: Path, repo_bytes: Callable[[], int]) -> None:
     if not shutil.which("pgbackrest"):
         raise ToolUnavailable("pgbackrest is not installed (apt-get install pgbackrest; the benchmark does it as root)")
-    ctx.timed(row, _pgbackrest(config, "stanza-create"), as_server=True, step="stanza-create")
-    row.wall_s, row.peak_rss_bytes, row.parts = None, None, {}  # setup is not part of the backup
+    ctx.prepare(row, _pgbackrest(config, "stanza-create"), as_server=True)
     ctx.pg.set_archive_command(shlex.join(_pgbackrest(config, "archive-push", "%p")))
     before = repo_bytes()
     ctx.timed(row, _pgbackrest(config, "backup", "--type=full"), as_server=True)

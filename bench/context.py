@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,14 @@ class Context:
 
     def client_env(self, dbname: str = "bench", **extra: str) -> dict[str, str]:
         return {**self.pg.client_env(dbname), **CREDENTIALS, **extra}
+
+    def prepare(self, row: Row, cmd: Sequence[str], *, as_server: bool = False) -> None:
+        """Run a setup step of `row`'s tool (not timed, e.g. pgBackRest's stanza-create); raise when it fails."""
+        env = {**self.pg.server_env(), **CREDENTIALS} if as_server else self.client_env()
+        m = measure(cmd, env=env, log=self.workdir / "logs" / f"{row.id}.log",
+                    user=self.pg.account if as_server else None, timeout_s=self.timeout_s, cwd=self.workdir)
+        if m.returncode != 0 or m.timed_out:
+            raise RuntimeError(f"setup step {shlex.join(cmd[:4])} failed (exit {m.returncode}): {m.log_tail[-600:]}")
 
     def timed(self, row: Row, cmd: Sequence[str], *, as_server: bool = False, env: Mapping[str, str] | None = None,
               step: str | None = None) -> None:
