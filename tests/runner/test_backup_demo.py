@@ -1,4 +1,4 @@
-"""`make demo` (python -m pgbackup.runner.demo) works from a fresh directory and cleans its server up."""
+"""`make demo` (python -m pgbackup.runner.cli.demo) works from a fresh directory and cleans its server up."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def test_demo_round_trip(tmp_path: Path) -> None:
 
         pytest.skip("no PostgreSQL server binaries installed")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "pgbackup.runner.demo"], cwd=tmp_path, env=env,
+    done = subprocess.run([sys.executable, "-m", "pgbackup.runner.cli.demo"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "round trip OK" in done.stdout

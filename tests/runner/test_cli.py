@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pgbackup.api import jobenv
-from pgbackup.runner.cli import main
+from pgbackup.runner.cli.main import main
 from tests.fixtures.postgres import EXPECTED_ROWS, PgServer, backup_policy, runner_env
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from pgbackup.api import jobenv
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import UsageError, policy_from_document
-from pgbackup.runner.log import set_stream
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.restore import restore_backup
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.common.log import set_stream
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.restore.logical import restore_backup
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.fixtures.postgres import PgServer, backup_policy, free_port, runner_env
 from tests.runner.claim_support import HookedStorage

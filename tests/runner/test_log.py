@@ -8,8 +8,9 @@ import json
 import pytest
 
 from pgbackup.api.policy import Compression
-from pgbackup.runner.log import Progress, log, log_error, redact
-from pgbackup.runner.pipeline import IdentityError, open_stored, store_stream
+from pgbackup.runner.common.log import Progress, log, log_error, redact
+from pgbackup.runner.storage.pipeline import IdentityError, store_stream
+from pgbackup.runner.storage.readback import open_stored
 from pgbackup.runner.storage.base import StorageError
 from pgbackup.runner.storage.s3 import S3Storage
 from tests.fixtures.s3 import S3Bucket

@@ -21,13 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.runner import cli
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.instance import ThrowawayPostgres, server_account, server_installations
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.pitr import (
+from pgbackup.runner.cli import main as cli
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.account import server_account
+from pgbackup.runner.postgres.instance import ThrowawayPostgres
+from pgbackup.runner.postgres.tools import server_installations
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.restore.pitr import (
     PitrOutOfRange,
     PitrTarget,
     plan_pitr,
@@ -255,7 +257,8 @@ def test_the_plan_names_the_base_backup_and_wal_range(drill_env: Drill) -> None:
 
 
 def test_a_restore_request_with_point_in_time_plans_then_recovers(drill_env: Drill, pg_factory: PgFactory) -> None:
-    from pgbackup.runner.restore_request import request_from_document, run_restore_request
+    from pgbackup.runner.restore.request import request_from_document
+    from pgbackup.runner.restore.run import run_restore_request
 
     drill = drill_env
     target = pg_factory.get("15", "pitr-target")

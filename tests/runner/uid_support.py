@@ -39,7 +39,7 @@ def unused_uid() -> int:
 
 
 def _probe(prefix: list[str]) -> str:
-    done = subprocess.run([*prefix, sys.executable, "-c", "import sys, pgbackup.runner.cli; print(sys.version)"],
+    done = subprocess.run([*prefix, sys.executable, "-c", "import sys, pgbackup.runner.cli.main; print(sys.version)"],
                           capture_output=True, text=True, cwd="/", env={"PATH": os.environ.get("PATH", ""), "HOME": "/"},
                           timeout=120)
     return done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"

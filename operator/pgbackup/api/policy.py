@@ -277,12 +277,16 @@ class Objectives(ApiModel):
 NotificationEvent = Literal["BackupFailed", "BackupSucceeded", "VerificationFailed", "ObjectivesMissed", "WALArchivingFailed"]
 
 
+def _default_notification_events() -> list[NotificationEvent]:
+    return ["BackupFailed", "VerificationFailed"]
+
+
 class WebhookNotification(ApiModel):
     """A webhook that receives JSON events."""
 
     url_secret: SecretKeyRef
     """Secret key holding the webhook URL (URLs often embed tokens)."""
-    events: list[NotificationEvent] = Field(default_factory=lambda: ["BackupFailed", "VerificationFailed"])
+    events: list[NotificationEvent] = Field(default_factory=_default_notification_events)
     """Event types to send."""
 
 

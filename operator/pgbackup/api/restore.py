@@ -244,6 +244,9 @@ class RestoreRequestStatus(StatusModel):
     """The result."""
     job_name: str | None = None
     """The restore Job."""
+    duration: str | None = None
+    """How long the restore took, for people ('1.6s', '1m13s', '2h3m'; the DURATION column); the exact
+    seconds are in result.restoreSeconds."""
     quiesce: list[QuiescedWorkload] | None = None
     """Workloads scaled to zero for the restore and their previous replica counts (recorded before scaling)."""
     error: str | None = None

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import boto3
 from botocore.config import Config
@@ -28,7 +28,8 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from pgbackup.runner.log import log_warning
+from pgbackup.api.policy import S3Storage as S3StorageSpec
+from pgbackup.runner.common.log import log_warning
 from pgbackup.runner.storage.base import (
     ExclusiveCreateUnsupported,
     ObjectInfo,
@@ -38,9 +39,6 @@ from pgbackup.runner.storage.base import (
     StorageError,
     StorageUnreachable,
 )
-
-if TYPE_CHECKING:
-    from pgbackup.api.policy import S3Storage as S3StorageSpec
 
 MIB = 1024 * 1024
 DELETE_BATCH = 1000  # the DeleteObjects limit
@@ -95,10 +93,11 @@ class S3Storage(Storage):
         self._growth_step = _growth_step(self.part_size, max_parts)
         attempts = max_attempts or int(os.environ.get(ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS))
         mode = retry_mode or os.environ.get(ENV_RETRY_MODE, "standard")
+        retries: Any = {"mode": mode, "total_max_attempts": attempts}  # botocore checks the mode's value
         config = Config(
             region_name=spec.region,
             s3={"addressing_style": "path" if spec.force_path_style else "auto"},
-            retries={"mode": mode, "total_max_attempts": attempts},
+            retries=retries,
             request_checksum_calculation=spec.request_checksum_calculation,
             response_checksum_validation=spec.response_checksum_validation,
             connect_timeout=connect_timeout,
@@ -209,7 +208,7 @@ class S3Storage(Storage):
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
         """ListObjectsV2 with StartAfter: only keys beyond `start_after` are sent."""
-        return self._list_objects(prefix, StartAfter=self.prefix + start_after)
+        return self._list_objects(prefix, start_after=self.prefix + start_after)
 
     def list_dirs(self, prefix: str = "") -> Iterator[str]:
         """ListObjectsV2 with Delimiter='/': the CommonPrefixes (one entry per directory, not its objects)."""
@@ -221,10 +220,10 @@ class S3Storage(Storage):
         except (ClientError, BotoCoreError, OSError) as exc:
             raise self.error(exc, "listing", prefix or None) from exc
 
-    def _list_objects(self, prefix: str, **extra: str) -> Iterator[ObjectInfo]:
+    def _list_objects(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **extra):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, StartAfter=start_after):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(key=item["Key"][len(self.prefix):], size=item["Size"], modified=item["LastModified"].astimezone(UTC))
         except (ClientError, BotoCoreError, OSError) as exc:
@@ -346,7 +345,7 @@ class _MultipartWriter(ObjectWriter):
         self._full_key = storage._key(key)
         self._buffer = io.BytesIO()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[tuple[int, str]] = []  # (PartNumber, ETag)
         self._finished = False
 
     def write(self, data: bytes) -> None:
@@ -370,15 +369,15 @@ class _MultipartWriter(ObjectWriter):
             )
         try:
             if self._upload_id is None:
-                response = client.create_multipart_upload(
+                created = client.create_multipart_upload(
                     Bucket=self._storage.bucket, Key=self._full_key, **self._storage._extra_args()
                 )
-                self._upload_id = response["UploadId"]
+                self._upload_id = created["UploadId"]
             number = len(self._parts) + 1
-            response = client.upload_part(
+            uploaded = client.upload_part(
                 Bucket=self._storage.bucket, Key=self._full_key, UploadId=self._upload_id, PartNumber=number, Body=body
             )
-            self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            self._parts.append((number, uploaded["ETag"]))
         except (ClientError, BotoCoreError, OSError) as exc:
             self.abort()
             raise self._storage.error(exc, "uploading", self._key) from exc
@@ -400,7 +399,7 @@ class _MultipartWriter(ObjectWriter):
                     Bucket=self._storage.bucket,
                     Key=self._full_key,
                     UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
+                    MultipartUpload={"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in self._parts]},
                 )
         except (ClientError, BotoCoreError, OSError) as exc:
             self.abort()

@@ -1,0 +1,54 @@
+"""The JobSummary a run leaves for the operator: written as the container's termination message (also on
+failure), and the runner's own version recorded in manifests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from pgbackup.api import jobenv
+from pgbackup.api.summary import TERMINATION_MESSAGE_PATH, JobSummary
+from pgbackup.runner.common.errors import failure_reason
+from pgbackup.runner.common.log import log_warning, redact
+from pgbackup.runner.common.timestamps import utc_now
+
+
+def runner_version() -> str:
+    try:
+        return version("pgbackup-operator")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def summary_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """$PGBACKUP_SUMMARY_FILE, else /dev/termination-log when writable (inside a pod), else nowhere."""
+    environ = os.environ if environ is None else environ
+    configured = environ.get(jobenv.ENV_SUMMARY_FILE)
+    if configured:
+        return Path(configured)
+    default = Path(TERMINATION_MESSAGE_PATH)
+    if default.exists() and os.access(default, os.W_OK):
+        return default
+    return None
+
+
+def write_summary(summary: JobSummary, environ: Mapping[str, str] | None = None) -> None:
+    path = summary_path(environ)
+    if path is None:
+        return
+    try:
+        path.write_text(summary.to_termination_message())
+    except OSError as exc:
+        log_warning("summary.write_failed", path=str(path), error=exc.strerror)
+
+
+def failure_summary(kind: str, exc: BaseException, started_at: datetime, method: str | None = None) -> JobSummary:
+    """The Failed summary: the error text (already secret-free by construction, redacted again) and a reason."""
+    text = redact(str(exc) or type(exc).__name__)
+    completed = utc_now()
+    return JobSummary(kind=kind, phase="Failed", method=method, started_at=started_at,  # type: ignore[arg-type]
+                      completed_at=completed, duration_seconds=round((completed - started_at).total_seconds(), 3),
+                      error=text[:1400], reason=failure_reason(exc))
