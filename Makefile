@@ -6,7 +6,7 @@ TOOLS := $(CURDIR)/.tools/bin
 IMAGE ?= ghcr.io/pgbackup/pgbackup-operator:dev
 export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps tools test demo crds docs lint run e2e image bench bench-scale clean
+.PHONY: help deps tools test demo crds docs lint run e2e image bench bench-shared bench-scale clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -48,8 +48,11 @@ e2e: deps tools  ## e2e suite against KUBECONFIG; creates a kind cluster where D
 image:  ## build the operator/runner image (needs a Docker engine)
 	docker build -t $(IMAGE) .
 
-bench: deps  ## run ../shared/bench with the runner as a candidate
-	scripts/bench.sh
+bench: deps  ## the runner vs pg_dump | gzip + upload, pgBackRest, barman-cloud (bench/; BENCH_ARGS='--scale 5 --json F --only ids')
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-shared: deps  ## the same runner candidates in the team's harness (BENCH_DIR, default ../shared/bench)
+	scripts/bench.sh $(BENCH_ARGS)
 
 bench-scale: deps  ## the operator with 100 and 1,000 BackupPolicies against kmock: time to Ready, RSS, CPU, idle API traffic
 	$(PY) scripts/bench_scale.py --policies 100 --policies 1000 $(BENCH_SCALE_ARGS)

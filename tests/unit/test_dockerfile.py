@@ -126,5 +126,6 @@ def test_dockerignore_keeps_the_context_small_and_clean() -> None:
     for needed in ("pyproject.toml", "README.md", "operator/pgbackup/__init__.py", "operator/pgbackup/api/base.py"):
         assert not ignored(needed, patterns), f"{needed} is needed by the build but ignored"
     for unwanted in (".git/config", ".venv/bin/python", ".tools/bin/helm", "tests/unit/test_chart.py",
-                     "operator/pgbackup/__pycache__/x.pyc", ".env", "secrets/tls.key", "operator/x.egg-info/PKG"):
+                     "operator/pgbackup/__pycache__/x.pyc", ".env", "secrets/tls.key", "operator/x.egg-info/PKG",
+                     "bench/cli.py"):
         assert ignored(unwanted, patterns), f"{unwanted} would be sent to the Docker daemon"
