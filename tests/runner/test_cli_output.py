@@ -1,5 +1,5 @@
 """What `pgbackup` prints, seen from a shell: a reader that stops early (`| head -1`), the verification column,
-the help. The catalog is written straight into a volume (no PostgreSQL needed to list it)."""
+the help and `--version`. The catalog is written straight into a volume (no PostgreSQL needed to list it)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pgbackup import installed_version
 from pgbackup.api.policy import Compression
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
@@ -83,7 +84,8 @@ def test_list_piped_into_head_ends_quietly(shell: tuple[Path, dict[str, str]], t
 
 
 @pytest.mark.parametrize("argv", [["list"], ["list", "--json"], ["show", "{id}"], ["check", "{id}"],
-                                  ["catalog-summary"], ["retention", "--dry-run"], ["--help"], ["list", "--help"]])
+                                  ["catalog-summary"], ["retention", "--dry-run"], ["--help"], ["list", "--help"],
+                                  ["--version"]])
 def test_every_printing_command_ends_quietly_when_stdout_is_closed(argv: list[str], shell: tuple[Path, dict[str, str]],
                                                                    tmp_path: Path) -> None:
     policy, env = shell
@@ -115,3 +117,25 @@ def test_list_tells_passed_from_failed_from_not_yet(shell: tuple[Path, dict[str,
     assert {m["id"]: (m["verification"], m["verified"]) for m in listed} == {
         passed: ("passed", True), failed: ("failed", False), never: (None, False)}
 
+
+def test_version_and_exit_codes_once(shell: tuple[Path, dict[str, str]]) -> None:
+    _, env = shell
+    done = pgbackup("--version", env=env)
+    assert done.returncode == 0 and done.stdout == f"pgbackup {installed_version()}\n"
+
+    top = pgbackup("--help", env=env)
+    assert top.returncode == 0 and "3  usage" in top.stdout and "--version" in top.stdout
+    for command in ("backup", "list", "show", "restore", "verify", "wal-push"):
+        sub = pgbackup(command, "--help", env=env)
+        assert sub.returncode == 0, command
+        assert "3  usage" not in sub.stdout, command  # the table is printed once, by `pgbackup --help`
+        assert "pgbackup --help" in sub.stdout, command  # ...and each command says where it is
+
+
+def test_the_installed_version_is_read_in_one_place() -> None:
+    """`pgbackup --version`, the `tools.pgbackup` of every manifest and the operator's default image tag all come
+    from pgbackup.installed_version() ('dev' in a never-installed tree), so they cannot disagree."""
+    package = Path(__file__).resolve().parents[2] / "operator" / "pgbackup"
+    readers = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
+                     if "importlib.metadata" in path.read_text())
+    assert readers == ["__init__.py"]
