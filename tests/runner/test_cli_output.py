@@ -125,6 +125,7 @@ def test_version_and_exit_codes_once(shell: tuple[Path, dict[str, str]]) -> None
 
     top = pgbackup("--help", env=env)
     assert top.returncode == 0 and "3  usage" in top.stdout and "--version" in top.stdout
+    assert "141  the reader of stdout stopped early" in top.stdout
     for command in ("backup", "list", "show", "restore", "verify", "wal-push"):
         sub = pgbackup(command, "--help", env=env)
         assert sub.returncode == 0, command

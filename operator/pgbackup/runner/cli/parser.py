@@ -20,6 +20,7 @@ EXIT_CODES_HELP = """exit codes:
   2  network: PostgreSQL or the storage could not be reached
   3  usage: bad arguments, invalid policy, unknown backup id
   4  general: unexpected internal error
+  141  the reader of stdout stopped early (`pgbackup list | head -1`), as with cat or git: no error is logged
 
 SIGTERM (Kubernetes stopping the pod: activeDeadlineSeconds, drain, eviction) stops a run cleanly: uploads
 are aborted, pg_dump/pg_basebackup are stopped, no manifest is written, a Failed summary with reason
