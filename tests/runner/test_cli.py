@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -158,13 +156,6 @@ def test_invalid_or_missing_policy_exits_3(tmp_path: Path, monkeypatch: pytest.M
 def test_unknown_backup_id_exits_3(policy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "20200101T000000Z", "--policy", str(policy_file)]) == jobenv.EXIT_USAGE
     assert "pgbackup list" in capsys.readouterr().err
-
-
-def test_help_everywhere_documents_exit_codes() -> None:
-    for argv in ([], ["backup"], ["list"], ["show"], ["check"], ["retention"], ["restore"]):
-        done = subprocess.run([sys.executable, "-m", "pgbackup.runner", *argv, "--help"], capture_output=True, text=True)
-        assert done.returncode == 0, argv
-        assert "3  usage" in done.stdout
 
 
 def test_restore_latest_into_an_empty_existing_database(policy_file: Path, pg15: PgServer,

@@ -89,6 +89,15 @@ def problems(policy: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def verified(last: Mapping[str, Any]) -> str:
+    """status.lastBackup.verified for people: passed, failed, not yet (a completed backup no verification has
+    reported on), or '-' (no backup, or a failed one: nothing to verify)."""
+    if last.get("phase") != "Completed":
+        return NONE
+    outcome = last.get("verified")
+    return "not yet" if outcome is None else ("passed" if outcome else "failed")
+
+
 def policy_row(policy: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     """One line of `kubectl pgbackup status`, as a dict (the JSON output) with display strings."""
     meta = policy.get("metadata") or {}
@@ -98,7 +107,6 @@ def policy_row(policy: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     measured = status.get("measured") or {}
     objectives = spec.get("objectives") or {}
     wal = status.get("wal") or {}
-    verified = last.get("verified")
     return {
         "namespace": meta.get("namespace", ""),
         "name": meta.get("name", ""),
@@ -107,7 +115,7 @@ def policy_row(policy: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "lastBackupPhase": last.get("phase"),
         "age": age(last.get("completedAt"), now),
         "size": last.get("size") or size(last.get("sizeBytes")),
-        "verified": NONE if verified is None else ("yes" if verified else "no"),
+        "verified": verified(last),
         "rpo": _versus(measured.get("rpoSeconds"), objectives.get("rpo")),
         "rto": _versus(measured.get("rtoSeconds"), objectives.get("rto")),
         "walLag": _seconds(wal.get("lagSeconds")) if (spec.get("wal") or {}).get("enabled") or wal else NONE,
@@ -158,7 +166,7 @@ def catalog_rows(policy: Mapping[str, Any]) -> list[dict[str, Any]]:
             "phase": record.get("phase") or "Completed",
             "completed": record.get("completedAt") or NONE,
             "size": size(record.get("sizeBytes")),
-            "verification": phase or NONE,
+            "verification": phase or ("not yet" if record.get("phase", "Completed") == "Completed" else NONE),
             "duration": _seconds(record.get("durationSeconds")),
             "job": record.get("jobName") or NONE,
             "manifest": record.get("manifest") or NONE,
@@ -185,7 +193,7 @@ def last_backup(last: Mapping[str, Any]) -> str:
     lines = [f"Backup {last.get('id') or '(no id)'}: {last.get('phase', 'Unknown')}"]
     for label, value in (("Completed", last.get("completedAt")),
                          ("Size", last.get("size") or (human_size(last.get("sizeBytes")))),
-                         ("Verified", None if last.get("verified") is None else ("yes" if last["verified"] else "no")),
+                         ("Verified", None if verified(last) == NONE else verified(last)),
                          ("Job", last.get("jobName")), ("Error", last.get("error"))):
         if value is not None:
             lines.append(f"  {label}: {value}")

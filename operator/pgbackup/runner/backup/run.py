@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from pgbackup import installed_version
 from pgbackup.api import jobenv
 from pgbackup.api.summary import MAX_STORED_BACKUPS, JobSummary
 from pgbackup.runner.backup.copies import sync_copies
@@ -28,7 +29,7 @@ from pgbackup.runner.catalog.manifest import BackupPurpose, DatabaseInfo, Manife
 from pgbackup.runner.common.config import PolicyConfig, scratch_dir
 from pgbackup.runner.common.errors import RunnerError, exit_code_for
 from pgbackup.runner.common.log import log, log_error, log_warning
-from pgbackup.runner.common.summary import failure_summary, runner_version, write_summary
+from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.common.termination import Terminated
 from pgbackup.runner.common.timestamps import utc_now
 from pgbackup.runner.postgres.facts import ServerInfo, server_info
@@ -78,7 +79,7 @@ def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, claim: BackupClaim,
     dumped: list[DumpedObject]
     databases: list[DatabaseInfo] = []
     physical: PhysicalInfo | None = None
-    tool_versions = {"pgbackup": runner_version()}
+    tool_versions = {"pgbackup": installed_version()}
     if spec.method == "logical":
         result = run_logical(params, tools, spec, target, scratch=scratch_dir(environ))
         dumped = result.objects

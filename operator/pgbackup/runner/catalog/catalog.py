@@ -41,6 +41,7 @@ from pgbackup.runner.catalog.manifest import (
     VERIFICATION_NAME,
     Manifest,
     ManifestObject,
+    Verification,
     backup_id_sort_key,
     backup_id_time,
     new_backup_id,
@@ -122,16 +123,16 @@ class Catalog:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def _load(self, backup_id: str, *, verified: bool | None = None, sealed: bool | None = None) -> Manifest:
+    def _load(self, backup_id: str, *, has_verification: bool = True, sealed: bool | None = None) -> Manifest:
         """`sealed`: True = check the recorded SHA-256, None = check it when there is one (warn when not),
-        False = do not check (old backups found by a listing, or `check` reading a changed manifest)."""
+        False = do not check (old backups found by a listing, or `check` reading a changed manifest).
+        `has_verification`: False = a listing found no verification.json (not read then)."""
         data = self.storage.get_bytes(self.manifest_key(backup_id))
         if sealed is not False:
             self._check_manifest_digest(backup_id, data, required=sealed is True)
         manifest = Manifest.model_validate_json(data)
-        if verified is None:
-            verified = self._read_verified(backup_id)
-        return manifest.model_copy(update={"verified": verified})
+        verification = self._read_verification(backup_id) if has_verification else None
+        return manifest.model_copy(update={"verification": verification})
 
     def _check_manifest_digest(self, backup_id: str, data: bytes, *, required: bool) -> None:
         """Raise ManifestChanged when `data` is not the manifest the backup wrote."""
@@ -162,14 +163,14 @@ class Catalog:
             recorded=recorded, actual=actual, size=len(data),
         )
 
-    def _read_verified(self, backup_id: str) -> bool:
+    def _read_verification(self, backup_id: str) -> Verification | None:
         try:
             data = json.loads(self.storage.get_bytes(f"{backup_id}/{VERIFICATION_NAME}"))
-        except ObjectNotFound:
-            return False
-        except (ValueError, StorageError):
-            return False
-        return isinstance(data, dict) and bool(data.get("passed", data.get("verified", False)))
+        except (ValueError, StorageError):  # ObjectNotFound included: never verified
+            return None
+        if not isinstance(data, dict):
+            return None
+        return "passed" if data.get("passed", data.get("verified", False)) else "failed"
 
     def scan(self) -> BackupScan:
         """The objects of every backup directory, without listing anything else in the storage: one delimiter
@@ -209,8 +210,8 @@ class Catalog:
         found: list[Manifest] = []
         for backup_id in manifests:
             try:
-                verified = self._read_verified(backup_id) if backup_id in verifications else False
-                found.append(self._load(backup_id, verified=verified, sealed=backup_id in sealed))
+                found.append(self._load(backup_id, has_verification=backup_id in verifications,
+                                        sealed=backup_id in sealed))
             except ManifestChanged as exc:
                 log_warning("catalog.manifest_changed", backup_id=backup_id, error=str(exc)[:800],
                             hint=f"the backup is left out of the catalog (not listed, never chosen as latest, not "

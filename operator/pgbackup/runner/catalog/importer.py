@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from pgbackup.runner.common.summary import runner_version
+from pgbackup import installed_version
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.common.config import PolicyConfig
 from pgbackup.runner.common.errors import RunnerError, UsageError
@@ -179,7 +179,7 @@ def import_dump(policy: PolicyConfig, catalog: Catalog, path: Path, *, sha_file:
     with Progress("import", database=name) as progress:
         stored = store_stream(_chunks(dump), catalog.storage, catalog.object_key(backup_id, object_name),
                               compression=spec.compression, recipients=recipients, progress=progress)
-    tools = {"pgbackup": runner_version()}
+    tools = {"pgbackup": installed_version()}
     if header.get("pg_dump"):
         tools["pg_dump"] = header["pg_dump"].split()[0]
     manifest = Manifest(

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from pgbackup.runner.common.errors import UsageError
 from pgbackup.runner.storage.pipeline import StoredObject
@@ -20,6 +20,9 @@ from pgbackup.runner.common.timestamps import as_utc
 
 MANIFEST_NAME = "manifest.json"
 VERIFICATION_NAME = "verification.json"  # reserved for restore verification, written beside the manifest
+
+Verification = Literal["passed", "failed"]
+"""The outcome verification.json records; a backup without one has not been verified (yet)."""
 
 BACKUP_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
 
@@ -168,8 +171,15 @@ class Manifest(_Model):
     purpose: BackupPurpose = "scheduled"
     """Why it was taken; manifests written before this field existed load as 'imported' when `imported` is
     set, else 'scheduled'."""
-    verified: bool = False
-    """Set from verification.json when a restore verification passed (not stored by the backup)."""
+    verification: Verification | None = None
+    """Set from verification.json: how the restore verification ended, None when none ran yet (not stored by the
+    backup)."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def verified(self) -> bool:
+        """Whether a restore verification passed."""
+        return self.verification == "passed"
 
     @model_validator(mode="before")
     @classmethod
@@ -193,8 +203,8 @@ class Manifest(_Model):
         return self
 
     def to_json(self) -> bytes:
-        """The stored form (verified is a derived field and never stored)."""
-        return self.model_dump_json(indent=2, exclude={"verified"}).encode()
+        """The stored form (verification and verified are derived and never stored)."""
+        return self.model_dump_json(indent=2, exclude={"verification", "verified"}).encode()
 
     @property
     def own_full_backup(self) -> bool:

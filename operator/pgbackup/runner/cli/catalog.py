@@ -13,6 +13,7 @@ from pgbackup.api.summary import MAX_STORED_BACKUPS, JobSummary
 from pgbackup.runner.backup.housekeeping import apply_retention, unfinished_grace
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.importer import import_dump
+from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.config import PolicyConfig
 from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.common.timestamps import utc_now
@@ -26,6 +27,11 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
+
+
+def verified_label(manifest: Manifest) -> str:
+    """The VERIFIED column: passed, failed (verification.json says how), or not yet (none ran)."""
+    return manifest.verification or "not yet"
 
 
 def open_catalog(policy: PolicyConfig, from_copy: str | None = None) -> Catalog:
@@ -49,7 +55,7 @@ def cmd_list(policy: PolicyConfig, args: argparse.Namespace) -> int:
     for m in backups:
         completed = m.completed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         print(f"{m.id:<22} {m.method:<9} {m.purpose:<11} {completed:<20} {human_size(m.size_bytes):>10} "
-              f"{m.duration_seconds:>8.1f}s {'yes' if m.verified else 'no'}")
+              f"{m.duration_seconds:>8.1f}s {verified_label(m)}")
     return jobenv.EXIT_OK
 
 

@@ -1,9 +1,11 @@
 """`make demo`: a real backup and restore on this machine, end to end, in about ten seconds.
 
 Starts a throwaway PostgreSQL (Debian's, on a free 127.0.0.1 port) with sample data, or uses $DATABASE_URL;
-takes a logical backup (zstd, age-encrypted for a freshly generated key) into .demo/backups; restores it into
-a new database; compares the row counts; prints the catalog and a summary; stops and removes the server.
-Exit status 0 only when every table's row count matches.
+takes a logical backup (zstd, age-encrypted for the key in .demo/age-identity.txt, generated on the first run and
+kept, so that every backup in .demo/backups stays readable) into .demo/backups; restores it into a new
+database; compares the row counts; prints the catalog and a summary; stops and removes the server (with
+$DATABASE_URL: drops the restored database again, and says so). Exit status 0 only when every table's row count
+matches.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyrage
 from pgbackup.api import jobenv
 from pgbackup.runner.backup.run import backup_command
 from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.cli.catalog import verified_label
 from pgbackup.runner.common.config import policy_from_document
 from pgbackup.runner.common.log import set_stream
 from pgbackup.runner.postgres.instance import ThrowawayPostgres, ThrowawayServerError
@@ -111,13 +114,27 @@ def _size(n: int) -> str:
     return f"{n / 1024 / 1024:.2f} MiB" if n >= 1024 * 1024 else f"{n / 1024:.1f} KiB"
 
 
+def demo_identity(identity_file: Path) -> pyrage.x25519.Identity:
+    """The demo's age key: the one in `identity_file` when there is one (the backups of earlier runs are
+    encrypted for it), else a new one written there."""
+    if identity_file.exists():
+        keys = [line.strip() for line in identity_file.read_text().splitlines() if line.strip().startswith("AGE-")]
+        try:
+            return pyrage.x25519.Identity.from_str(keys[0])
+        except (IndexError, ValueError, pyrage.IdentityError):
+            raise SystemExit(f"{identity_file} holds no age identity (AGE-SECRET-KEY-1...): restore it, or remove "
+                             f"{DEMO_DIR} (`make clean`) to start over without the earlier demo backups") from None
+    identity = pyrage.x25519.Identity.generate()
+    identity_file.write_text(f"# public key: {identity.to_public()}\n{identity}\n")
+    identity_file.chmod(0o600)
+    return identity
+
+
 def run_demo() -> int:
     backups = DEMO_DIR / "backups"
     backups.mkdir(parents=True, exist_ok=True)
-    identity = pyrage.x25519.Identity.generate()
     identity_file = DEMO_DIR / "age-identity.txt"
-    identity_file.write_text(f"# public key: {identity.to_public()}\n{identity}\n")
-    identity_file.chmod(0o600)
+    identity = demo_identity(identity_file)
     url = os.environ.get("DATABASE_URL")
     with (existing_server(url) if url else throwaway_server()) as server:
         params = server.params
@@ -152,11 +169,18 @@ def run_demo() -> int:
         if url:
             with params.connect("postgres") as conn:
                 conn.execute(f'DROP DATABASE "{target_db}"')
+            _say(f"• dropped {target_db!r} again: DATABASE_URL's server is left as it was (the backup stays in "
+                 f"{backups})")
     _say("\nCatalog (.demo/backups):")
     _say(f"  {'ID':<20} {'METHOD':<8} {'SIZE':>10} {'DURATION':>9} VERIFIED")
     for entry in catalog.backups():
         _say(f"  {entry.id:<20} {entry.method:<8} {_size(entry.size_bytes):>10} {entry.duration_seconds:>8.1f}s "
-             f"{'yes' if entry.verified else 'no'}")
+             f"{verified_label(entry)}")
+    foreign = [entry.id for entry in catalog.backups()
+               if entry.encryption_recipients and str(identity.to_public()) not in entry.encryption_recipients]
+    if foreign:
+        _say(f"  ({len(foreign)} of them encrypted for another key than {identity_file}, e.g. {foreign[0]}: "
+             f"`make clean` removes them)")
     rows = sum(t.expected or 0 for t in report.tables)
     _say(f"\nRow counts compared: {len(report.tables)} tables, {rows} rows.")
     for check in report.mismatches:
@@ -164,8 +188,12 @@ def run_demo() -> int:
     if not report.ok:
         _say("✗ the restored database differs from the backup")
         return jobenv.EXIT_FAILED
-    _say(f"✓ round trip OK. Decrypt by hand: age -d -i {identity_file} .demo/backups/{backup_id}/"
-         f"databases/{server.database}.dump.zst.age | zstd -d | pg_restore -l")
+    dump = backups / backup_id / manifest.object_by_kind("database")[0].key
+    # to a file first: `... | pg_restore -l` stops reading once it has the table of contents, and under
+    # `set -o pipefail` the pipe then ends with 141 although it printed everything
+    decrypted = DEMO_DIR / f"{server.database}.dump"
+    _say(f"✓ round trip OK. Decrypt by hand: age -d -i {identity_file} {dump} | zstd -d > {decrypted} "
+         f"&& pg_restore -l {decrypted}")
     return jobenv.EXIT_OK
 
 

@@ -3,12 +3,16 @@
 Exit codes (barman's convention, pgbackup.api.jobenv): 0 ok, 1 failed (backup/restore/check failed, damaged
 backup, row count mismatch), 2 network (database or storage unreachable), 3 usage (bad arguments or policy,
 unknown backup id), 4 general (unexpected internal error). SIGTERM unwinds (aborts uploads, stops child
-programs, writes a Failed summary with reason Terminated) and exits with 1.
+programs, writes a Failed summary with reason Terminated) and exits with 1. A reader that stops early
+(`pgbackup list | head -1`) ends any command quietly with 141 (see STDOUT_CLOSED).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -31,8 +35,45 @@ COMMANDS = {"backup": cmd_backup, "list": cmd_list, "catalog-summary": cmd_catal
             "retention": cmd_retention, "restore": cmd_restore, "verify": cmd_verify,
             "import": cmd_import, "wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "wal-stream": cmd_wal_stream}
 
+# When the reader of stdout goes away (`pgbackup list | head -1`), the command ends quietly with 141 = 128 + SIGPIPE:
+# what coreutils, git and kubectl give, since SIGPIPE's default action ends them (Python ignores SIGPIPE, so we
+# return it). Not 0: the output was not all delivered, and a success would hide what the command found (`check`
+# exits 1 on damage); a script with `set -o pipefail` sees exactly what it sees for `cat big-file | head -1`.
+STDOUT_CLOSED = 128 + signal.SIGPIPE
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here rather than at exit, where a closed stdout could only be reported as an error
+        return code
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise
+        _discard_stdout()
+        return STDOUT_CLOSED
+
+
+def stdout_closed() -> bool:
+    """Whether the reader of stdout has gone (a pipe or socket whose other end is closed): the one BrokenPipeError
+    that is not a failure. A child program's closed stdin (pg_restore stopping) is one."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file (e.g. captured in tests)
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered goes nowhere at exit instead of failing again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:
@@ -68,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"pgbackup {args.command}: {_described(exc)}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - mapped to the documented exit codes
+        if isinstance(exc, BrokenPipeError) and stdout_closed():
+            raise  # not a failure: main() ends quietly
         log_error(f"{args.command}.failed", error=_described(exc))
         print(f"pgbackup {args.command}: {_described(exc)}", file=sys.stderr)
         return exit_code_for(exc)

@@ -1,5 +1,6 @@
-"""The `pgbackup` argument parser: every command, its options and help, and the exit codes in the epilogs.
-Parsing happens only here; the command modules get the parsed arguments."""
+"""The `pgbackup` argument parser: every command, its options and help, and the exit codes in the top-level
+epilog (each command's help points there). Parsing happens only here; the command modules get the parsed
+arguments."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
+from pgbackup import installed_version
 from pgbackup.api import jobenv
 from pgbackup.runner.common.timestamps import parse_timestamp
 
@@ -18,6 +20,7 @@ EXIT_CODES_HELP = """exit codes:
   2  network: PostgreSQL or the storage could not be reached
   3  usage: bad arguments, invalid policy, unknown backup id
   4  general: unexpected internal error
+  141  the reader of stdout stopped early (`pgbackup list | head -1`), as with cat or git: no error is logged
 
 SIGTERM (Kubernetes stopping the pod: activeDeadlineSeconds, drain, eviction) stops a run cleanly: uploads
 are aborted, pg_dump/pg_basebackup are stopped, no manifest is written, a Failed summary with reason
@@ -27,6 +30,8 @@ The policy comes from --policy FILE (YAML or JSON: a BackupPolicy, its spec, or 
 from $PGBACKUP_POLICY. Database credentials come from $PGUSER/$PGPASSWORD, S3 credentials from
 $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, the age identity (restore of encrypted backups) from
 $PGBACKUP_AGE_IDENTITY_FILE or --identity-file. Logs are JSON lines on stderr; results go to stdout."""
+
+COMMAND_EPILOG = "exit codes, SIGTERM, where the policy and credentials come from: pgbackup --help"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,17 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgbackup", description="PostgreSQL backups streamed compressed, encrypted and checksummed "
                      "to S3 or a volume, with a catalog of manifests.", epilog=EXIT_CODES_HELP,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pgbackup {installed_version()}",
+                        help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=COMMAND_EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--policy", metavar="FILE", help=f"policy YAML/JSON (default: ${jobenv.ENV_POLICY})")
         return sub
 
     command("backup", "take a backup as the policy says, write the summary, then apply retention")
-    listing = command("list", "list the catalog: id, method, time, size, verified")
+    listing = command("list", "list the catalog: id, method, time, size, verified (passed, failed or not yet)")
     listing.add_argument("--json", action="store_true", help="print the manifests as JSON")
     listing.add_argument("--copy", metavar="NAME", help="list the catalog of this copy (spec.copies[].name)")
     command("catalog-summary", "print (and leave as the Job's summary) the newest backup and the ids storage holds, "
@@ -130,7 +137,7 @@ def add_verify_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     help_text = ("restore a backup into a throwaway PostgreSQL, compare row counts, run the policy's checks, "
                  "record verification.json (exit 1 when it fails)")
     sub: argparse.ArgumentParser = subparsers.add_parser(
-        "verify", help=help_text, description=help_text, epilog=EXIT_CODES_HELP,
+        "verify", help=help_text, description=help_text, epilog=COMMAND_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_argument("--policy", metavar="FILE", help=f"policy YAML/JSON (default: ${jobenv.ENV_POLICY})")
     sub.add_argument("backup_id", metavar="ID", nargs="?", default=None,

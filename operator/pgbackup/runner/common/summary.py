@@ -1,12 +1,11 @@
 """The JobSummary a run leaves for the operator: written as the container's termination message (also on
-failure), and the runner's own version recorded in manifests."""
+failure)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pgbackup.api import jobenv
@@ -14,13 +13,6 @@ from pgbackup.api.summary import TERMINATION_MESSAGE_PATH, JobSummary
 from pgbackup.runner.common.errors import failure_reason
 from pgbackup.runner.common.log import log_warning, redact
 from pgbackup.runner.common.timestamps import utc_now
-
-
-def runner_version() -> str:
-    try:
-        return version("pgbackup-operator")
-    except PackageNotFoundError:
-        return "dev"
 
 
 def summary_path(environ: Mapping[str, str] | None = None) -> Path | None:
