@@ -12,6 +12,7 @@ from typing import IO, cast
 
 from pgbackup.runner.common.config import CHUNK
 from pgbackup.runner.common.errors import RunnerError
+from pgbackup.runner.common.log import redact_values
 
 
 class ChildOutput:
@@ -41,9 +42,7 @@ class ChildOutput:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip()
-            for secret in self._scrub:
-                line = line.replace(secret, "***")
-            self._stderr.append(line)
+            self._stderr.append(redact_values(line, self._scrub))
             del self._stderr[:-40]
 
     def stderr_text(self) -> str:
