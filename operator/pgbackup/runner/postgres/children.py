@@ -11,7 +11,7 @@ from io import BufferedReader
 from typing import IO, cast
 
 from pgbackup.runner.common.config import CHUNK
-from pgbackup.runner.common.errors import RunnerError
+from pgbackup.runner.common.errors import RunnerError, program_ended
 from pgbackup.runner.common.log import redact_values
 
 
@@ -64,12 +64,8 @@ class ChildOutput:
         returncode = self.proc.wait()
         if returncode == 0:
             return
-        stderr = self.stderr_text()
-        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
-        message = f"{self.what} {how}"
-        if stderr:
-            message += f": {stderr[-1000:]}"
-        if self.hint:
+        message = f"{self.what} {program_ended(returncode, self.stderr_text(), tail=1000)}"
+        if self.hint and returncode > 0:  # a killed program says nothing about the server or the role's rights
             message += f". {self.hint}"
         raise RunnerError(message, reason="DumpFailed")
 
