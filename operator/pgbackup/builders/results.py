@@ -17,6 +17,7 @@ _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "
 Phase = Literal["Completed", "Failed", "Unknown"]
 """Unknown: the Job completed but left no summary, so nothing says whether a backup was stored."""
 NO_SUMMARY = "NoSummary"
+OOM_KILLED = "OOMKilled"
 OUTCOME_UNKNOWN_EVENT = "BackupOutcomeUnknown"
 
 
@@ -69,6 +70,11 @@ def failure_without_summary(job: dict[str, Any], pods: list[dict[str, Any]]) -> 
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _IMAGE_PULL_REASONS:
             return waiting["reason"], waiting.get("message") or f"the backup container could not start ({waiting['reason']})"
+        for state_key in ("state", "lastState"):
+            if ((status.get(state_key) or {}).get("terminated") or {}).get("reason") == OOM_KILLED:
+                return OOM_KILLED, (f"the runner container was killed for using more memory than its limit "
+                                    f"({OOM_KILLED}, exit 137) and left no summary; raise the BackupPolicy's "
+                                    f"spec.jobTemplate.resources.limits.memory (or lower logical.jobs)")
     stuck = stuck_volume_message(job, pods)
     for condition in job.get("status", {}).get("conditions") or []:
         if condition.get("type") == "Failed" and condition.get("status") == "True":
