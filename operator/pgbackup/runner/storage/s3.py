@@ -56,6 +56,13 @@ _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _PRECONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 # What stores without conditional writes answer to If-None-Match on PutObject.
 _CONDITION_UNSUPPORTED = {"NotImplemented", "InvalidArgument", "InvalidRequest", "501"}
+_ABORT_FAILED_HINT = (
+    "the incomplete upload keeps costing storage until it is aborted: a later backup (or `pgbackup retention`) of "
+    "this policy aborts the uploads of its backups once they are older than spec.jobTemplate.activeDeadlineSeconds "
+    "+ 1 h (7 h by default), WAL uploads never; a bucket lifecycle rule with AbortIncompleteMultipartUpload cleans "
+    "up any of them; to abort it now: aws s3api abort-multipart-upload --bucket {bucket} --key {key} "
+    "--upload-id {upload_id}"
+)
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
 
 
@@ -421,15 +428,16 @@ class _MultipartWriter(ObjectWriter):
                 self._storage.client.abort_multipart_upload(
                     Bucket=self._storage.bucket, Key=self._full_key, UploadId=upload_id
                 )
-            except (ClientError, BotoCoreError, OSError):
-                # The bucket's lifecycle rule (AbortIncompleteMultipartUpload) or the next run's
-                # abort_incomplete_uploads() cleans it up; the original error matters more.
+            except (ClientError, BotoCoreError, OSError) as exc:
+                # The original error matters more: this one is only logged, with who cleans up and when.
                 log_warning(
                     "s3.abort_failed",
                     bucket=self._storage.bucket,
                     key=self._full_key,
                     upload_id=upload_id,
-                    hint="the next backup aborts incomplete uploads; a bucket lifecycle rule can too",
+                    error=exc,
+                    hint=_ABORT_FAILED_HINT.format(bucket=self._storage.bucket, key=self._full_key,
+                                                   upload_id=upload_id),
                 )
 
 
