@@ -15,6 +15,7 @@ from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.importer import import_dump
 from pgbackup.runner.common.config import PolicyConfig
 from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.common.retries import start_run
 from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.common.timestamps import utc_now
 from pgbackup.runner.storage.factory import open_source_storage
@@ -68,6 +69,7 @@ def cmd_list(policy: PolicyConfig, args: argparse.Namespace) -> int:
 def cmd_catalog_summary(policy: PolicyConfig, args: argparse.Namespace) -> int:
     """What storage holds, as a JobSummary(kind='catalog'): the newest backup's facts and the ids, newest first.
     The operator runs this when a backup Job may have gone before it was recorded, and records it like a backup."""
+    start_run()
     started = utc_now()
     try:
         backups = open_catalog(policy).backups()
@@ -81,8 +83,7 @@ def cmd_catalog_summary(policy: PolicyConfig, args: argparse.Namespace) -> int:
         summary = summary.model_copy(update={
             "backup_id": newest.id, "method": newest.method, "completed_at": newest.completed_at,
             "size_bytes": newest.size_bytes, "duration_seconds": newest.duration_seconds})
-    write_summary(summary)
-    print(summary.to_termination_message())
+    print(write_summary(summary).to_termination_message())
     return jobenv.EXIT_OK
 
 

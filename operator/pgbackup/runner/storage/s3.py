@@ -2,7 +2,8 @@
 
 Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the pod's identity),
 never from arguments; a private CA comes from AWS_CA_BUNDLE. botocore retries throttling, 5xx and
-connection errors with exponential backoff ('standard' mode) before we give up with a clear error.
+connection errors with exponential backoff ('standard' mode) before we give up with a clear error; each retry is
+logged and counted (s3_retries).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pgbackup.runner.storage.base import (
     StorageError,
     StorageUnreachable,
 )
+from pgbackup.runner.storage.s3_retries import watch_retries
 
 MIB = 1024 * 1024
 DELETE_BATCH = 1000  # the DeleteObjects limit
@@ -117,6 +119,7 @@ class S3Storage(Storage):
                                          aws_secret_access_key=credentials.secret_access_key)
                    if credentials is not None else boto3.session.Session())
         self.client = session.client("s3", endpoint_url=spec.endpoint or None, config=config)
+        watch_retries(self.client, attempts)  # botocore retries silently: log each retry, count it for the summary
 
     # -- naming -----------------------------------------------------------------------------------
 
