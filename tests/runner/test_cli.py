@@ -183,3 +183,17 @@ def test_backup_with_an_invalid_policy_still_leaves_a_failed_summary(tmp_path: P
     assert main(["backup"]) == jobenv.EXIT_USAGE
     written = json.loads(summary.read_text())
     assert written["phase"] == "Failed" and written["reason"] == "InvalidPolicy"
+
+
+def test_check_and_show_take_latest_like_restore(policy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "latest", "--policy", str(policy_file)]) == jobenv.EXIT_USAGE
+    assert "holds no backup" in capsys.readouterr().err
+    code, out = run(capsys, "backup", "--policy", str(policy_file))
+    assert code == 0
+    backup_id = json.loads(out)["backupId"]
+    code, out = run(capsys, "check", "latest", "--policy", str(policy_file))
+    assert code == 0 and backup_id in out and "match" in out
+    code, out = run(capsys, "check", "latest", "--json", "--policy", str(policy_file))
+    assert code == 0 and json.loads(out)["backup_id"] == backup_id
+    code, out = run(capsys, "show", "latest", "--policy", str(policy_file))
+    assert code == 0 and json.loads(out)["id"] == backup_id

@@ -183,3 +183,11 @@ def test_failure_reasons(condition: str, state: dict[str, Any], reason: str, tex
 
 def test_a_running_job_has_no_outcome_yet() -> None:
     assert read_step_outcome({"metadata": {"name": "x"}, "status": {"active": 1}}, []) is None
+
+
+def test_a_runner_killed_for_memory_says_so_and_what_to_raise() -> None:
+    job = finished("Failed", "BackoffLimitExceeded")
+    job["status"]["conditions"][0]["message"] = "Job has reached the specified backoff limit"
+    outcome = read_step_outcome(job, pod_with({"terminated": {"exitCode": 137, "reason": "OOMKilled"}}))
+    assert outcome is not None and not outcome.succeeded and outcome.reason == "OOMKilled"
+    assert "more memory than its limit" in outcome.message and "spec.jobTemplate.resources.limits.memory" in outcome.message

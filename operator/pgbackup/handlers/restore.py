@@ -38,7 +38,7 @@ from pgbackup.builders.restore_job import (
     read_step_outcome,
     restore_secret_keys,
 )
-from pgbackup.builders.results import ANNOTATION_RECORDED, job_outcome
+from pgbackup.builders.results import ANNOTATION_RECORDED, job_outcome, retries_note
 from pgbackup.builders.validation import describe_validation_error
 from pgbackup.builders.secrets import missing_secret_checks
 from pgbackup.handlers import config, kube, posting, quiesce
@@ -292,7 +292,8 @@ def _after_restore(request: dict[str, Any], outcome: StepOutcome, logger: kopf.L
     checks = summary.result.checks if summary and summary.result else []
     message = (f"{_describe_plan(plan, done=True)}"
                + (f" in {fields['duration']}" if seconds is not None else "")
-               + f" by Job {outcome.job_name}; {sum(c.passed for c in checks)}/{len(checks)} checks passed")
+               + f" by Job {outcome.job_name}; {sum(c.passed for c in checks)}/{len(checks)} checks passed"
+               + retries_note(summary, outcome.job_name))
     frozen = frozen_request(job) if job is not None else None
     post_restore = frozen.spec.hooks.post_restore if frozen is not None and frozen.spec.hooks else None
     if frozen is not None and post_restore is not None:  # Succeeded once the hook succeeded (record_restore_hook)

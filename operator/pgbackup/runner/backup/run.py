@@ -29,6 +29,7 @@ from pgbackup.runner.catalog.manifest import BackupPurpose, DatabaseInfo, Manife
 from pgbackup.runner.common.config import PolicyConfig, scratch_dir
 from pgbackup.runner.common.errors import RunnerError, exit_code_for
 from pgbackup.runner.common.log import log, log_error, log_warning
+from pgbackup.runner.common.retries import start_run
 from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.common.termination import Terminated
 from pgbackup.runner.common.timestamps import utc_now
@@ -130,6 +131,7 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
                    environ: Mapping[str, str] | None = None) -> tuple[int, JobSummary]:
     """`pgbackup backup`: the backup, its summary (always), then retention (after success only)."""
     environ = os.environ if environ is None else environ
+    start_run()
     started_at = utc_now()
     try:
         purpose = backup_purpose(environ)
@@ -139,23 +141,21 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
     except (Exception, Terminated) as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
         summary = failure_summary("backup", exc, started_at, policy.spec.method)
         log_error("backup.failed", reason=summary.reason, error=summary.error)
-        write_summary(summary, environ)
-        return exit_code_for(exc), summary
+        return exit_code_for(exc), write_summary(summary, environ)
     manifest = outcome.manifest
     summary = JobSummary(kind="backup", phase="Completed", backup_id=manifest.id, method=manifest.method,
                          started_at=manifest.started_at, completed_at=manifest.completed_at,
                          size_bytes=manifest.size_bytes, duration_seconds=manifest.duration_seconds,
                          manifest=outcome.location, manifest_sha256=outcome.sha256)
-    write_summary(summary, environ)
+    summary = write_summary(summary, environ)
     try:
         if policy.spec.copies:  # after the manifest, before retention; never fails the backup
             copies = sync_copies(policy, storage, environ=environ, grace=unfinished_grace(policy))
-            summary = summary.model_copy(update={"copies": copies})
-            write_summary(summary, environ)
+            summary = write_summary(summary.model_copy(update={"copies": copies}), environ)
         stored = run_retention_after_backup(policy, storage)
         if stored is not None:  # status.backups follows storage: what retention kept, newest first
-            summary = summary.model_copy(update={"stored_backups": stored[:MAX_STORED_BACKUPS]})
-            write_summary(summary, environ)
+            summary = write_summary(summary.model_copy(update={"stored_backups": stored[:MAX_STORED_BACKUPS]}),
+                                    environ)
         clean_leftovers(policy, storage)
     except Terminated as exc:  # the backup is complete and recorded: only the housekeeping was cut short
         log_warning("backup.housekeeping_terminated", backup_id=manifest.id, signal=exc.signal_name,

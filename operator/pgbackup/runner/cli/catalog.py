@@ -15,6 +15,8 @@ from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.importer import import_dump
 from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.config import PolicyConfig
+from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.common.retries import start_run
 from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.common.timestamps import utc_now
 from pgbackup.runner.storage.factory import open_source_storage
@@ -37,6 +39,17 @@ def verified_label(manifest: Manifest) -> str:
 def open_catalog(policy: PolicyConfig, from_copy: str | None = None) -> Catalog:
     """The policy's catalog in its primary storage, or in the copy named `from_copy`."""
     return Catalog(open_source_storage(policy, from_copy), policy)
+
+
+def resolve_backup_id(catalog: Catalog, backup_id: str, purpose: str = "to read") -> str:
+    """A backup id as given, or for 'latest' the id of the policy's newest full backup (as `restore latest`)."""
+    if backup_id != "latest":
+        return backup_id
+    newest = catalog.latest()
+    if newest is None:
+        raise UsageError(f"the catalog at {catalog.storage.url} holds no backup {purpose}; `pgbackup list` shows "
+                         f"what it holds")
+    return newest.id
 
 
 def cmd_list(policy: PolicyConfig, args: argparse.Namespace) -> int:
@@ -62,6 +75,7 @@ def cmd_list(policy: PolicyConfig, args: argparse.Namespace) -> int:
 def cmd_catalog_summary(policy: PolicyConfig, args: argparse.Namespace) -> int:
     """What storage holds, as a JobSummary(kind='catalog'): the newest backup's facts and the ids, newest first.
     The operator runs this when a backup Job may have gone before it was recorded, and records it like a backup."""
+    start_run()
     started = utc_now()
     try:
         backups = open_catalog(policy).backups()
@@ -75,18 +89,19 @@ def cmd_catalog_summary(policy: PolicyConfig, args: argparse.Namespace) -> int:
         summary = summary.model_copy(update={
             "backup_id": newest.id, "method": newest.method, "completed_at": newest.completed_at,
             "size_bytes": newest.size_bytes, "duration_seconds": newest.duration_seconds})
-    write_summary(summary)
-    print(summary.to_termination_message())
+    print(write_summary(summary).to_termination_message())
     return jobenv.EXIT_OK
 
 
 def cmd_show(policy: PolicyConfig, args: argparse.Namespace) -> int:
-    print(open_catalog(policy).get(args.backup_id).model_dump_json(indent=2))
+    catalog = open_catalog(policy)
+    print(catalog.get(resolve_backup_id(catalog, args.backup_id)).model_dump_json(indent=2))
     return jobenv.EXIT_OK
 
 
 def cmd_check(policy: PolicyConfig, args: argparse.Namespace) -> int:
-    report = open_catalog(policy, args.copy).check(args.backup_id)
+    catalog = open_catalog(policy, args.copy)
+    report = catalog.check(resolve_backup_id(catalog, args.backup_id, "to check"))
     if args.json:
         print(json.dumps({"backup_id": report.backup_id, "ok": report.ok,
                           "objects": [vars(o) for o in report.objects]}, indent=2))

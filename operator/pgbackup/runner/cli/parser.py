@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("catalog-summary", "print (and leave as the Job's summary) the newest backup and the ids storage holds, "
             "for the operator's catalog-sync Job")
     show = command("show", "print the manifest of a backup")
-    show.add_argument("backup_id", metavar="ID")
+    show.add_argument("backup_id", metavar="ID", help="backup id, or 'latest'")
     check = command("check", "re-read every object of a backup and compare sizes and SHA-256 (exit 1 on damage)")
-    check.add_argument("backup_id", metavar="ID")
+    check.add_argument("backup_id", metavar="ID", help="backup id, or 'latest'")
     check.add_argument("--copy", metavar="NAME", help="check the backup in this copy (spec.copies[].name)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     retention = command("retention", "apply the policy's retention rules: what is kept or deleted and why")

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pgbackup.api import jobenv
 from pgbackup.api.summary import JobSummary
 from pgbackup.runner.catalog.catalog import Catalog
-from pgbackup.runner.cli.catalog import open_catalog
+from pgbackup.runner.cli.catalog import open_catalog, resolve_backup_id
 from pgbackup.runner.common.config import PolicyConfig, policy_json, scratch_dir
 from pgbackup.runner.common.errors import UsageError
 from pgbackup.runner.postgres.pg import ConnParams
@@ -37,11 +37,7 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
     identity = identity_from(args.identity_file, os.environ)
     if args.target_time is not None or args.target_lsn is not None:
         return cmd_restore_pitr(policy, args, catalog, identity)
-    if args.backup_id == "latest":
-        newest = catalog.latest()
-        if newest is None:
-            raise UsageError(f"the catalog at {catalog.storage.url} holds no backup to restore")
-        args.backup_id = newest.id
+    args.backup_id = resolve_backup_id(catalog, args.backup_id, "to restore")
     if args.volume:
         manifest = catalog.get(args.backup_id)
         for claim, directory in args.volume:

@@ -6,6 +6,8 @@ interface) so that the exit code of any failure is decided in one place without 
 
 from __future__ import annotations
 
+import signal
+
 from pgbackup.api import jobenv
 from pgbackup.runner.common.termination import Terminated
 
@@ -67,3 +69,22 @@ def exit_code_for(exc: BaseException) -> int:
 def failure_reason(exc: BaseException) -> str:
     """The summary's reason for a failure: the error's own, else StorageFailed or InternalError."""
     return getattr(exc, "reason", None) or ("StorageFailed" if isinstance(exc, StorageError) else "InternalError")
+
+
+_KILLED_HINT = ("a SIGKILL nobody sent by hand is most often the out-of-memory killer: look for OOMKilled in "
+                "`kubectl describe pod` (or the kernel log on a host) and raise the container's memory limit "
+                "(spec.jobTemplate.resources.limits.memory), or lower logical.jobs")
+
+
+def program_ended(returncode: int, stderr: str = "", *, tail: int = 1200) -> str:
+    """How a failed program ended and what it said last, for an error message: 'exited with status 1: <stderr>',
+    'exited with status 1 without a message', or 'was killed by signal 9 (SIGKILL) ...; <what to check>'."""
+    said = stderr.strip()[-tail:]
+    if returncode >= 0:
+        return f"exited with status {returncode}: {said}" if said else f"exited with status {returncode} without a message"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = "unknown signal"
+    text = f"was killed by signal {-returncode} ({name})" + (f": {said}" if said else "")
+    return f"{text}; {_KILLED_HINT}" if -returncode == signal.SIGKILL else text

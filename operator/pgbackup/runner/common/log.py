@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -49,10 +49,25 @@ def _held_secrets() -> list[str]:
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
 
+def _value_pattern(secret: str) -> re.Pattern[str]:
+    """`secret` where it stands as a value: not glued to letters or digits on a side where it starts or ends
+    with one (a key `test` is redacted in `key=test` or `:test@`, never inside `latest` or `contest_db`)."""
+    before = r"(?<!\w)" if re.match(r"\w", secret) else ""
+    after = r"(?!\w)" if re.match(r"\w", secret[-1]) else ""
+    return re.compile(before + re.escape(secret) + after)
+
+
+def redact_values(text: str, secrets: Iterable[str]) -> str:
+    """Replace each of `secrets` (longest first) where it appears as a value in `text`, not inside words."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        if secret in text:
+            text = _value_pattern(secret).sub(_REDACTED, text)
+    return text
+
+
 def redact(text: str) -> str:
     """Scrub passwords, AWS secret keys, age identities and URL credentials from a message."""
-    for secret in _held_secrets():
-        text = text.replace(secret, _REDACTED)
+    text = redact_values(text, _held_secrets())
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -11,7 +11,8 @@ from io import BufferedReader
 from typing import IO, cast
 
 from pgbackup.runner.common.config import CHUNK
-from pgbackup.runner.common.errors import RunnerError
+from pgbackup.runner.common.errors import RunnerError, program_ended
+from pgbackup.runner.common.log import redact_values
 
 
 class ChildOutput:
@@ -41,9 +42,7 @@ class ChildOutput:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip()
-            for secret in self._scrub:
-                line = line.replace(secret, "***")
-            self._stderr.append(line)
+            self._stderr.append(redact_values(line, self._scrub))
             del self._stderr[:-40]
 
     def stderr_text(self) -> str:
@@ -65,12 +64,8 @@ class ChildOutput:
         returncode = self.proc.wait()
         if returncode == 0:
             return
-        stderr = self.stderr_text()
-        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
-        message = f"{self.what} {how}"
-        if stderr:
-            message += f": {stderr[-1000:]}"
-        if self.hint:
+        message = f"{self.what} {program_ended(returncode, self.stderr_text(), tail=1000)}"
+        if self.hint and returncode > 0:  # a killed program says nothing about the server or the role's rights
             message += f". {self.hint}"
         raise RunnerError(message, reason="DumpFailed")
 

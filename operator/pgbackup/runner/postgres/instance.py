@@ -22,7 +22,7 @@ from types import TracebackType
 
 import psycopg
 
-from pgbackup.runner.common.errors import RunnerError
+from pgbackup.runner.common.errors import RunnerError, program_ended
 from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.postgres.account import chown_tree, make_workspace, passwd_wrapper_env, reachable, server_account
 from pgbackup.runner.postgres.pg import ConnParams
@@ -205,8 +205,8 @@ class ThrowawayPostgres:
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
             raise ThrowawayServerError(
-                f"initdb of a throwaway PostgreSQL {self.tools.major} in {self.datadir} failed "
-                f"(exit {done.returncode}): {(done.stderr or done.stdout).strip()[-1500:]}. Check that the scratch "
+                f"initdb of a throwaway PostgreSQL {self.tools.major} in {self.datadir} failed (initdb "
+                f"{program_ended(done.returncode, done.stderr or done.stdout, tail=1500)}). Check that the scratch "
                 f"volume is writable and has free space")
         with open(self.datadir / "postgresql.conf", "a") as conf:
             conf.write("\n# pgbackup throwaway server\n")

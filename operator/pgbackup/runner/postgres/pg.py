@@ -15,6 +15,7 @@ import psycopg
 from pgbackup.api import jobenv
 from pgbackup.api.policy import DatabaseSpec
 from pgbackup.runner.common.errors import RunnerError, UsageError
+from pgbackup.runner.common.log import redact_values
 
 CONNECT_TIMEOUT_SECONDS = 15
 
@@ -102,7 +103,7 @@ class ConnParams:
         )
 
     def scrub(self, text: str) -> str:
-        return text.replace(self.password, "***") if self.password else text
+        return redact_values(text, (self.password,)) if self.password else text
 
     def child_env(self, dbname: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for pg_dump & co: libpq reads everything from here, so argv holds no secret."""

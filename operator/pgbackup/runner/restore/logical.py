@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
-from pgbackup.runner.common.errors import RunnerError, UsageError
+from pgbackup.runner.common.errors import RunnerError, UsageError, program_ended
 from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.postgres.facts import count_rows, server_info
 from pgbackup.runner.postgres.pg import ConnParams
@@ -166,7 +166,7 @@ def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestO
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     if returncode != 0:
-        raise RunnerError(f"{what} failed (exit {returncode}): {target.scrub(stderr.strip()[-1200:])}; "
+        raise RunnerError(f"{what} failed: pg_restore {program_ended(returncode, target.scrub(stderr))}; "
                           f"the database this restore created was dropped, nothing else was changed",
                           reason="RestoreFailed")
     return written

@@ -23,7 +23,7 @@ from psycopg import sql
 
 from pgbackup.runner.common.timestamps import assume_utc, format_utc
 from pgbackup.runner.catalog.catalog import Catalog
-from pgbackup.runner.common.errors import RunnerError, UsageError
+from pgbackup.runner.common.errors import RunnerError, UsageError, program_ended
 from pgbackup.runner.postgres.account import make_workspace, reachable, server_account
 from pgbackup.runner.postgres.instance import ThrowawayPostgres
 from pgbackup.runner.common.log import log
@@ -370,8 +370,8 @@ def _copy_database(server: ThrowawayPostgres, source: str, target: ConnParams, d
         if dump_code != 0 or piped.consumer_code != 0:
             detail = piped.producer_stderr.strip() if dump_code != 0 else target.scrub(piped.consumer_stderr.strip())
             raise RunnerError(f"copying the recovered database {source!r} into {database!r} on {target.describe()} "
-                              f"failed ({'pg_dump' if dump_code else 'pg_restore'} exit "
-                              f"{dump_code or piped.consumer_code}): {detail[-1200:]}; the new database was dropped",
+                              f"failed: {'pg_dump' if dump_code else 'pg_restore'} "
+                              f"{program_ended(dump_code or piped.consumer_code, detail)}; the new database was dropped",
                               reason="RestoreFailed")
         with target.connect(database) as conn:
             return count_rows(conn)

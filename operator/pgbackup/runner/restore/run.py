@@ -16,6 +16,7 @@ from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog
 from pgbackup.runner.common.config import policy_json, scratch_dir
 from pgbackup.runner.common.errors import UsageError, exit_code_for
 from pgbackup.runner.common.log import log, log_error
+from pgbackup.runner.common.retries import start_run
 from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.common.termination import Terminated
 from pgbackup.runner.common.timestamps import utc_now
@@ -48,6 +49,7 @@ def run_restore_request(request: RequestConfig | None = None, *, request_file: s
                         environ: Mapping[str, str] | None = None) -> tuple[int, JobSummary]:
     """Plan, then (unless dry run) restore; always writes the JobSummary. Returns (exit code, summary)."""
     environ = os.environ if environ is None else environ
+    start_run()
     started_at = utc_now()
     plan = RestorePlan()
     result: RestoreResult | None = None
@@ -82,7 +84,7 @@ def run_restore_request(request: RequestConfig | None = None, *, request_file: s
         summary = summary.model_copy(update={"backup_id": plan.backup, "plan": plan if plan.backup else None,
                                              "result": result})
         log_error("restore.failed", reason=summary.reason, error=summary.error)
-        write_summary(summary, environ)
+        summary = write_summary(summary, environ)
         if isinstance(exc, Terminated):
             raise  # cli.main turns it into the exit code; what was created is already dropped
         return code, summary
@@ -96,8 +98,7 @@ def run_restore_request(request: RequestConfig | None = None, *, request_file: s
     log("restore.done" if result else "restore.dry_run_done", backup_id=planned.manifest.id, target=plan.target,
         restore_seconds=summary.restore_seconds, pre_restore_backup=result.pre_restore_backup if result else None,
         previous_database=result.previous_database if result else None)
-    write_summary(summary, environ)
-    return jobenv.EXIT_OK, summary
+    return jobenv.EXIT_OK, write_summary(summary, environ)
 
 
 def run_pitr_request(request: RequestConfig, catalog: Catalog, target: ConnParams, identity: str | None,
@@ -150,5 +151,4 @@ def run_pitr_request(request: RequestConfig, catalog: Catalog, target: ConnParam
                          restore_seconds=result.restore_seconds if result else None, plan=plan, result=result)
     log("restore.done" if result else "restore.dry_run_done", backup_id=plan.backup, target=plan.target,
         point_in_time=pitr_target.describe(), restore_seconds=summary.restore_seconds)
-    write_summary(summary, environ)
-    return jobenv.EXIT_OK, summary
+    return jobenv.EXIT_OK, write_summary(summary, environ)

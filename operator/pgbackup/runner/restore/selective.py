@@ -33,7 +33,7 @@ from psycopg import sql
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
 from pgbackup.runner.common.config import CHUNK
-from pgbackup.runner.common.errors import RunnerError, UsageError
+from pgbackup.runner.common.errors import RunnerError, UsageError, program_ended
 from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.postgres.facts import server_info
 from pgbackup.runner.postgres.pg import ConnParams
@@ -214,7 +214,7 @@ class PreparedSelection:
 def _run(args: list[str], env: Mapping[str, str], what: str) -> str:
     done = subprocess.run(args, env=dict(env), capture_output=True, text=True)
     if done.returncode != 0:
-        raise RunnerError(f"{what} failed (exit {done.returncode}): {done.stderr.strip()[-1200:]}",
+        raise RunnerError(f"{what} failed: {Path(args[0]).name} {program_ended(done.returncode, done.stderr)}",
                           reason="RestoreFailed")
     return done.stdout
 

@@ -2,7 +2,8 @@
 
 Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the pod's identity),
 never from arguments; a private CA comes from AWS_CA_BUNDLE. botocore retries throttling, 5xx and
-connection errors with exponential backoff ('standard' mode) before we give up with a clear error.
+connection errors with exponential backoff ('standard' mode) before we give up with a clear error; each retry is
+logged and counted (s3_retries).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pgbackup.runner.storage.base import (
     StorageError,
     StorageUnreachable,
 )
+from pgbackup.runner.storage.s3_retries import watch_retries
 
 MIB = 1024 * 1024
 DELETE_BATCH = 1000  # the DeleteObjects limit
@@ -56,6 +58,13 @@ _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _PRECONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 # What stores without conditional writes answer to If-None-Match on PutObject.
 _CONDITION_UNSUPPORTED = {"NotImplemented", "InvalidArgument", "InvalidRequest", "501"}
+_ABORT_FAILED_HINT = (
+    "the incomplete upload keeps costing storage until it is aborted: a later backup (or `pgbackup retention`) of "
+    "this policy aborts the uploads of its backups once they are older than spec.jobTemplate.activeDeadlineSeconds "
+    "+ 1 h (7 h by default), WAL uploads never; a bucket lifecycle rule with AbortIncompleteMultipartUpload cleans "
+    "up any of them; to abort it now: aws s3api abort-multipart-upload --bucket {bucket} --key {key} "
+    "--upload-id {upload_id}"
+)
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
 
 
@@ -110,6 +119,7 @@ class S3Storage(Storage):
                                          aws_secret_access_key=credentials.secret_access_key)
                    if credentials is not None else boto3.session.Session())
         self.client = session.client("s3", endpoint_url=spec.endpoint or None, config=config)
+        watch_retries(self.client, attempts)  # botocore retries silently: log each retry, count it for the summary
 
     # -- naming -----------------------------------------------------------------------------------
 
@@ -421,15 +431,16 @@ class _MultipartWriter(ObjectWriter):
                 self._storage.client.abort_multipart_upload(
                     Bucket=self._storage.bucket, Key=self._full_key, UploadId=upload_id
                 )
-            except (ClientError, BotoCoreError, OSError):
-                # The bucket's lifecycle rule (AbortIncompleteMultipartUpload) or the next run's
-                # abort_incomplete_uploads() cleans it up; the original error matters more.
+            except (ClientError, BotoCoreError, OSError) as exc:
+                # The original error matters more: this one is only logged, with who cleans up and when.
                 log_warning(
                     "s3.abort_failed",
                     bucket=self._storage.bucket,
                     key=self._full_key,
                     upload_id=upload_id,
-                    hint="the next backup aborts incomplete uploads; a bucket lifecycle rule can too",
+                    error=exc,
+                    hint=_ABORT_FAILED_HINT.format(bucket=self._storage.bucket, key=self._full_key,
+                                                   upload_id=upload_id),
                 )
 
 

@@ -15,7 +15,7 @@ from psycopg import sql
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.config import CHUNK
-from pgbackup.runner.common.errors import RunnerError
+from pgbackup.runner.common.errors import RunnerError, program_ended
 from pgbackup.runner.common.log import log
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.postgres.tools import PgTools
@@ -63,7 +63,8 @@ def roles_needed(catalog: Catalog, manifest: Manifest, tools: PgTools, identity:
                     done = _pipe_into(args, stream, workdir / "stderr")
             if done.returncode != 0:
                 raise RunnerError(f"pg_restore could not read the dump of database {obj.database!r} in backup "
-                                  f"{manifest.id}: {done.stderr.strip()[-800:]}", reason="RestoreFailed")
+                                  f"{manifest.id}: it {program_ended(done.returncode, done.stderr, tail=800)}",
+                                  reason="RestoreFailed")
             with open(script, errors="replace") as lines:
                 for line in lines:
                     roles.update(role_names(line.rstrip("\n")))

@@ -28,6 +28,7 @@ from pgbackup.api.policy import SqlCheck, VerifySpec
 from pgbackup.api.restore import CheckResult
 from pgbackup.api.summary import JobSummary
 from pgbackup.runner.common.errors import exit_code_for
+from pgbackup.runner.common.retries import start_run
 from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.storage.factory import open_policy_storage
 from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog
@@ -282,6 +283,7 @@ def run_verification_command(policy: PolicyConfig, backup_id: str | None = None,
     verification.json, write the JobSummary (always). Exit 0 when verified, 1 when the backup failed
     verification, else the documented error codes."""
     environ = os.environ if environ is None else environ
+    start_run()
     started_at = utc_now()
     requested = backup_id or environ.get(jobenv.ENV_VERIFY_BACKUP_ID) or None
     method: str | None = None
@@ -303,7 +305,7 @@ def run_verification_command(policy: PolicyConfig, backup_id: str | None = None,
             summary, code = summary.model_copy(update={"reason": "IdentityMissing"}), jobenv.EXIT_USAGE
         summary = summary.model_copy(update={"backup_id": requested if requested != "latest" else None})
         log_error("verify.failed", reason=summary.reason, error=summary.error)
-        write_summary(summary, environ)
+        summary = write_summary(summary, environ)
         return code, summary, None
     record = outcome.record
     completed_at = utc_now()
@@ -314,5 +316,5 @@ def run_verification_command(policy: PolicyConfig, backup_id: str | None = None,
                          manifest=storage.location(catalog.manifest_key(record.backup_id)), reason=record.reason,
                          restore_seconds=record.restore_seconds,
                          error=None if record.passed else record.message[:1400])
-    write_summary(summary, environ)
+    summary = write_summary(summary, environ)
     return (jobenv.EXIT_OK if record.passed else jobenv.EXIT_FAILED), summary, outcome
