@@ -154,7 +154,19 @@ def _pick(found: list[PgTools], major: int, allow_newer: bool) -> PgTools | None
 def _where(found: list[PgTools], environ: Mapping[str, str]) -> str:
     have = ", ".join(f"{t.major} ({t.bindir})" for t in found) or "none"
     places = ":".join(str(p) for p in search_path(environ))
-    return f"found {have} in {ENV_PG_SEARCH_PATH}={places!r}"
+    setting = f"{ENV_PG_SEARCH_PATH}={places!r}" if ENV_PG_SEARCH_PATH in environ else f"{places!r}"
+    return f"found {have} searching {setting}"
+
+
+def _remedy(major: int, package: str) -> str:
+    """What to install or set for a missing major."""
+    override = ENV_PG_BINDIR_MAJOR.format(major=major)
+    carried = f"{SUPPORTED_MAJORS[0]} to {SUPPORTED_MAJORS[-1]}"
+    if major in SUPPORTED_MAJORS:
+        return (f"The pgbackup-operator image carries PostgreSQL {carried}; in another image or host install "
+                f"{package}, or point {override} at its bin directory")
+    return (f"PostgreSQL {major} is not in the pgbackup-operator image (it carries {carried}): install {package} "
+            f"in an image built on it, or point {override} at its bin directory")
 
 
 def find_tools(server_major: int, environ: Mapping[str, str] | None = None) -> PgTools:
@@ -172,9 +184,7 @@ def find_tools(server_major: int, environ: Mapping[str, str] | None = None) -> P
         return picked
     raise UsageError(
         f"no PostgreSQL client tools (pg_dump, pg_restore) of version {server_major} or newer: "
-        f"{_where(found, environ)}. Install postgresql-client-{server_major} or newer (the pgbackup-operator "
-        f"image carries {SUPPORTED_MAJORS[0]} to {SUPPORTED_MAJORS[-1]}), or point "
-        f"{ENV_PG_BINDIR_MAJOR.format(major=server_major)} at its bin directory",
+        f"{_where(found, environ)}. {_remedy(server_major, f'postgresql-client-{server_major}')}",
         reason="ToolsMissing",
     )
 
@@ -212,9 +222,7 @@ def server_tools(major: int, *, allow_newer: bool = False, environ: Mapping[str,
     why = "" if allow_newer else " (a data directory starts only with the major version it was made by)"
     raise UsageError(
         f"no PostgreSQL {wanted} server binaries ({', '.join(SERVER_PROGRAMS)}) to restore into{why}: "
-        f"{_where(found, environ)}. Use the pgbackup-operator image (it carries PostgreSQL "
-        f"{SUPPORTED_MAJORS[0]} to {SUPPORTED_MAJORS[-1]}) or install postgresql-{major}, or point "
-        f"{ENV_PG_BINDIR_MAJOR.format(major=major)} at its bin directory",
+        f"{_where(found, environ)}. {_remedy(major, f'postgresql-{major}')}",
         reason="ServerBinariesMissing",
     )
 
