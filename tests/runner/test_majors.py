@@ -12,7 +12,6 @@ import os
 import shlex
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from tests.fixtures.postgres import (
     bindir_for,
     start_cluster_from,
 )
+from tests.runner.wal_support import wait_until
 
 DB = "majors"
 PGBACKUP, PGBACKUP_ENV = runner_program(server_account())
@@ -88,14 +88,9 @@ class Archived:
         return ":".join(str(bindir(v)) for v in versions)
 
 
-def _wait_archived(server: PgServer, segment: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        (last,) = server.query("SELECT last_archived_wal FROM pg_stat_archiver")[0]
-        if last is not None and last >= segment:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{segment} was not archived within {timeout}s\n{server.instance.log_tail()}")
+def archived_up_to(server: PgServer, segment: str) -> bool:
+    (last,) = server.query("SELECT last_archived_wal FROM pg_stat_archiver")[0]
+    return last is not None and last >= segment
 
 
 @pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"pg{v}")
@@ -141,7 +136,7 @@ def archived(request: pytest.FixtureRequest) -> Iterator[Archived]:
                 (lsn,) = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()  # type: ignore[misc]
                 conn.execute("INSERT INTO t (batch) SELECT 2 FROM generate_series(1, 7)")
             (segment,) = server.query("SELECT pg_walfile_name(pg_switch_wal())")[0]
-            _wait_archived(server, segment)
+            wait_until(lambda: archived_up_to(server, segment), f"{segment} archived by wal-push")
             yield Archived(server, policy, volume, str(summary.backup_id), lsn, env)
     finally:
         server.close()
