@@ -479,10 +479,12 @@ class BackupPolicySpec(ApiModel):
 class VerificationResult(StatusModel):
     """The outcome of restoring one backup into a throwaway PostgreSQL."""
 
-    phase: Literal["Pending", "Running", "Passed", "Failed"]
-    """Pending, Running, Passed or Failed."""
+    phase: Literal["Pending", "Running", "Passed", "Failed", "NotPossible"]
+    """Pending, Running, Passed, Failed, or NotPossible: the operator image cannot restore this backup (no
+    PostgreSQL server of the backup's major version); the backup itself was not judged."""
     reason: str | None = None
-    """RestoreVerified, RowCountMismatch, CheckFailed or RestoreFailed."""
+    """RestoreVerified, RowCountMismatch, CheckFailed or RestoreFailed; for NotPossible ServerBinariesMissing; an
+    environment problem (e.g. IdentityMissing) when the backup could not be judged."""
     message: str | None = None
     """Details when it failed."""
     restore_seconds: float | None = None

@@ -31,7 +31,7 @@ from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.postgres.children import run_pipe
 from pgbackup.runner.postgres.facts import count_rows, list_databases, server_info
 from pgbackup.runner.postgres.pg import ConnParams
-from pgbackup.runner.postgres.tools import find_tools
+from pgbackup.runner.postgres.tools import find_tools, major_of, server_tools
 from pgbackup.runner.restore.physical import restore_physical
 from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.listing import ArchivedSegment
@@ -278,6 +278,8 @@ def restore_to_point(catalog: Catalog, archive: WalArchive, target: PitrTarget, 
         if target_conn is None:
             raise UsageError("a point-in-time restore into a database needs the target server")
         _check_target_databases(target_conn, [target_database])
+    # The base backup's own major replays its WAL: found before anything is downloaded.
+    tools = server_tools(major_of(catalog.get(plan.backup_id).server_version), environ=environ)
     recovery = {**target.recovery_settings(), "restore_command": _quote(restore_command or wal_fetch_command(allow_partial=plan.uses_partial)),
                 "recovery_target_action": "'promote'", "recovery_target_timeline": "'latest'"}
     workspace = None
@@ -291,7 +293,7 @@ def restore_to_point(catalog: Catalog, archive: WalArchive, target: PitrTarget, 
         restore_physical(catalog, plan.backup_id, datadir, identity)
         auto_conf = datadir / "postgresql.auto.conf"
         original_auto = auto_conf.read_bytes() if auto_conf.exists() else None
-        server = ThrowawayPostgres.from_data_dir(datadir, login_roles=login_roles, environ=environ,
+        server = ThrowawayPostgres.from_data_dir(datadir, tools=tools, login_roles=login_roles,
                                                  remove_data=target_dir is None, recovery=recovery,
                                                  server_env=server_env)
         try:
