@@ -17,6 +17,7 @@ from pgbackup.runner.common.config import PolicyConfig, policy_json, scratch_dir
 from pgbackup.runner.common.errors import UsageError
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.restore.logical import restore_backup
+from pgbackup.runner.restore.ownership import Ownership
 from pgbackup.runner.restore.physical import restore_physical
 from pgbackup.runner.restore.pitr import PitrTarget, policy_server_env, restore_to_point
 from pgbackup.runner.restore.run import run_restore_request
@@ -54,14 +55,16 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
         print(f"backup {args.backup_id} restored into {path}; start it with: pg_ctl -D {path} start")
         return jobenv.EXIT_OK
     target = _target_server(policy, args)
+    ownership = Ownership(no_owner=args.no_owner, no_privileges=args.no_privileges)
     if args.table or args.schema:
         report = restore_selected(catalog, args.backup_id, target, args.target_database,
                                   Selection.parse(args.schema, args.table), identity,
-                                  source_database=args.source_database, scratch=scratch_dir())
+                                  source_database=args.source_database, scratch=scratch_dir(), ownership=ownership)
     else:
         report = restore_backup(catalog, args.backup_id, target, args.target_database, identity,
                                 source_database=args.source_database, with_globals=args.globals, jobs=args.jobs,
-                                scratch=scratch_dir(), allow_empty_target=args.allow_empty_target)
+                                scratch=scratch_dir(), allow_empty_target=args.allow_empty_target,
+                                ownership=ownership)
     if args.json:
         print(json.dumps({"backup_id": report.backup_id, "source_database": report.source_database,
                           "target_database": report.target_database, "ok": report.ok,

@@ -17,6 +17,7 @@ from pgbackup.runner.common.errors import RunnerError, UsageError
 from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.common.timestamps import format_utc, utc_now
 from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.privileges import cannot_create_databases
 
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
@@ -125,7 +126,10 @@ class RestoreSpace:
         if not self._try_lock(name):
             raise RunnerError(f"the temporary database {name!r} on {self.target.describe()} is in use by another "
                               f"restore; run this restore again", reason="RestoreFailed")
-        create_database(self._conn, name, properties, self.version_num)
+        try:
+            create_database(self._conn, name, properties, self.version_num)
+        except psycopg.errors.InsufficientPrivilege:
+            raise cannot_create_databases(self.target) from None
         started = format_utc(utc_now())
         self._conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(
             f"{INCOMPLETE_MARKER} of backup {backup_id} into {final!r}, started {started}: incomplete until renamed; "
@@ -185,7 +189,7 @@ def create_database(conn: psycopg.Connection, name: str, properties: DatabasePro
     try:
         options = _locale_options(properties, version_num)
         conn.execute(sql.SQL(" ").join([plain, *options]))
-    except (psycopg.errors.DuplicateDatabase, psycopg.OperationalError):
+    except (psycopg.errors.DuplicateDatabase, psycopg.errors.InsufficientPrivilege, psycopg.OperationalError):
         raise
     except (psycopg.Error, UsageError) as exc:
         log_warning("restore.locale_not_applied", database=name, encoding=properties.encoding,

@@ -31,6 +31,7 @@ from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.postgres.children import run_pipe
 from pgbackup.runner.postgres.facts import count_rows, list_databases, server_info
 from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.privileges import require_createdb
 from pgbackup.runner.postgres.tools import find_tools
 from pgbackup.runner.restore.physical import restore_physical
 from pgbackup.runner.wal.archive import WalArchive
@@ -246,6 +247,7 @@ class PitrReport:
 
 def _check_target_databases(target: ConnParams, names: Iterable[str]) -> None:
     with target.connect("postgres") as conn:
+        require_createdb(conn, target)
         for name in names:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 raise UsageError(f"database {name!r} already exists on {target.describe()}: a point-in-time restore "

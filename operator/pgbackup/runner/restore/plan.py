@@ -17,6 +17,7 @@ from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog
 from pgbackup.runner.common.errors import RunnerError, UsageError
 from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
 from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.privileges import require_createdb, require_database_owner
 from pgbackup.runner.storage.pipeline import IdentityError
 from pgbackup.runner.restore.ddl import find_leftovers, fit_name, is_temp_of, new_short_id, temp_name
 from pgbackup.runner.restore.reading import verify_objects
@@ -194,6 +195,16 @@ def _refuse_conflicts(spec: RestoreRequestSpec, target: ConnParams, steps: list[
                 f"before the names are swapped")
 
 
+def _refuse_missing_privileges(spec: RestoreRequestSpec, target: ConnParams, steps: list[DatabaseStep]) -> None:
+    """Every restore creates a database (CREATEDB); replacing a whole database renames it aside (its owner)."""
+    with target.connect("postgres") as conn:
+        require_createdb(conn, target)
+        if spec.include is None:
+            for step in steps:
+                if step.exists:
+                    require_database_owner(conn, target, step.target)
+
+
 def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) -> list[str]:
     where = f"{planned.target.host}:{planned.target.port}"
     manifest = planned.manifest
@@ -217,7 +228,9 @@ def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) 
         if spec.include_globals and index == 0:
             out.append("replay the backup's globals (roles, tablespaces); existing roles are kept")
         out.append(f"pg_restore database {step.source!r} of the backup into {step.restore_into!r}"
-                   f" (-j {spec.jobs} for directory-format dumps)")
+                   f" (-j {spec.jobs} for directory-format dumps)"
+                   + (", objects owned by the restoring role (noOwner)" if spec.no_owner else "")
+                   + (", without the backup's GRANTs/REVOKEs (noPrivileges)" if spec.no_privileges else ""))
         out.append(f"check {len(step.expected_rows)} table row count(s) against the manifest"
                    + (f", {len(spec.checks)} SQL check(s)" if spec.checks else "")
                    + (f", {len(spec.extensions)} extension(s)" if spec.extensions else ""))
@@ -264,6 +277,7 @@ def plan_restore(spec: RestoreRequestSpec, catalog: Catalog, target: ConnParams,
         raise IdentityError(problem)
     version, leftovers = _inspect_target(target, steps)
     _refuse_conflicts(spec, target, steps)
+    _refuse_missing_privileges(spec, target, steps)
     for step in steps:
         step.temp = temp_name(step.target, short_id)
         if step.exists:
