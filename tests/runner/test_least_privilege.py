@@ -21,7 +21,9 @@ from pgbackup.runner.cli import main as cli
 from pgbackup.runner.common.config import policy_from_document
 from pgbackup.runner.postgres.facts import count_rows
 from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.privileges import MissingPrivilege
 from pgbackup.runner.postgres.tools import find_tools
+from pgbackup.runner.restore.ddl import terminate_sessions
 from pgbackup.runner.restore.logical import restore_backup
 from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.storage.fs import FilesystemStorage
@@ -300,3 +302,49 @@ def test_documented_replication_role_takes_a_physical_backup_and_streams_wal(
     finally:
         drop_slots(server, slot)
         server.query("DROP ROLE IF EXISTS backup")
+
+
+def test_ending_other_roles_sessions_needs_pg_signal_backend_and_is_checked_before_any_change(
+        server: PgServer, backup: dict[str, Any], restorer: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    code, summary = restore_as(restorer, RESTORER_PASSWORD, server, backup, tmp_path / "first", monkeypatch,
+                               target={"database": "shop_busy"}, noOwner=True)
+    assert code == jobenv.EXIT_OK, summary.error
+    server.query("DROP ROLE IF EXISTS app_user")
+    server.query("CREATE ROLE app_user LOGIN PASSWORD 'app'")
+    catalog = Catalog(FilesystemStorage(backup["root"]))
+    backups_before = [m.id for m in catalog.backups()]
+    app = ConnParams(host=server.host, port=server.port, user="app_user", password="app").connect("shop_busy")
+    try:
+        overwrite = {"database": "shop_busy", "overwrite": True, "terminateConnections": True, "dropPrevious": True}
+        code, summary = restore_as(restorer, RESTORER_PASSWORD, server, backup, tmp_path / "refused", monkeypatch,
+                                   target=overwrite, noOwner=True)
+        assert code == jobenv.EXIT_USAGE, summary.error
+        assert summary.reason == "MissingPrivilege" and summary.result is None
+        assert f"GRANT pg_signal_backend TO {restorer}" in str(summary.error)
+        assert [m.id for m in catalog.backups()] == backups_before  # refused before the safety backup
+        assert app.execute("SELECT 1").fetchone() == (1,)
+
+        server.query(f"GRANT pg_signal_backend TO {restorer}")  # as docs/security.md says
+        code, summary = restore_as(restorer, RESTORER_PASSWORD, server, backup, tmp_path / "granted", monkeypatch,
+                                   target=overwrite, noOwner=True)
+        assert code == jobenv.EXIT_OK, summary.error
+        assert rows(server, "shop_busy") == EXPECTED_ROWS
+    finally:
+        app.close()
+        server.query("DROP ROLE IF EXISTS app_user")
+
+
+def test_sessions_that_appear_after_planning_are_a_missing_privilege_too(server: PgServer, restorer: str) -> None:
+    """Planning checked the sessions; one that connects later meets the same clear error when it is ended."""
+    login = ConnParams(host=server.host, port=server.port, user=restorer, password=RESTORER_PASSWORD)
+    server.query("DROP DATABASE IF EXISTS shop_late")
+    server.query("CREATE DATABASE shop_late")
+    late = server.connect("shop_late")
+    try:
+        with login.connect("postgres") as conn, pytest.raises(MissingPrivilege, match="GRANT pg_signal_backend"):
+            terminate_sessions(conn, "shop_late")
+        assert late.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        late.close()
+        server.query("DROP DATABASE IF EXISTS shop_late")

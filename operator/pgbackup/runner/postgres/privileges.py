@@ -57,3 +57,28 @@ def require_database_owner(conn: psycopg.Connection, target: ConnParams, databas
         f"{owner!r}), and replacing it renames it aside, which only its owner or a superuser may. As a superuser, "
         f"run ALTER DATABASE {quote_role(database)} OWNER TO {quote_role(target.user)} (or GRANT "
         f"{quote_role(owner)} TO {quote_role(target.user)}), or restore as the owner")
+
+
+def require_signal(conn: psycopg.Connection, target: ConnParams, database: str) -> None:
+    """Raise MissingPrivilege when the login role (not a superuser) could not end the other sessions on
+    `database`: those of roles it does not act as need pg_signal_backend, a superuser's a superuser."""
+    row = conn.execute(
+        "SELECT coalesce(string_agg(DISTINCT a.usename, ', ') FILTER (WHERE r.rolsuper), ''), "
+        "count(*) FILTER (WHERE NOT r.rolsuper AND NOT pg_has_role(current_user, r.oid, 'USAGE')), "
+        "pg_has_role(current_user, 'pg_signal_backend', 'USAGE'), "
+        "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+        "FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid "
+        "WHERE a.datname = %s AND a.pid <> pg_backend_pid()", (database,)).fetchone()
+    if row is None or row[3]:
+        return
+    superusers, others, may_signal = str(row[0]), int(row[1]), bool(row[2])
+    where = f"database {database!r} on {target.host}:{target.port}"
+    if superusers:
+        raise MissingPrivilege(
+            f"{where} has sessions of the superuser(s) {superusers}, which only a superuser may end "
+            f"(target.terminateConnections): end them yourself, or restore as a superuser; nothing was changed")
+    if others and not may_signal:
+        raise MissingPrivilege(
+            f"{where} has {others} session(s) of other roles, and role {target.user!r} may not end them "
+            f"(target.terminateConnections). As a superuser: GRANT pg_signal_backend TO {quote_role(target.user)}; "
+            f"or stop the applications first; nothing was changed")

@@ -17,7 +17,7 @@ from pgbackup.runner.common.errors import RunnerError, UsageError
 from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.common.timestamps import format_utc, utc_now
 from pgbackup.runner.postgres.pg import ConnParams
-from pgbackup.runner.postgres.privileges import cannot_create_databases
+from pgbackup.runner.postgres.privileges import MissingPrivilege, cannot_create_databases, quote_role
 
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
@@ -327,6 +327,13 @@ def drop_quietly(target: ConnParams, name: str, version_num: int) -> bool:
 
 def terminate_sessions(conn: psycopg.Connection, database: str) -> int:
     """End the other sessions connected to `database`; returns how many there were."""
-    rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                        "AND pid <> pg_backend_pid()", (database,)).fetchall()
+    try:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                            "AND pid <> pg_backend_pid()", (database,)).fetchall()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise MissingPrivilege(
+            f"role {conn.info.user!r} may not end the other sessions on database {database!r} "
+            f"(target.terminateConnections): {str(exc).strip().splitlines()[0]}. As a superuser: GRANT "
+            f"pg_signal_backend TO {quote_role(conn.info.user)} (a superuser's sessions only a superuser may end), "
+            f"or stop the applications first") from None
     return len(rows)

@@ -17,7 +17,7 @@ from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog
 from pgbackup.runner.common.errors import RunnerError, UsageError
 from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
 from pgbackup.runner.postgres.pg import ConnParams
-from pgbackup.runner.postgres.privileges import require_createdb, require_database_owner
+from pgbackup.runner.postgres.privileges import require_createdb, require_database_owner, require_signal
 from pgbackup.runner.storage.pipeline import IdentityError
 from pgbackup.runner.restore.ddl import find_leftovers, fit_name, is_temp_of, new_short_id, temp_name
 from pgbackup.runner.restore.reading import verify_objects
@@ -196,13 +196,15 @@ def _refuse_conflicts(spec: RestoreRequestSpec, target: ConnParams, steps: list[
 
 
 def _refuse_missing_privileges(spec: RestoreRequestSpec, target: ConnParams, steps: list[DatabaseStep]) -> None:
-    """Every restore creates a database (CREATEDB); replacing a whole database renames it aside (its owner)."""
+    """Every restore creates a database (CREATEDB); replacing a whole database renames it aside (its owner);
+    ending the sessions on it needs pg_signal_backend for those of other roles."""
     with target.connect("postgres") as conn:
         require_createdb(conn, target)
-        if spec.include is None:
-            for step in steps:
-                if step.exists:
-                    require_database_owner(conn, target, step.target)
+        for step in steps:
+            if step.exists and spec.include is None:
+                require_database_owner(conn, target, step.target)
+            if step.exists and spec.target.overwrite and spec.target.terminate_connections:
+                require_signal(conn, target, step.target)
 
 
 def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) -> list[str]:
