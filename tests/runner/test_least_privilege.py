@@ -282,6 +282,14 @@ def test_documented_replication_role_takes_a_physical_backup_and_streams_wal(
         code, summary = backup_command(policy_from_document(document, "test"))
         assert code == 0, summary.error
         assert summary.phase == "Completed" and summary.method == "physical"
+        physical = {"policy": document, "backup_id": str(summary.backup_id), "root": tmp_path / "volume"}
+        code, refused = restore_as(server.user, server.password, server, physical, tmp_path, monkeypatch,
+                                   noOwner=True)
+        assert code == jobenv.EXIT_USAGE and refused.reason == "UnsupportedRestore"
+        assert "noOwner and noPrivileges do not apply there" in str(refused.error)
+        assert "--target-dir" in str(refused.error)
+        monkeypatch.setenv("PGUSER", "backup")
+        monkeypatch.setenv("PGPASSWORD", "change-me")
 
         (tmp_path / "wal").mkdir()
         archive = WalArchive(FilesystemStorage(tmp_path / "wal"))
@@ -348,3 +356,17 @@ def test_sessions_that_appear_after_planning_are_a_missing_privilege_too(server:
     finally:
         late.close()
         server.query("DROP DATABASE IF EXISTS shop_late")
+
+
+def test_no_owner_with_a_data_directory_restore_is_a_usage_error(
+        server: PgServer, backup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(backup["policy"]))
+    runner_env(server, monkeypatch, tmp_path)
+    monkeypatch.setenv("PGBACKUP_VOLUME_ROOT", str(backup["root"]))
+    code = cli.main(["restore", backup["backup_id"], "--target-dir", str(tmp_path / "data"), "--no-owner",
+                     "--policy", str(policy)])
+    assert code == jobenv.EXIT_USAGE
+    assert "copies the data directory with its owners, privileges and roles" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

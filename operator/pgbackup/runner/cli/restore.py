@@ -36,6 +36,10 @@ def _target_server(policy: PolicyConfig, args: argparse.Namespace) -> ConnParams
 def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
     catalog = open_catalog(policy, args.from_copy)
     identity = identity_from(args.identity_file, os.environ)
+    if (args.no_owner or args.no_privileges) and args.target_database is None:
+        raise UsageError("--no-owner and --no-privileges apply to restores into a database (--target-database): a "
+                         "physical restore (--target-dir) copies the data directory with its owners, privileges and "
+                         "roles as they were and needs no database role; --volume restores files")
     if args.target_time is not None or args.target_lsn is not None:
         return cmd_restore_pitr(policy, args, catalog, identity)
     if args.backup_id == "latest":
@@ -92,7 +96,8 @@ def cmd_restore_pitr(policy: PolicyConfig, args: argparse.Namespace, catalog: Ca
     report = restore_to_point(catalog, archive, target, identity=identity, target_dir=args.target_dir,
                               target_conn=conn, target_database=args.target_database,
                               source_database=args.source_database, scratch=scratch_dir(),
-                              server_env=policy_server_env(policy_json(policy), os.environ), login_roles=login)
+                              server_env=policy_server_env(policy_json(policy), os.environ), login_roles=login,
+                              no_privileges=args.no_privileges)
     plan = report.plan
     result = {"backup_id": plan.backup_id, "wal_from": plan.wal_from, "wal_to": plan.wal_to,
               "target": target.describe(), "restored_into": report.target, "row_counts": report.row_counts,

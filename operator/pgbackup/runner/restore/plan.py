@@ -112,9 +112,12 @@ def _refuse_unsupported(spec: RestoreRequestSpec, manifest: Manifest) -> None:
         raise UsageError("pointInTime restores are not supported by RestoreRequest yet: remove spec.pointInTime "
                          "to restore the backup itself", reason="UnsupportedRestore")
     if spec.target.volume is not None or manifest.method != "logical":
+        ownership = (" (noOwner and noPrivileges do not apply there: a physical restore copies the data directory "
+                     "with its owners, privileges and roles as they were, and needs no database role)"
+                     if spec.no_owner or spec.no_privileges else "")
         raise UsageError(f"backup {manifest.id} is a {manifest.method} backup: RestoreRequest restores logical "
                          f"backups into a database; restore physical backups with `pgbackup restore {manifest.id} "
-                         f"--target-dir DIR`", reason="UnsupportedRestore")
+                         f"--target-dir DIR`{ownership}", reason="UnsupportedRestore")
 
 
 def _select(spec: RestoreRequestSpec, manifest: Manifest) -> list[DatabaseStep]:
