@@ -220,6 +220,9 @@ def test_runner_restore_command_with_no_owner_and_no_privileges(
     monkeypatch.setenv("PGUSER", restorer)
     monkeypatch.setenv("PGPASSWORD", RESTORER_PASSWORD)
     monkeypatch.setenv("PGBACKUP_VOLUME_ROOT", str(backup["root"]))
+    selection = ["--target-database", "orders_only", "--table", "sales.orders", "--policy", str(policy)]
+    assert cli.main(["restore", backup["backup_id"], *selection]) == jobenv.EXIT_USAGE  # owners kept: refused
+    assert "orders_only" not in databases(server)
     common = ["--policy", str(policy), "--no-owner", "--no-privileges"]
     assert cli.main(["restore", backup["backup_id"], "--target-database", "shop_cli", *common]) == jobenv.EXIT_OK
     assert rows(server, "shop_cli") == EXPECTED_ROWS

@@ -219,7 +219,7 @@ def execute_selective(request: RequestConfig, planned: PlannedRestore, catalog: 
             space.close()
             raise
         try:
-            apply_selection(target, step.restore_into, tools, prepared, replace=False)
+            apply_selection(target, step.restore_into, tools, prepared, replace=False, ownership=Ownership.of(spec))
             actual = count_tables(target, step.restore_into, prepared.selected.tables)
             result.restore_seconds = round(time.monotonic() - clock, 3)
             result.checks, result.row_counts = run_checks(spec, planned, {step.source: actual})

@@ -61,7 +61,9 @@ class Ownership:
                 f"restore the backup's roles too (includeGlobals / --globals), or restore without it ("
                 f"{' and '.join(self.option_names)})")
 
-    def explain_refusal(self, stderr: str, target: ConnParams, database: str) -> MissingPrivilege | None:
+    def explain_refusal(self, stderr: str, target: ConnParams, database: str, *,
+                        changed: str = "the database this restore created was dropped, nothing else was changed"
+                        ) -> MissingPrivilege | None:
         """pg_restore's failure as a MissingPrivilege when it was refused giving an object its owner."""
         found = _OWNER_REFUSED.search(stderr)
         if found is None or self.no_owner:
@@ -73,5 +75,4 @@ class Ownership:
             f"{found.group(0)}). Set {self.option_names[0]} (everything then belongs to {target.user!r}; add "
             f"{self.option_names[1]} when the GRANTs name roles it may not grant for), or let the role act as the "
             f"owner (as a superuser: GRANT {quote_role(owner)} TO {quote_role(target.user)}; not for a superuser "
-            f"owner), or restore as a superuser; the database this restore created was dropped, nothing else was "
-            f"changed")
+            f"owner), or restore as a superuser; {changed}")

@@ -266,7 +266,8 @@ def prepare_selection(catalog: Catalog, manifest: Manifest, obj: ManifestObject,
 
 
 def apply_selection(target: ConnParams, database: str, tools: PgTools, prepared: PreparedSelection, *,
-                    replace: bool, expected_rows: Mapping[str, int] | None = None, lock_timeout: str = "60s") -> None:
+                    replace: bool, expected_rows: Mapping[str, int] | None = None, lock_timeout: str = "60s",
+                    ownership: Ownership = Ownership()) -> None:
     """Replay the script into `database` in one transaction. `replace`: drop the included tables (and sequences)
     first, in that same transaction; `expected_rows`: assert those counts before COMMIT."""
     selected = prepared.selected
@@ -290,6 +291,11 @@ def apply_selection(target: ConnParams, database: str, tools: PgTools, prepared:
     done = subprocess.run(args, env=target.child_env(database), capture_output=True, text=True)
     if done.returncode != 0:
         errors = target.scrub(done.stderr.strip()[-1200:])
+        refused = (ownership.explain_refusal(errors, target, database, changed=f"the selective restore was rolled "
+                                             f"back, {database!r} is unchanged") if replace
+                   else ownership.explain_refusal(errors, target, database))
+        if refused is not None:
+            raise refused
         hint = (" Another object (a view, or a foreign key of a table not restored) depends on a replaced table: "
                 "include it or drop it first." if "depend" in errors else "")
         raise RunnerError(f"selective restore into {database!r} on {target.describe()} failed and was rolled back, "
@@ -348,7 +354,7 @@ def restore_selected(catalog: Catalog, backup_id: str, target: ConnParams, targe
         with RestoreSpace(target, server.version_num) as space:  # aside first, the name only when complete
             space.drop_leftovers(target_database)
             with space.aside(target_database, manifest.id, properties) as temp:
-                apply_selection(target, temp, tools, prepared, replace=False)
+                apply_selection(target, temp, tools, prepared, replace=False, ownership=ownership)
                 actual = count_tables(target, temp, prepared.selected.tables)
         expected = expected_rows(manifest, obj, prepared.selected.tables)
     report = RestoreReport(backup_id=backup_id, source_database=str(obj.database), target_database=target_database,
