@@ -256,7 +256,7 @@ def test_logical_backup_runs_as_the_documented_backup_role(recipe_server: PgServ
         conn.execute("CREATE SCHEMA stock; CREATE TABLE stock.items (id int PRIMARY KEY, name text)")
         conn.execute("INSERT INTO stock.items SELECT i, 'item ' || i FROM generate_series(1, 100) i")
         conn.execute("REVOKE ALL ON SCHEMA stock FROM PUBLIC")
-    grants = doc_block("security.md", "sql", "pg_read_all_data")
+    grants = doc_block("security.md", "sql", "GRANT pg_read_all_data TO backup")
     server.query("DROP ROLE IF EXISTS backup")
     try:
         with server.connect() as conn:

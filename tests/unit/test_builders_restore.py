@@ -110,6 +110,14 @@ def test_env_carries_request_and_policy_but_no_secret_values() -> None:
     assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3-creds", "key": "secretAccessKey"}}
 
 
+def test_no_owner_and_no_privileges_reach_the_runner_and_default_to_keeping_both() -> None:
+    default = json.loads(env_of(build_restore_job(request(), SETTINGS, "restore"))["PGBACKUP_RESTORE"])
+    assert default["spec"].get("noOwner", False) is False and default["spec"].get("noPrivileges", False) is False
+    job = build_restore_job(request(noOwner=True, noPrivileges=True), SETTINGS, "restore")
+    document = json.loads(env_of(job)["PGBACKUP_RESTORE"])
+    assert document["spec"]["noOwner"] is True and document["spec"]["noPrivileges"] is True
+
+
 def test_names_are_deterministic_short_and_distinct_per_request_uid() -> None:
     long_name = "a" * 253
     name = restore_job_name(long_name, UID, "restore")

@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--from-copy", metavar="NAME", help="read the backup from this copy (spec.copies[].name)")
     restore.add_argument("--identity-file", metavar="FILE",
                          help=f"age identity for encrypted backups (default: ${jobenv.ENV_AGE_IDENTITY_FILE})")
+    restore.add_argument("--no-owner", action="store_true",
+                         help="logical: everything restored, the database too, belongs to the login role (pg_restore "
+                              "--no-owner); for a role that is not a superuser nor a member of the owners' roles")
+    restore.add_argument("--no-privileges", action="store_true",
+                         help="logical: replay none of the backup's GRANTs/REVOKEs, on objects or the database "
+                              "(pg_restore --no-privileges): default privileges, which may be wider")
     restore.add_argument("--allow-empty-target", action="store_true",
                          help="restore into an existing database that holds no tables (else it must not exist)")
     restore.add_argument("--json", action="store_true", help="print the row count comparison as JSON")

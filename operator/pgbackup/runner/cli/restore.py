@@ -17,6 +17,7 @@ from pgbackup.runner.common.config import PolicyConfig, policy_json, scratch_dir
 from pgbackup.runner.common.errors import UsageError
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.restore.logical import restore_backup
+from pgbackup.runner.restore.ownership import Ownership
 from pgbackup.runner.restore.physical import restore_physical
 from pgbackup.runner.restore.pitr import PitrTarget, policy_server_env, restore_to_point
 from pgbackup.runner.restore.run import run_restore_request
@@ -35,6 +36,10 @@ def _target_server(policy: PolicyConfig, args: argparse.Namespace) -> ConnParams
 def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
     catalog = open_catalog(policy, args.from_copy)
     identity = identity_from(args.identity_file, os.environ)
+    if (args.no_owner or args.no_privileges) and args.target_database is None:
+        raise UsageError("--no-owner and --no-privileges apply to restores into a database (--target-database): a "
+                         "physical restore (--target-dir) copies the data directory with its owners, privileges and "
+                         "roles as they were and needs no database role; --volume restores files")
     if args.target_time is not None or args.target_lsn is not None:
         return cmd_restore_pitr(policy, args, catalog, identity)
     args.backup_id = resolve_backup_id(catalog, args.backup_id, "to restore")
@@ -50,14 +55,16 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
         print(f"backup {args.backup_id} restored into {path}; start it with: pg_ctl -D {path} start")
         return jobenv.EXIT_OK
     target = _target_server(policy, args)
+    ownership = Ownership(no_owner=args.no_owner, no_privileges=args.no_privileges)
     if args.table or args.schema:
         report = restore_selected(catalog, args.backup_id, target, args.target_database,
                                   Selection.parse(args.schema, args.table), identity,
-                                  source_database=args.source_database, scratch=scratch_dir())
+                                  source_database=args.source_database, scratch=scratch_dir(), ownership=ownership)
     else:
         report = restore_backup(catalog, args.backup_id, target, args.target_database, identity,
                                 source_database=args.source_database, with_globals=args.globals, jobs=args.jobs,
-                                scratch=scratch_dir(), allow_empty_target=args.allow_empty_target)
+                                scratch=scratch_dir(), allow_empty_target=args.allow_empty_target,
+                                ownership=ownership)
     if args.json:
         print(json.dumps({"backup_id": report.backup_id, "source_database": report.source_database,
                           "target_database": report.target_database, "ok": report.ok,
@@ -85,7 +92,8 @@ def cmd_restore_pitr(policy: PolicyConfig, args: argparse.Namespace, catalog: Ca
     report = restore_to_point(catalog, archive, target, identity=identity, target_dir=args.target_dir,
                               target_conn=conn, target_database=args.target_database,
                               source_database=args.source_database, scratch=scratch_dir(),
-                              server_env=policy_server_env(policy_json(policy), os.environ), login_roles=login)
+                              server_env=policy_server_env(policy_json(policy), os.environ), login_roles=login,
+                              no_privileges=args.no_privileges)
     plan = report.plan
     result = {"backup_id": plan.backup_id, "wal_from": plan.wal_from, "wal_to": plan.wal_to,
               "target": target.describe(), "restored_into": report.target, "row_counts": report.row_counts,

@@ -17,6 +17,7 @@ from pgbackup.runner.common.errors import RunnerError, UsageError
 from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.common.timestamps import format_utc, utc_now
 from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.privileges import MissingPrivilege, cannot_create_databases, quote_role
 
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
@@ -125,7 +126,10 @@ class RestoreSpace:
         if not self._try_lock(name):
             raise RunnerError(f"the temporary database {name!r} on {self.target.describe()} is in use by another "
                               f"restore; run this restore again", reason="RestoreFailed")
-        create_database(self._conn, name, properties, self.version_num)
+        try:
+            create_database(self._conn, name, properties, self.version_num)
+        except psycopg.errors.InsufficientPrivilege:
+            raise cannot_create_databases(self.target) from None
         started = format_utc(utc_now())
         self._conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(
             f"{INCOMPLETE_MARKER} of backup {backup_id} into {final!r}, started {started}: incomplete until renamed; "
@@ -185,7 +189,7 @@ def create_database(conn: psycopg.Connection, name: str, properties: DatabasePro
     try:
         options = _locale_options(properties, version_num)
         conn.execute(sql.SQL(" ").join([plain, *options]))
-    except (psycopg.errors.DuplicateDatabase, psycopg.OperationalError):
+    except (psycopg.errors.DuplicateDatabase, psycopg.errors.InsufficientPrivilege, psycopg.OperationalError):
         raise
     except (psycopg.Error, UsageError) as exc:
         log_warning("restore.locale_not_applied", database=name, encoding=properties.encoding,
@@ -323,6 +327,13 @@ def drop_quietly(target: ConnParams, name: str, version_num: int) -> bool:
 
 def terminate_sessions(conn: psycopg.Connection, database: str) -> int:
     """End the other sessions connected to `database`; returns how many there were."""
-    rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                        "AND pid <> pg_backend_pid()", (database,)).fetchall()
+    try:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                            "AND pid <> pg_backend_pid()", (database,)).fetchall()
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise MissingPrivilege(
+            f"role {conn.info.user!r} may not end the other sessions on database {database!r} "
+            f"(target.terminateConnections): {str(exc).strip().splitlines()[0]}. As a superuser: GRANT "
+            f"pg_signal_backend TO {quote_role(conn.info.user)} (a superuser's sessions only a superuser may end), "
+            f"or stop the applications first") from None
     return len(rows)

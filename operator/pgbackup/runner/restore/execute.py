@@ -28,6 +28,7 @@ from pgbackup.runner.restore.ddl import (
     terminate_sessions,
 )
 from pgbackup.runner.restore.logical import restore_backup
+from pgbackup.runner.restore.ownership import Ownership
 from pgbackup.runner.restore.plan import ActiveSessions, DatabaseStep, PlannedRestore
 from pgbackup.runner.restore.reading import tools_for
 from pgbackup.runner.restore.request import RequestConfig
@@ -46,6 +47,12 @@ SWAP_ATTEMPTS = 3
 
 def recorded_properties(manifest: Manifest, source: str) -> DatabaseProperties | None:
     return next((d.properties for d in manifest.databases if d.name == source), None)
+
+
+def restored_properties(spec: RestoreRequestSpec, manifest: Manifest, source: str) -> DatabaseProperties | None:
+    """The recorded properties the restore gives the database: without owner / GRANTs under noOwner /
+    noPrivileges."""
+    return Ownership.of(spec).recorded(recorded_properties(manifest, source))
 
 
 def create_restore_database(space: RestoreSpace, step: DatabaseStep, manifest: Manifest,
@@ -76,6 +83,7 @@ def swap(spec: RestoreRequestSpec, planned: PlannedRestore, steps: Sequence[Data
     recorded comment and owner), all in one transaction: either every rename happens or none does."""
     target = planned.target
     where = f"{target.host}:{target.port}"
+    keep_owner = not spec.no_owner
     with target.connect("postgres") as conn:
         for attempt in range(1, SWAP_ATTEMPTS + 1):
             if spec.target.terminate_connections and any(step.replaces for step in steps):
@@ -89,14 +97,15 @@ def swap(spec: RestoreRequestSpec, planned: PlannedRestore, steps: Sequence[Data
                 with conn.transaction():
                     for step in steps:
                         owner = None
-                        if step.replaces:
+                        if step.replaces and keep_owner:
                             row = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
                                                (step.target,)).fetchone()
                             owner = str(row[0]) if row else None
+                        if step.replaces:
                             conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                                 sql.Identifier(step.target), sql.Identifier(str(step.previous))))
                         rename_database(conn, step.restore_into, step.target)
-                        mark_complete(conn, step.target, recorded_properties(planned.manifest, step.source),
+                        mark_complete(conn, step.target, restored_properties(spec, planned.manifest, step.source),
                                       fallback_owner=owner)
                 log("restore.swapped", databases={s.target: s.previous for s in steps if s.replaces},
                     renamed={s.restore_into: s.target for s in steps})
@@ -142,14 +151,14 @@ def execute_restore(request: RequestConfig, planned: PlannedRestore, catalog: Ca
             report = restore_backup(catalog, planned.manifest.id, target, step.restore_into, identity,
                                     source_database=step.source, with_globals=spec.include_globals and index == 0,
                                     jobs=spec.jobs, scratch=scratch_dir(environ), environ=environ,
-                                    allow_empty_target=True)
+                                    allow_empty_target=True, ownership=Ownership.of(spec))
             bytes_read += report.bytes_read
             actual_rows[step.source] = {t.table: int(t.actual) for t in report.tables if t.actual is not None}
         result.restore_seconds = round(time.monotonic() - clock, 3)
         result.checks, result.row_counts = run_checks(spec, planned, actual_rows)
         raise_on_failed(result.checks)
         for step in planned.databases:
-            apply_properties(target, step.restore_into, recorded_properties(planned.manifest, step.source))
+            apply_properties(target, step.restore_into, restored_properties(spec, planned.manifest, step.source))
         swap(spec, planned, planned.databases)
     except BaseException as exc:
         dropped = [name for name in created if drop_quietly(target, name, planned.server_version_num)]
@@ -196,7 +205,8 @@ def execute_selective(request: RequestConfig, planned: PlannedRestore, catalog: 
         server = server_info(conn)
     tools = tools_for(manifest, server.major, environ)
     with prepare_selection(catalog, manifest, step.obj, dump_format_of(manifest, step.obj), selection, tools, identity,
-                           scratch_dir(environ), target.child_env("postgres")) as prepared:
+                           scratch_dir(environ), target.child_env("postgres"),
+                           Ownership.of(spec).pg_restore_args()) as prepared:
         if step.replaces and spec.target.pre_restore_backup:
             result.pre_restore_backup = take_safety_backup(request, target, [step.target], catalog.storage, environ)
         step.expected_rows = expected_rows(manifest, step.obj, prepared.selected.tables)
@@ -209,7 +219,7 @@ def execute_selective(request: RequestConfig, planned: PlannedRestore, catalog: 
             space.close()
             raise
         try:
-            apply_selection(target, step.restore_into, tools, prepared, replace=False)
+            apply_selection(target, step.restore_into, tools, prepared, replace=False, ownership=Ownership.of(spec))
             actual = count_tables(target, step.restore_into, prepared.selected.tables)
             result.restore_seconds = round(time.monotonic() - clock, 3)
             result.checks, result.row_counts = run_checks(spec, planned, {step.source: actual})
@@ -223,7 +233,7 @@ def execute_selective(request: RequestConfig, planned: PlannedRestore, catalog: 
                 apply_selection(target, step.target, tools, prepared, replace=True, expected_rows=actual)
                 log("restore.selective.replaced", database=step.target, tables=sorted(actual))
             else:  # a new database: the checked temporary one gets the name, with the recorded properties
-                properties = recorded_properties(manifest, step.source)
+                properties = restored_properties(spec, manifest, step.source)
                 apply_properties(target, step.restore_into, properties)
                 with target.connect("postgres") as conn, conn.transaction():
                     rename_database(conn, step.restore_into, step.target)

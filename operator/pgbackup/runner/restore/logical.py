@@ -21,7 +21,9 @@ from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.postgres.facts import count_rows, server_info
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.postgres.tools import PgTools
+from pgbackup.runner.postgres.privileges import require_createdb
 from pgbackup.runner.restore.ddl import RestoreSpace
+from pgbackup.runner.restore.ownership import Ownership
 from pgbackup.runner.restore.reading import tools_for, damage_reported, extract_tar, pick_database, run_with_stdin
 
 
@@ -76,14 +78,15 @@ def restore_globals(catalog: Catalog, manifest: Manifest, target: ConnParams, to
 def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_database: str,
                    identity: str | None = None, *, source_database: str | None = None, with_globals: bool = False,
                    jobs: int = 1, scratch: Path | None = None, environ: Mapping[str, str] | None = None,
-                   allow_empty_target: bool = False) -> RestoreReport:
+                   allow_empty_target: bool = False, ownership: Ownership = Ownership()) -> RestoreReport:
     """Restore one database of a logical backup into the NEW database `target_database` on `target`, then
     compare every table's row count with the manifest. An existing target database is refused untouched
     (unless `allow_empty_target` and it holds no tables: e.g. created beforehand with the right owner).
 
     A new database is restored under a temporary name (marked as incomplete) and renamed to `target_database`
     only when complete, with the database-level properties the backup recorded; leftovers of a killed attempt
-    into the same name are dropped first. An empty existing database is restored into directly."""
+    into the same name are dropped first. An empty existing database is restored into directly. `ownership`:
+    what is kept of the backup's owners and privileges (pg_restore --no-owner / --no-privileges)."""
     environ = os.environ if environ is None else environ
     started = time.monotonic()
     manifest = catalog.get(backup_id)
@@ -100,27 +103,35 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
             raise UsageError(f"database {target_database!r} already exists on {target.describe()}: a restore only "
                              f"creates a new database; choose another --target-database or drop it first",
                              reason="TargetDatabaseExists")
+        if not reuse:
+            require_createdb(conn, target)
     tools = tools_for(manifest, server.major, environ)
     report = RestoreReport(backup_id=backup_id, source_database=str(obj.database), target_database=target_database)
     dump_format = info.dump_format if info else "custom"
+    if dump_format == "plain" and ownership.changes_anything:
+        raise UsageError(f"backup {backup_id} holds a plain SQL script (an imported `pg_dump | gzip`): it is replayed "
+                         f"as written, so {' / '.join(ownership.option_names)} cannot apply; restore it as a role "
+                         f"that may take its owners, or import a custom-format dump (pg_dump -Fc)",
+                         reason="UnsupportedRestore")
     if reuse:  # created by the caller (a RestoreRequest's temporary database, or an empty one made beforehand)
         if with_globals:
             report.globals_restored = restore_globals(catalog, manifest, target, tools, identity)
         log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
             target=target.describe(), format=dump_format)
         report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, target_database, identity,
-                                          dump_format, jobs, scratch)
+                                          dump_format, jobs, scratch, ownership)
         actual = _rows(target, target_database)
     else:
         with RestoreSpace(target, server.version_num) as space:
             space.drop_leftovers(target_database)
             if with_globals:
                 report.globals_restored = restore_globals(catalog, manifest, target, tools, identity)
-            with space.aside(target_database, manifest.id, info.properties if info else None) as temp:
+            with space.aside(target_database, manifest.id, ownership.recorded(info.properties if info else None)
+                             ) as temp:
                 log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
                     temporary_database=temp, target=target.describe(), format=dump_format)
                 report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, temp, identity, dump_format,
-                                                  jobs, scratch)
+                                                  jobs, scratch, ownership)
                 actual = _rows(target, temp)
     expected = info.row_counts if info else {}
     report.tables = [TableCheck(table, expected.get(table), actual.get(table), checked=not manifest.imported)
@@ -137,17 +148,18 @@ def _rows(target: ConnParams, database: str) -> dict[str, int]:
 
 
 def _restore_dump(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams, tools: PgTools,
-                  database: str, identity: str | None, dump_format: str, jobs: int, scratch: Path | None) -> int:
+                  database: str, identity: str | None, dump_format: str, jobs: int, scratch: Path | None,
+                  ownership: Ownership) -> int:
     with damage_reported(catalog, manifest, obj, "nothing was restored (what this restore created is dropped)"):
         return _restore_dump_unchecked(catalog, manifest, obj, target, tools, database, identity, dump_format, jobs,
-                                       scratch)
+                                       scratch, ownership)
 
 
 def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams,
                             tools: PgTools, database: str, identity: str | None, dump_format: str, jobs: int,
-                            scratch: Path | None) -> int:
+                            scratch: Path | None, ownership: Ownership) -> int:
     what = f"pg_restore of backup {manifest.id} database {obj.database!r} into {database!r} on {target.describe()}"
-    base = [tools.path("pg_restore"), "--no-password", "--exit-on-error", "-d", database]
+    base = [tools.path("pg_restore"), "--no-password", "--exit-on-error", *ownership.pg_restore_args(), "-d", database]
     env = target.child_env(database)
     if dump_format == "custom":
         returncode, stderr, written = run_with_stdin(base, env, catalog, manifest, obj, identity, "restore")
@@ -166,8 +178,12 @@ def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestO
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     if returncode != 0:
-        raise RunnerError(f"{what} failed: pg_restore {program_ended(returncode, target.scrub(stderr))}; "
-                          f"the database this restore created was dropped, nothing else was changed",
+        refused = ownership.explain_refusal(stderr, target, database)
+        if refused is not None:
+            raise refused
+        raise RunnerError(f"{what} failed: pg_restore {program_ended(returncode, target.scrub(stderr))}"
+                          f"{ownership.missing_role_hint(stderr)}; the database this restore created was dropped, "
+                          f"nothing else was changed",
                           reason="RestoreFailed")
     return written
 

@@ -31,6 +31,7 @@ from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.postgres.children import run_pipe
 from pgbackup.runner.postgres.facts import count_rows, list_databases, server_info
 from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.privileges import require_createdb
 from pgbackup.runner.postgres.tools import find_tools, major_of, server_tools
 from pgbackup.runner.restore.physical import restore_physical
 from pgbackup.runner.wal.archive import WalArchive
@@ -246,6 +247,7 @@ class PitrReport:
 
 def _check_target_databases(target: ConnParams, names: Iterable[str]) -> None:
     with target.connect("postgres") as conn:
+        require_createdb(conn, target)
         for name in names:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 raise UsageError(f"database {name!r} already exists on {target.describe()}: a point-in-time restore "
@@ -259,11 +261,12 @@ def restore_to_point(catalog: Catalog, archive: WalArchive, target: PitrTarget, 
                      scratch: Path | None = None, server_env: Mapping[str, str] | None = None,
                      restore_command: str | None = None, login_roles: Sequence[str] = (),
                      on_plan: Callable[[PitrPlan], None] | None = None,
-                     environ: Mapping[str, str] | None = None) -> PitrReport:
+                     environ: Mapping[str, str] | None = None, no_privileges: bool = False) -> PitrReport:
     """Recover `target` into `target_dir` (a new data directory left stopped, ready for pg_ctl start) or into
     the new database `target_database` on `target_conn` (a logical copy of `source_database` of the recovered
     cluster). `server_env` is what the throwaway server's restore_command (`pgbackup wal-fetch`) needs: the
-    policy and storage credentials. `on_plan` sees the plan before anything changes (status first)."""
+    policy and storage credentials. `on_plan` sees the plan before anything changes (status first). The copy is
+    restored without owners (pg_restore --no-owner), with `no_privileges` without GRANTs too."""
     started = time.monotonic()
     if (target_dir is None) == (target_database is None):
         raise UsageError("a point-in-time restore goes either into a new data directory (--target-dir) or into a new "
@@ -305,7 +308,7 @@ def restore_to_point(catalog: Catalog, archive: WalArchive, target: PitrTarget, 
                 source = _pick_source(server, source_database)
                 report.databases[source] = target_database
                 report.row_counts[target_database] = _copy_database(server, source, target_conn, target_database,
-                                                                    environ)
+                                                                    environ, no_privileges)
                 report.target = f"{target_conn.host}:{target_conn.port}/{target_database}"
         finally:
             server.close()
@@ -357,7 +360,7 @@ def _pick_source(server: ThrowawayPostgres, wanted: str | None) -> str:
 
 
 def _copy_database(server: ThrowawayPostgres, source: str, target: ConnParams, database: str,
-                   environ: Mapping[str, str] | None) -> dict[str, int]:
+                   environ: Mapping[str, str] | None, no_privileges: bool) -> dict[str, int]:
     """pg_dump -Fc from the recovered server piped into pg_restore into a NEW database on `target`."""
     with target.connect("postgres") as conn:
         target_major = server_info(conn).major
@@ -366,7 +369,8 @@ def _copy_database(server: ThrowawayPostgres, source: str, target: ConnParams, d
         tools = find_tools(max(target_major, server.tools.major), environ)
         source_params = server.conn_params()
         piped = run_pipe([tools.path("pg_dump"), "-Fc", "--no-password", "-d", source],
-                         [tools.path("pg_restore"), "--no-password", "--exit-on-error", "--no-owner", "-d", database],
+                         [tools.path("pg_restore"), "--no-password", "--exit-on-error", "--no-owner",
+                          *(["--no-privileges"] if no_privileges else []), "-d", database],
                          producer_env=source_params.child_env(source), consumer_env=target.child_env(database))
         dump_code = piped.producer_code
         if dump_code != 0 or piped.consumer_code != 0:

@@ -17,6 +17,7 @@ from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog
 from pgbackup.runner.common.errors import RunnerError, UsageError
 from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
 from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.privileges import require_createdb, require_database_owner, require_signal
 from pgbackup.runner.storage.pipeline import IdentityError
 from pgbackup.runner.restore.ddl import find_leftovers, fit_name, is_temp_of, new_short_id, temp_name
 from pgbackup.runner.restore.reading import verify_objects
@@ -111,9 +112,12 @@ def _refuse_unsupported(spec: RestoreRequestSpec, manifest: Manifest) -> None:
         raise UsageError("pointInTime restores are not supported by RestoreRequest yet: remove spec.pointInTime "
                          "to restore the backup itself", reason="UnsupportedRestore")
     if spec.target.volume is not None or manifest.method != "logical":
+        ownership = (" (noOwner and noPrivileges do not apply there: a physical restore copies the data directory "
+                     "with its owners, privileges and roles as they were, and needs no database role)"
+                     if spec.no_owner or spec.no_privileges else "")
         raise UsageError(f"backup {manifest.id} is a {manifest.method} backup: RestoreRequest restores logical "
                          f"backups into a database; restore physical backups with `pgbackup restore {manifest.id} "
-                         f"--target-dir DIR`", reason="UnsupportedRestore")
+                         f"--target-dir DIR`{ownership}", reason="UnsupportedRestore")
 
 
 def _select(spec: RestoreRequestSpec, manifest: Manifest) -> list[DatabaseStep]:
@@ -194,6 +198,18 @@ def _refuse_conflicts(spec: RestoreRequestSpec, target: ConnParams, steps: list[
                 f"before the names are swapped")
 
 
+def _refuse_missing_privileges(spec: RestoreRequestSpec, target: ConnParams, steps: list[DatabaseStep]) -> None:
+    """Every restore creates a database (CREATEDB); replacing a whole database renames it aside (its owner);
+    ending the sessions on it needs pg_signal_backend for those of other roles."""
+    with target.connect("postgres") as conn:
+        require_createdb(conn, target)
+        for step in steps:
+            if step.exists and spec.include is None:
+                require_database_owner(conn, target, step.target)
+            if step.exists and spec.target.overwrite and spec.target.terminate_connections:
+                require_signal(conn, target, step.target)
+
+
 def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) -> list[str]:
     where = f"{planned.target.host}:{planned.target.port}"
     manifest = planned.manifest
@@ -217,7 +233,9 @@ def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) 
         if spec.include_globals and index == 0:
             out.append("replay the backup's globals (roles, tablespaces); existing roles are kept")
         out.append(f"pg_restore database {step.source!r} of the backup into {step.restore_into!r}"
-                   f" (-j {spec.jobs} for directory-format dumps)")
+                   f" (-j {spec.jobs} for directory-format dumps)"
+                   + (", objects owned by the restoring role (noOwner)" if spec.no_owner else "")
+                   + (", without the backup's GRANTs/REVOKEs (noPrivileges)" if spec.no_privileges else ""))
         out.append(f"check {len(step.expected_rows)} table row count(s) against the manifest"
                    + (f", {len(spec.checks)} SQL check(s)" if spec.checks else "")
                    + (f", {len(spec.extensions)} extension(s)" if spec.extensions else ""))
@@ -264,6 +282,7 @@ def plan_restore(spec: RestoreRequestSpec, catalog: Catalog, target: ConnParams,
         raise IdentityError(problem)
     version, leftovers = _inspect_target(target, steps)
     _refuse_conflicts(spec, target, steps)
+    _refuse_missing_privileges(spec, target, steps)
     for step in steps:
         step.temp = temp_name(step.target, short_id)
         if step.exists:

@@ -138,7 +138,7 @@ def run_pitr_request(request: RequestConfig, catalog: Catalog, target: ConnParam
         report = restore_to_point(catalog, archive, pitr_target, identity=identity, target_conn=target,
                                   target_database=database, source_database=source, scratch=scratch_dir(environ),
                                   server_env=policy_server_env(policy_json(request.policy), environ), on_plan=record,
-                                  login_roles=[target.user], environ=environ)
+                                  login_roles=[target.user], environ=environ, no_privileges=spec.no_privileges)
         result.completed_at = utc_now()
         result.restore_seconds = report.duration_seconds
         result.row_counts = {f"{db}.{table}": count for db, rows in report.row_counts.items()

@@ -39,6 +39,7 @@ from pgbackup.runner.postgres.facts import server_info
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.postgres.tools import PgTools
 from pgbackup.runner.restore.ddl import RestoreSpace
+from pgbackup.runner.restore.ownership import Ownership
 from pgbackup.runner.restore.logical import RestoreReport, TableCheck
 from pgbackup.runner.restore.reading import tools_for, damage_reported, extract_tar, pick_database
 
@@ -222,9 +223,10 @@ def _run(args: list[str], env: Mapping[str, str], what: str) -> str:
 @contextmanager
 def prepare_selection(catalog: Catalog, manifest: Manifest, obj: ManifestObject, dump_format: str,
                       selection: Selection, tools: PgTools, identity: str | None, scratch: Path | None,
-                      env: Mapping[str, str]) -> Iterator[PreparedSelection]:
-    """Download the dump to scratch space, choose the entries and write the SQL script of just those.
-    Reads only: an unknown table or schema fails here, before the target is touched."""
+                      env: Mapping[str, str], script_args: Sequence[str] = ()) -> Iterator[PreparedSelection]:
+    """Download the dump to scratch space, choose the entries and write the SQL script of just those (with
+    `script_args`, e.g. pg_restore's --no-owner / --no-privileges). Reads only: an unknown table or schema fails
+    here, before the target is touched."""
     if dump_format == "plain":
         raise UsageError(f"backup {manifest.id} holds a plain SQL dump (imported): a selective restore needs a custom "
                          f"or directory-format dump; restore the whole database instead", reason="UnsupportedRestore")
@@ -253,7 +255,8 @@ def prepare_selection(catalog: Catalog, manifest: Manifest, obj: ManifestObject,
         listing = workdir / "list.txt"
         listing.write_text("".join(e.line + "\n" for e in selected.entries))
         script = workdir / "selection.sql"
-        _run([tools.path("pg_restore"), "-L", str(listing), "-f", str(script), str(dump)], env, f"{what} (script)")
+        _run([tools.path("pg_restore"), "-L", str(listing), *script_args, "-f", str(script), str(dump)], env,
+             f"{what} (script)")
         log("restore.selective.prepared", backup_id=manifest.id, database=obj.database,
             tables=[f"{s}.{t}" for s, t in selected.tables], sequences=[f"{s}.{t}" for s, t in selected.sequences],
             entries=len(selected.entries))
@@ -263,7 +266,8 @@ def prepare_selection(catalog: Catalog, manifest: Manifest, obj: ManifestObject,
 
 
 def apply_selection(target: ConnParams, database: str, tools: PgTools, prepared: PreparedSelection, *,
-                    replace: bool, expected_rows: Mapping[str, int] | None = None, lock_timeout: str = "60s") -> None:
+                    replace: bool, expected_rows: Mapping[str, int] | None = None, lock_timeout: str = "60s",
+                    ownership: Ownership = Ownership()) -> None:
     """Replay the script into `database` in one transaction. `replace`: drop the included tables (and sequences)
     first, in that same transaction; `expected_rows`: assert those counts before COMMIT."""
     selected = prepared.selected
@@ -287,6 +291,11 @@ def apply_selection(target: ConnParams, database: str, tools: PgTools, prepared:
     done = subprocess.run(args, env=target.child_env(database), capture_output=True, text=True)
     if done.returncode != 0:
         errors = target.scrub(done.stderr.strip()[-1200:])
+        refused = (ownership.explain_refusal(errors, target, database, changed=f"the selective restore was rolled "
+                                             f"back, {database!r} is unchanged") if replace
+                   else ownership.explain_refusal(errors, target, database))
+        if refused is not None:
+            raise refused
         hint = (" Another object (a view, or a foreign key of a table not restored) depends on a replaced table: "
                 "include it or drop it first." if "depend" in errors else "")
         raise RunnerError(f"selective restore into {database!r} on {target.describe()} failed and was rolled back, "
@@ -320,7 +329,7 @@ def expected_rows(manifest: Manifest, obj: ManifestObject, tables: Iterable[Tabl
 
 def restore_selected(catalog: Catalog, backup_id: str, target: ConnParams, target_database: str, selection: Selection,
                      identity: str | None = None, *, source_database: str | None = None, scratch: Path | None = None,
-                     environ: Mapping[str, str] | None = None) -> RestoreReport:
+                     environ: Mapping[str, str] | None = None, ownership: Ownership = Ownership()) -> RestoreReport:
     """`pgbackup restore ID --target-database NEW --table ... --schema ...`: the selection into a NEW database;
     row counts compared for the included tables only."""
     environ = os.environ if environ is None else environ
@@ -333,7 +342,7 @@ def restore_selected(catalog: Catalog, backup_id: str, target: ConnParams, targe
         server = server_info(conn)
     tools = tools_for(manifest, server.major, environ)
     with prepare_selection(catalog, manifest, obj, dump_format_of(manifest, obj), selection, tools, identity, scratch,
-                           target.child_env("postgres")) as prepared:
+                           target.child_env("postgres"), ownership.pg_restore_args()) as prepared:
         with target.connect("postgres") as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target_database,)).fetchone():
                 raise UsageError(f"database {target_database!r} already exists on {target.describe()}: a selective "
@@ -341,11 +350,11 @@ def restore_selected(catalog: Catalog, backup_id: str, target: ConnParams, targe
                                  f"existing one with a RestoreRequest (target.overwrite: true)",
                                  reason="TargetDatabaseExists")
         info = next((d for d in manifest.databases if d.name == obj.database), None)
-        properties = info.properties if info else None
+        properties = ownership.recorded(info.properties if info else None)
         with RestoreSpace(target, server.version_num) as space:  # aside first, the name only when complete
             space.drop_leftovers(target_database)
             with space.aside(target_database, manifest.id, properties) as temp:
-                apply_selection(target, temp, tools, prepared, replace=False)
+                apply_selection(target, temp, tools, prepared, replace=False, ownership=ownership)
                 actual = count_tables(target, temp, prepared.selected.tables)
         expected = expected_rows(manifest, obj, prepared.selected.tables)
     report = RestoreReport(backup_id=backup_id, source_database=str(obj.database), target_database=target_database,
