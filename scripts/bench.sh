@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run ../shared/bench (the backup benchmark harness) with the pgbackup runner as candidates, side by side with
+# `make bench-shared`: run ../shared/bench (the team's benchmark harness; `make bench` runs our own, bench/) with the pgbackup runner as candidates, side by side with
 # pg_dump | gzip + upload, pg_dump -Fc/-Fd, pg_basebackup, pgBackRest and barman-cloud on the same dataset.
 #   scripts/bench.sh                     # scale 50 (harness default), table on stdout
 #   scripts/bench.sh --scale 5 --json /tmp/bench.json
@@ -16,7 +16,7 @@ BENCH="${BENCH_DIR:-$ROOT/../shared/bench}"
 PGBACKUP="$ROOT/.venv/bin/pgbackup"
 PYTHON="$ROOT/.venv/bin/python"
 [ -x "$PGBACKUP" ] || { echo "scripts/bench.sh: $PGBACKUP missing: run 'make deps' first" >&2; exit 1; }
-[ -f "$BENCH/bench.sh" ] || { echo "scripts/bench.sh: no harness at $BENCH (set BENCH_DIR)" >&2; exit 1; }
+[ -f "$BENCH/bench.sh" ] || { echo "scripts/bench.sh: no harness at $BENCH (set BENCH_DIR; make bench runs the repository's own benchmark, bench/)" >&2; exit 1; }
 
 HELPERS="$(mktemp -d "${TMPDIR:-/tmp}/pgbackup-bench-XXXXXX")"
 chmod 755 "$HELPERS"

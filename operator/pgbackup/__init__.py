@@ -1,3 +1,16 @@
 """pgbackup-operator: declarative, verified PostgreSQL backups for Kubernetes."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+DISTRIBUTION = "pgbackup-operator"
+
+
+def installed_version() -> str:
+    """The version of the installed distribution (what `--version` prints), 'dev' in a never-installed tree."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "dev"
+
+
+__version__ = installed_version()

@@ -60,10 +60,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=_PROBLEM))
 
 
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def kubectl(*args: str, input: str | None = None, check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
     kubectl_bin = _kubectl_binary()
     assert kubectl_bin is not None
-    return subprocess.run([kubectl_bin, *args], input=input, capture_output=True, text=True, check=check, timeout=120)
+    return subprocess.run([kubectl_bin, *args], input=input, capture_output=True, text=True, check=check,
+                          timeout=timeout)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -85,14 +87,19 @@ def get_json(*args: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def namespace() -> Iterator[str]:
-    crds = sorted((ROOT / "crds").glob("*.yaml"))
-    assert crds, "crds/ holds no CRDs: run `make crds`"
-    for crd in crds:
-        kubectl("apply", "--server-side", "-f", str(crd))
-    for crd in crds:
+def crds() -> None:
+    """The CRDs from crds/, applied server-side (and left in place: deleting a CRD deletes every object of it)."""
+    files = sorted((ROOT / "crds").glob("*.yaml"))
+    assert files, "crds/ holds no CRDs: run `make crds`"
+    for crd in files:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    for crd in files:
         name = yaml.safe_load(crd.read_text())["metadata"]["name"]
         kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def namespace(crds: None) -> Iterator[str]:
     name = f"pgbackup-e2e-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", name)
     yield name

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +83,11 @@ def test_watch_namespaces_and_settings_come_from_the_environment() -> None:
     assert (config.image, config.job_service_account, config.log_format) == ("img:1", "pgbackup-job", "json")
     assert OperatorConfig.from_env({}).namespaces == ()  # all namespaces
     assert OperatorConfig.from_env({}).image.startswith("ghcr.io/pgbackup/pgbackup-operator:")
+
+
+def test_version_prints_the_package_version_without_a_cluster(tmp_path: Path) -> None:
+    done = subprocess.run([str(Path(sys.executable).parent / "pgbackup-operator"), "--version"],
+                          env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path),
+                               "KUBECONFIG": str(tmp_path / "none")},
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (0, f"pgbackup-operator {version('pgbackup-operator')}\n"), done.stderr

@@ -318,3 +318,123 @@ async def test_invalid_restore_arguments_create_nothing(cluster: Cluster, plugin
     assert code == 3
     assert "invalid restore: backup:" in err
     assert await asyncio.to_thread(restores, cluster) == []
+
+
+# ------------------------------------------------------------------ kubectl's global flags
+
+
+async def other_namespace_policy(cluster: Cluster) -> None:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BackupPolicy",
+            "metadata": {"name": "ledger", "namespace": "finance", "generation": 1}, "spec": policy_spec()}
+    await asyncio.to_thread(cluster.custom.create_namespaced_custom_object, GROUP, VERSION, "finance",
+                            "backuppolicies", body)
+    await asyncio.to_thread(set_status, cluster, "ledger", healthy_status(), "finance")
+
+
+@pytest.mark.parametrize("args", [
+    ["status", "-n", "finance", "-o", "json"],
+    ["-n", "finance", "status", "-o", "json"],
+    ["status", "--namespace=finance", "-o", "json"],
+    ["-o", "json", "status", "--namespace", "finance"],
+    ["status", "-o=json", "-nfinance"],
+])
+async def test_namespace_and_output_flags_are_taken_anywhere_on_the_line(
+        cluster: Cluster, plugin: Plugin, args: list[str]) -> None:
+    await policy_with_status(cluster, "orders", healthy_status())
+    await other_namespace_policy(cluster)
+    code, out, err = await plugin(*args)
+    assert code == 0, err
+    assert [row["name"] for row in json.loads(out)] == ["ledger"]
+
+
+async def test_flags_after_the_subcommand_for_list_backup_and_restore(cluster: Cluster, plugin: Plugin) -> None:
+    await policy_with_status(cluster, "orders", healthy_status())
+    await other_namespace_policy(cluster)
+    code, out, err = await plugin("list", "ledger", "-n", "finance", "-o", "json")
+    assert code == 0, err
+    assert [b["id"] for b in json.loads(out)][0] == BACKUP_ID
+    code, _, err = await plugin("backup", "ledger", "--namespace", "finance")
+    assert code == 0, err
+    assert "finance/ledger" in err
+    code, out, err = await plugin("restore", "ledger", "-n", "finance", "-o", "name")
+    assert code == 0, err
+    assert out.startswith("restorerequest.pgbackup.dev/ledger-restore-")
+    found = await asyncio.to_thread(cluster.custom.list_namespaced_custom_object, GROUP, VERSION, "finance",
+                                    "restorerequests")
+    assert [item["metadata"]["name"] for item in found["items"]] == [out.strip().split("/")[1]]
+
+
+async def test_all_namespaces_flag_before_the_subcommand(cluster: Cluster, plugin: Plugin) -> None:
+    await policy_with_status(cluster, "orders", healthy_status())
+    await other_namespace_policy(cluster)
+    code, out, err = await plugin("-A", "status")
+    assert code == 0, err
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["finance", "ledger"], ["shop", "orders"]]
+    code, out, err = await plugin("status", "--all-namespaces", "-o", "yaml")
+    assert code == 0, err
+    assert [row["namespace"] for row in yaml.safe_load(out)] == ["finance", "shop"]
+
+
+async def test_context_and_kubeconfig_after_the_subcommand(cluster: Cluster, plugin: Plugin,
+                                                           tmp_path: Path) -> None:
+    """`--context` picks the context's namespace; `--kubeconfig` may come last, as kubectl allows."""
+    await policy_with_status(cluster, "orders", healthy_status())
+    await other_namespace_policy(cluster)
+    config = yaml.safe_load(plugin.kubeconfig.read_text())
+    config["contexts"].append({"name": "books", "context": {"cluster": "kmock", "user": "tester",
+                                                            "namespace": "finance"}})
+    kubeconfig = tmp_path / "two-contexts"
+    kubeconfig.write_text(yaml.safe_dump(config))
+
+    def direct(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return run(list(args), out, err), out.getvalue(), err.getvalue()
+
+    code, out, err = await asyncio.to_thread(direct, "status", "-o", "json", "--context", "books",
+                                             "--kubeconfig", str(kubeconfig))
+    assert code == 0, err
+    assert [row["name"] for row in json.loads(out)] == ["ledger"]
+    code, out, err = await asyncio.to_thread(direct, "status", "--context=books", "-n", "shop", "-o", "json",
+                                             f"--kubeconfig={kubeconfig}")
+    assert code == 0, err
+    assert [row["name"] for row in json.loads(out)] == ["orders"]
+
+
+async def test_wide_and_yaml_output_of_status_and_list(cluster: Cluster, plugin: Plugin) -> None:
+    await policy_with_status(cluster, "orders", healthy_status())
+    code, out, err = await plugin("status", "-o", "wide")
+    assert code == 0, err
+    header = out.splitlines()[0]
+    assert "SCHEDULE" in header and "METHOD" in header
+    code, out, err = await plugin("list", "orders", "-o", "wide")
+    assert code == 0, err
+    assert "DURATION" in out.splitlines()[0]
+    code, out, err = await plugin("list", "orders", "-o", "yaml")
+    assert code == 0, err
+    assert [b["id"] for b in yaml.safe_load(out)] == [BACKUP_ID, "20261122T020000Z"]
+
+
+async def test_restore_output_json_is_the_created_request(cluster: Cluster, plugin: Plugin) -> None:
+    await policy_with_status(cluster, "orders", healthy_status())
+    code, out, err = await plugin("restore", "orders", "--dry-run", "-o", "json")
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["kind"] == "RestoreRequest" and created["spec"]["dryRun"] is True
+    assert [item["metadata"]["name"] for item in await asyncio.to_thread(restores, cluster)] == [
+        created["metadata"]["name"]]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["list", "orders", "-A"], "cannot be used with -A"),
+    (["backup", "orders", "-A"], "cannot be used with -A"),
+    (["backup", "orders", "-o", "wide"], "-o wide is not supported by `backup`"),
+    (["status", "-o", "name"], "-o name is not supported by `status`"),
+    (["status", "-o", "xml"], "-o xml is not supported by `status`"),
+])
+async def test_flags_a_command_cannot_use_are_usage_errors(cluster: Cluster, plugin: Plugin, args: list[str],
+                                                           message: str) -> None:
+    await policy_with_status(cluster, "orders", healthy_status())
+    code, out, err = await plugin(*args)
+    assert (code, out) == (3, "")
+    assert message in err
+    assert await asyncio.to_thread(backup_now_value, cluster, "orders") is None

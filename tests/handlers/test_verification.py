@@ -152,6 +152,33 @@ async def test_row_count_mismatch_turns_verified_false_naming_backup_and_table(
     assert events[0]["type"] == "Warning" and "RowCountMismatch" in events[0]["message"]
 
 
+async def test_a_verification_the_image_cannot_run_is_recorded_not_possible(
+        cluster: Cluster, secrets: None, age_secret: None, operator: Operator) -> None:
+    """The runner exits 3 with ServerBinariesMissing (a PostgreSQL 13 backup, or an image without the major):
+    the backup is not judged; status says NotPossible and what to install, the condition Verified is Unknown."""
+    summary = JobSummary(kind="verify", phase="Failed", backup_id=BACKUP_ID, reason="ServerBinariesMissing",
+                         error="no PostgreSQL 13 server binaries (initdb, pg_ctl, postgres) to restore into: found 14 "
+                               "(/usr/lib/postgresql/14/bin), 18 (/usr/lib/postgresql/18/bin). Use the "
+                               "pgbackup-operator image (it carries PostgreSQL 14 to 18) or install postgresql-13")
+    async with operator.running():
+        await record_backup(cluster)
+        await eventually(lambda: verify_jobs(cluster), what="the verification Job")
+        await asyncio.to_thread(finish_verify_job, cluster, VERIFY_JOB, summary, "Failed")
+        verified = await eventually(lambda: cluster.condition("orders", "Verified"), what="Verified")
+        events = await eventually(lambda: cluster.events("VerificationNotPossible"), what="VerificationNotPossible")
+        await eventually(lambda: backup_job_annotations(cluster, VERIFY_JOB).get("pgbackup.dev/recorded")
+                         == "NotPossible", what="the verification Job marked recorded")
+        status = (await asyncio.to_thread(cluster.policy, "orders"))["status"]
+    assert (verified["status"], verified["reason"]) == ("Unknown", "ServerBinariesMissing")
+    verification = status["backups"][0]["verification"]
+    assert (verification["phase"], verification["reason"]) == ("NotPossible", "ServerBinariesMissing")
+    assert "install postgresql-13" in verification["message"]
+    assert status["backups"][0]["phase"] == "Completed" and status["lastBackup"]["verified"] is False
+    assert events[0]["type"] == "Warning" and "not judged" in events[0]["message"]
+    assert await asyncio.to_thread(cluster.events, "VerificationFailed") == []
+    BackupPolicyStatus.model_validate(status)
+
+
 async def test_verify_schedule_gets_a_cronjob_removed_when_the_schedule_is_cleared(
         cluster: Cluster, secrets: None, age_secret: None, operator: Operator) -> None:
     async with operator.running():

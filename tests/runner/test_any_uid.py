@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.config import policy_from_document
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.common.config import policy_from_document
 from tests.fixtures.postgres import PgServer, backup_policy, runner_env
 from tests.runner import uid_support
 from tests.runner.uid_support import RUNNER, as_uid, chown_tree, owned_by, unused_uid, uid_workspace

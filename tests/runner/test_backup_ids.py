@@ -1,5 +1,5 @@
 """Backups of one policy started in the same instant (a backup-now Job beside the scheduled Job) get distinct ids
-on every backend: each runner claims its id exclusively before it writes anything (pgbackup.runner.claim)."""
+on every backend: each runner claims its id exclusively before it writes anything (pgbackup.runner.catalog.claim)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 
 from pgbackup.api.jobenv import EXIT_OK
 from pgbackup.api.summary import JobSummary
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.claim import claim_backup_id
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.manifest import BACKUP_ID_PATTERN
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.restore import restore_backup
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.claim import claim_backup_id
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.catalog.manifest import BACKUP_ID_PATTERN
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.restore.logical import restore_backup
 from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage

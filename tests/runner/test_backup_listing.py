@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.config import policy_from_document
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.common.config import policy_from_document
 from pgbackup.runner.storage.s3 import S3Storage
 from tests.fixtures.postgres import PgServer, backup_policy, runner_env
 from tests.fixtures.s3 import S3Bucket

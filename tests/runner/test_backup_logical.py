@@ -9,11 +9,11 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.restore import restore_backup
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.restore.logical import restore_backup
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.fixtures.postgres import (
     EXPECTED_ROWS,

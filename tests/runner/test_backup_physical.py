@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.runner import cli
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import UsageError, policy_from_document
-from pgbackup.runner.physical import TarScanner, parse_lsn, wal_segment_name
-from pgbackup.runner.restore import restore_physical
+from pgbackup.runner.cli import main as cli
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.backup.physical import TarScanner
+from pgbackup.runner.wal.xlog import parse_lsn, wal_segment_name
+from pgbackup.runner.restore.physical import restore_physical
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy, runner_env, start_cluster_from, table_digest
 

@@ -19,14 +19,16 @@ from typing import Any
 import pytest
 
 from pgbackup.api import jobenv
-from pgbackup.runner import cli
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.instance import ThrowawayPostgres, server_account, server_installations
-from pgbackup.runner.manifest import Manifest
-from pgbackup.runner.pitr import runner_program
-from pgbackup.runner.restore_request import run_restore_request
+from pgbackup.runner.cli import main as cli
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.account import server_account
+from pgbackup.runner.postgres.instance import ThrowawayPostgres
+from pgbackup.runner.postgres.tools import server_installations
+from pgbackup.runner.catalog.manifest import Manifest
+from pgbackup.runner.restore.pitr import runner_program
+from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.wal.archive import WalArchive
 from tests.fixtures.postgres import (

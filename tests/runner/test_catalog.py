@@ -12,9 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from pgbackup.api.policy import Compression
-from pgbackup.runner.catalog import BackupNotFound, Catalog, ManifestChanged
-from pgbackup.runner.manifest import DatabaseInfo, Manifest, ManifestObject, PhysicalInfo, new_backup_id
-from pgbackup.runner.pipeline import IntegrityError, store_stream
+from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog, ManifestChanged
+from pgbackup.runner.catalog.manifest import DatabaseInfo, Manifest, ManifestObject, PhysicalInfo, new_backup_id
+from pgbackup.runner.storage.pipeline import IntegrityError, store_stream
 from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage

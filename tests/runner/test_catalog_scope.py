@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from pgbackup.api.policy import Compression, Retention
-from pgbackup.runner import cli
-from pgbackup.runner.backup import backup_command, clean_leftovers, take_backup
-from pgbackup.runner.catalog import BackupNotFound, Catalog
-from pgbackup.runner.config import PolicyConfig, policy_from_document
-from pgbackup.runner.manifest import Manifest, PhysicalInfo
-from pgbackup.runner.retention import apply_retention
+from pgbackup.runner.cli import main as cli
+from pgbackup.runner.backup.housekeeping import clean_leftovers
+from pgbackup.runner.backup.run import backup_command, take_backup
+from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog
+from pgbackup.runner.common.config import PolicyConfig, policy_from_document
+from pgbackup.runner.catalog.manifest import Manifest, PhysicalInfo
+from pgbackup.runner.backup.housekeeping import apply_retention
 from pgbackup.runner.storage.factory import open_storage
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.wal.archive import WalArchive

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pgbackup.api import JobSummary, jobenv
-from pgbackup.runner.cli import main
+from pgbackup.runner.cli.main import main
 from tests.fixtures.postgres import PgServer, backup_policy, runner_env
 
 

@@ -16,15 +16,16 @@ import pytest
 
 from pgbackup.api import jobenv
 from pgbackup.api.summary import JobSummary
-from pgbackup.runner import cli
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.copies import copy_backup, find_copy, open_copy_storage, sync_copy, sync_copies
-from pgbackup.runner.log import redact
-from pgbackup.runner.manifest import Manifest
-from pgbackup.runner.pg import count_rows
-from pgbackup.runner.restore_request import run_restore_request
+from pgbackup.runner.cli import main as cli
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.backup.copies import copy_backup, sync_copies, sync_copy
+from pgbackup.runner.storage.factory import find_copy, open_copy_storage
+from pgbackup.runner.common.log import redact
+from pgbackup.runner.catalog.manifest import Manifest
+from pgbackup.runner.postgres.facts import count_rows
+from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from pgbackup.api import jobenv
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import UsageError, policy_from_document
-from pgbackup.runner.log import set_stream
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.restore import restore_backup
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.common.errors import RunnerError, UsageError
+from pgbackup.runner.common.log import set_stream
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.restore.logical import restore_backup
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.fixtures.postgres import PgServer, backup_policy, free_port, runner_env
 from tests.runner.claim_support import HookedStorage
@@ -146,7 +147,8 @@ def test_pg_dump_killed_mid_stream_leaves_no_backup(sample_db: tuple[PgServer, s
     assert killed, "pg_dump had finished before the first write"
     assert code == jobenv.EXIT_FAILED
     assert summary.phase == "Failed"
-    assert f"database '{db}'" in str(summary.error) and "killed by signal 9" in str(summary.error)
+    assert f"database '{db}'" in str(summary.error) and "killed by signal 9 (SIGKILL)" in str(summary.error)
+    assert "memory" in str(summary.error) and "rights" not in str(summary.error)  # not a permission problem
     assert Catalog(inner).backups() == []
     if bucket is not None:
         assert bucket.keys() == []
@@ -187,3 +189,33 @@ def test_storage_unreachable_exits_with_the_network_code(pg15: PgServer, tmp_pat
 
     assert code == jobenv.EXIT_NETWORK, summary.error
     assert summary.phase == "Failed" and "backups" in str(summary.error)
+
+
+def test_a_killed_pg_restore_says_it_was_killed_not_an_empty_reason(sample_db: tuple[PgServer, str], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgbackup.runner.postgres.tools import find_tools
+
+    server, db = sample_db
+    document = backup_policy(server, {"volume": {"claimName": "backups"}}, databases=[db], logical={"globals": False})
+    runner_env(server, monkeypatch, tmp_path)
+    code, summary = backup_command(policy_from_document(document, "test"))
+    assert code == 0, summary.error
+    real = find_tools(int(server.query("SHOW server_version_num")[0][0]) // 10000).bindir
+    bindir = tmp_path / "bin"  # the real client tools, but a pg_restore the kernel kills (as the OOM killer does)
+    bindir.mkdir()
+    for program in real.iterdir():
+        (bindir / program.name).symlink_to(program)
+    (bindir / "pg_restore").unlink()
+    (bindir / "pg_restore").write_text("#!/bin/sh\nkill -9 $$\n")
+    (bindir / "pg_restore").chmod(0o755)
+    monkeypatch.setenv("PGBACKUP_PG_BINDIR", str(bindir))
+    params = ConnParams(host=server.host, port=server.port, user=server.user, password=server.password)
+
+    with pytest.raises(RunnerError) as raised:
+        restore_backup(Catalog(FilesystemStorage(tmp_path / "volume")), str(summary.backup_id), params, "killed_copy")
+
+    message = str(raised.value)
+    assert raised.value.reason == "RestoreFailed"
+    assert "pg_restore of backup" in message and "was killed by signal 9 (SIGKILL)" in message
+    assert "memory" in message and "(exit -9)" not in message and ": ;" not in message
+    assert server.query("SELECT count(*) FROM pg_database WHERE datname = 'killed_copy'") == [(0,)]

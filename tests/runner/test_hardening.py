@@ -20,9 +20,10 @@ import pytest
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import Storage as StorageSpec
-from pgbackup.runner.backup import backup_command, exit_code_for
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.common.errors import exit_code_for
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
 from pgbackup.runner.storage.base import ObjectInfo, ObjectWriter, Storage, StorageError, StorageUnreachable
 from pgbackup.runner.storage.factory import open_storage
 from pgbackup.runner.storage.fs import FilesystemStorage

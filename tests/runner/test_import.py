@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from pgbackup.api import jobenv
-from pgbackup.runner.cli import main
-from pgbackup.runner.pg import count_rows
-from pgbackup.runner.restore_request import run_restore_request
+from pgbackup.runner.cli.main import main
+from pgbackup.runner.postgres.facts import count_rows
+from pgbackup.runner.restore.run import run_restore_request
 from tests.fixtures.postgres import PgServer, backup_policy, load_sample, runner_env
 
 SOURCE_DB = "legacy_shop"
@@ -136,9 +136,9 @@ def test_an_imported_sql_gz_passes_restore_verification(
         capsys: pytest.CaptureFixture[str]) -> None:
     """The scheduled verification restores imported dumps too (no row counts to compare: the restore must work)."""
     from pgbackup.api.policy import VerifySpec
-    from pgbackup.runner.catalog import Catalog
+    from pgbackup.runner.catalog.catalog import Catalog
     from pgbackup.runner.storage.fs import FilesystemStorage
-    from pgbackup.runner.verify import verify_backup
+    from pgbackup.runner.verify.run import verify_backup
 
     directory, _ = legacy
     code, _, err = run(capsys, "import", str(directory / "shop_2026-01-31.sql.gz"), "--taken-at",

@@ -1,4 +1,4 @@
-"""The throwaway PostgreSQL server (runner/instance.py) with the real PostgreSQL 15 and 18 binaries."""
+"""The throwaway PostgreSQL server (runner/postgres/instance.py) with the real PostgreSQL 15 and 18 binaries."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgbackup.runner.config import RunnerError
-from pgbackup.runner.instance import (
-    ThrowawayPostgres,
-    ThrowawayServerError,
-    major_of,
-    make_workspace,
-    passwd_wrapper_env,
-    server_account,
-    server_tools,
-)
+from pgbackup.runner.common.errors import RunnerError
+from pgbackup.runner.postgres.account import make_workspace, passwd_wrapper_env, server_account
+from pgbackup.runner.postgres.instance import ThrowawayPostgres, ThrowawayServerError
+from pgbackup.runner.postgres.tools import major_of, server_tools
 from tests.fixtures.postgres import bindir_for
 
 VERSIONS = [pytest.param(v, id=f"pg{v}", marks=pytest.mark.skipif(bindir_for(v) is None,

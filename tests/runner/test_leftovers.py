@@ -20,11 +20,12 @@ import pytest
 
 from pgbackup.api.jobenv import EXIT_FAILED, EXIT_OK
 from pgbackup.api.summary import JobSummary
-from pgbackup.runner.backup import backup_command, open_policy_storage
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.claim import ENV_LEASE_SECONDS, ClaimRecord
-from pgbackup.runner.cli import main
-from pgbackup.runner.config import PolicyConfig, policy_from_document
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.storage.factory import open_policy_storage
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.claim import ENV_LEASE_SECONDS, ClaimRecord
+from pgbackup.runner.cli.main import main
+from pgbackup.runner.common.config import PolicyConfig, policy_from_document
 from pgbackup.runner.storage.base import Storage, StorageError
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage

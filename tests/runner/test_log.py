@@ -8,8 +8,9 @@ import json
 import pytest
 
 from pgbackup.api.policy import Compression
-from pgbackup.runner.log import Progress, log, log_error, redact
-from pgbackup.runner.pipeline import IdentityError, open_stored, store_stream
+from pgbackup.runner.common.log import Progress, log, log_error, redact
+from pgbackup.runner.storage.pipeline import IdentityError, store_stream
+from pgbackup.runner.storage.readback import open_stored
 from pgbackup.runner.storage.base import StorageError
 from pgbackup.runner.storage.s3 import S3Storage
 from tests.fixtures.s3 import S3Bucket
@@ -128,3 +129,18 @@ def test_redaction_keeps_our_own_error_hints() -> None:
         "storage.s3.credentialsSecret (keys accessKeyId and secretAccessKey) and the bucket policy"
     )
     assert redact(hint) == hint
+
+
+def test_a_short_secret_is_redacted_as_a_value_never_inside_ordinary_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")  # a short key, as on a test store
+    text = "restoring the latest backup of database contest_db into testing_copy (attested)"
+    assert redact(text) == text
+    for leak in ("secret is test", "key=test", "https://app:test@db/x", '{"k": "test"}', "test", "(test)"):
+        assert "test" not in redact(leak), leak
+
+
+def test_a_password_pg_dump_echoes_is_hidden_but_not_inside_words() -> None:
+    from pgbackup.runner.common.log import redact_values
+
+    assert redact_values("pg_dump: error: role latest: password test refused", ("test",)) == (
+        "pg_dump: error: role latest: password *** refused")

@@ -7,16 +7,10 @@ import pytest
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import DatabaseSpec
-from pgbackup.runner.config import UsageError
-from pgbackup.runner.pg import (
-    AuthenticationFailed,
-    ConnParams,
-    DatabaseUnreachable,
-    exported_snapshot,
-    find_tools,
-    list_databases,
-    server_info,
-)
+from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.postgres.facts import exported_snapshot, list_databases, server_info
+from pgbackup.runner.postgres.pg import AuthenticationFailed, ConnParams, DatabaseUnreachable
+from pgbackup.runner.postgres.tools import find_tools
 from tests.fixtures.postgres import EXPECTED_ROWS, PgServer, free_port
 
 

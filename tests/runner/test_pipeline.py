@@ -15,14 +15,9 @@ from pathlib import Path
 import pytest
 
 from pgbackup.api.policy import Compression
-from pgbackup.runner.pipeline import (
-    IdentityError,
-    IntegrityError,
-    StoredObject,
-    load_identity,
-    open_stored,
-    store_stream,
-)
+from pgbackup.runner.storage.identity import load_identity
+from pgbackup.runner.storage.pipeline import IdentityError, IntegrityError, StoredObject, store_stream
+from pgbackup.runner.storage.readback import open_stored
 from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.runner.storage_support import (  # noqa: F401 - fixtures
@@ -193,7 +188,8 @@ def test_memory_stays_bounded_for_200_mib(tmp_path: Path, age_key: AgeKey) -> No
         import os, resource
         from pathlib import Path
         from pgbackup.api.policy import Compression
-        from pgbackup.runner.pipeline import store_stream, open_stored
+        from pgbackup.runner.storage.pipeline import store_stream
+        from pgbackup.runner.storage.readback import open_stored
         from pgbackup.runner.storage.fs import FilesystemStorage
         def source():
             for n in range(200):
@@ -234,7 +230,7 @@ def test_reader_closed_early_releases_everything(storage: Storage, encrypted: bo
 def test_undecodable_object_with_a_matching_checksum_is_a_decryption_error(fs_storage: FilesystemStorage) -> None:
     from dataclasses import replace
 
-    from pgbackup.runner.pipeline import DecryptionError
+    from pgbackup.runner.storage.pipeline import DecryptionError
 
     stored = store_stream(io.BytesIO(sample(MIB)), fs_storage, "b/x", compression=Compression(algorithm="none"))
     mislabelled = replace(stored, compression="zstd")  # bytes intact, wrong codec recorded

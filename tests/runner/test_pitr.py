@@ -21,13 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.runner import cli
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.instance import ThrowawayPostgres, server_account, server_installations
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.pitr import (
+from pgbackup.api import jobenv
+from pgbackup.runner.cli import main as cli
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.account import server_account
+from pgbackup.runner.postgres.instance import ThrowawayPostgres
+from pgbackup.runner.postgres.tools import server_installations
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.restore.pitr import (
     PitrOutOfRange,
     PitrTarget,
     plan_pitr,
@@ -35,6 +38,8 @@ from pgbackup.runner.pitr import (
     restore_to_point,
     runner_program,
 )
+from pgbackup.runner.restore.request import request_from_document
+from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.wal.archive import WalArchive
 from tests.fixtures.postgres import (
@@ -255,7 +260,8 @@ def test_the_plan_names_the_base_backup_and_wal_range(drill_env: Drill) -> None:
 
 
 def test_a_restore_request_with_point_in_time_plans_then_recovers(drill_env: Drill, pg_factory: PgFactory) -> None:
-    from pgbackup.runner.restore_request import request_from_document, run_restore_request
+    from pgbackup.runner.restore.request import request_from_document
+    from pgbackup.runner.restore.run import run_restore_request
 
     drill = drill_env
     target = pg_factory.get("15", "pitr-target")
@@ -277,3 +283,26 @@ def test_a_restore_request_with_point_in_time_plans_then_recovers(drill_env: Dri
     assert code == 0, summary.error
     assert summary.result is not None and summary.result.row_counts == {"drill_lsn1.public.t": 15}
     assert _batches(target, "drill_lsn1") == {0: 10, 1: 5}
+
+
+def test_a_point_in_time_restore_as_a_role_without_createdb_is_refused_before_the_recovery(
+        drill_env: Drill, pg_factory: PgFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/security.md: a point-in-time copy into a database needs CREATEDB; a role without it is refused before
+    the recovery starts, with the ALTER ROLE that fixes it and the usage exit code."""
+    drill = drill_env
+    target = pg_factory.get("15", "pitr-target")
+    target.query("DROP ROLE IF EXISTS pitr_restore")
+    target.query("CREATE ROLE pitr_restore LOGIN PASSWORD 'pw'")
+    monkeypatch.setenv("PGUSER", "pitr_restore")
+    monkeypatch.setenv("PGPASSWORD", "pw")
+    request = request_from_document(
+        {"name": "least", "namespace": "shop", "policy": {"name": "orders-db", **drill.policy},
+         "spec": {"policyRef": {"name": "orders-db"}, "pointInTime": {"targetLSN": drill.lsn1}, "databases": [DB],
+                  "target": {"host": target.host, "port": target.port, "database": "drill_least"}}}, "test")
+    try:
+        code, summary = run_restore_request(request)
+        assert code == jobenv.EXIT_USAGE and summary.reason == "MissingPrivilege", summary.error
+        assert "ALTER ROLE pitr_restore CREATEDB" in str(summary.error)
+        assert target.query("SELECT count(*) FROM pg_database WHERE datname = 'drill_least'") == [(0,)]
+    finally:
+        target.query("DROP ROLE IF EXISTS pitr_restore")

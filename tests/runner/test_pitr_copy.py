@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pgbackup.runner.pitr import run_pipe
+from pgbackup.runner.postgres.children import run_pipe
 
 WARNINGS = 20_000
 """Lines of about 60 bytes: 1.2 MB of stderr, far more than a pipe buffer (64 KiB on Linux)."""

@@ -7,12 +7,13 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import UsageError, policy_from_document
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.pipeline import IdentityError
-from pgbackup.runner.restore import restore_backup
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.storage.pipeline import IdentityError
+from pgbackup.runner.restore.logical import restore_backup
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.fixtures.postgres import PgServer, backup_policy, load_sample, runner_env
 

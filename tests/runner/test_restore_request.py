@@ -24,11 +24,11 @@ import pytest
 from pgbackup.api import jobenv
 from pgbackup.api.restore import CheckResult, RestorePlan, RestoreResult
 from pgbackup.api.summary import MAX_SUMMARY_BYTES, JobSummary
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.pg import count_rows
-from pgbackup.runner.restore_request import run_restore_request
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.facts import count_rows
+from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from tests.fixtures.postgres import (
@@ -303,7 +303,7 @@ def test_killed_restore_leaves_the_original_and_is_reported_next_time(shop_backu
     slow = [{"name": "slow", "database": "app_kill", "sql": "SELECT pg_sleep(30) IS NOT NULL"}]
     restore_env(monkeypatch, tmp_path, shop_backup, target, request_doc(
         shop_backup, target, checks=slow, target={"database": "app_kill", "overwrite": True, "preRestoreBackup": False}))
-    runner = subprocess.Popen([sys.executable, "-m", "pgbackup.runner.restore_request"], env=dict(os.environ),
+    runner = subprocess.Popen([sys.executable, "-m", "pgbackup.runner", "restore-request"], env=dict(os.environ),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(1200):  # wait until the check runs (the data is loaded by then)
@@ -364,7 +364,7 @@ def test_dry_run_changes_nothing(shop_backup: Backup, target: PgServer, tmp_path
     summary_file = restore_env(monkeypatch, tmp_path, shop_backup, target, request_doc(
         shop_backup, target, dryRun=True, target={"database": "app_dry", "overwrite": True}))
 
-    done = subprocess.run([sys.executable, "-m", "pgbackup.runner.restore_request", "--json"],
+    done = subprocess.run([sys.executable, "-m", "pgbackup.runner", "restore-request", "--json"],
                           capture_output=True, text=True, env=dict(os.environ), timeout=120)
 
     assert done.returncode == jobenv.EXIT_OK, done.stderr

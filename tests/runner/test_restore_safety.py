@@ -22,14 +22,14 @@ import pytest
 import yaml
 
 from pgbackup.api import jobenv
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.cli import main
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner import restore as restore_module
-from pgbackup.runner.manifest import Manifest
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.restore_request import run_restore_request
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.cli.main import main
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.restore import ddl as restore_module
+from pgbackup.runner.catalog.manifest import Manifest
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.fixtures.postgres import PgServer, backup_policy, load_sample, runner_env
 
@@ -243,7 +243,7 @@ def test_killed_restore_into_a_new_database_leaves_nothing_under_the_target_name
     final = f"killed_{entry.replace('-', '_')}"
     if entry == "restore-request":
         request_env(monkeypatch, tmp_path, taken, pg15, target={"database": final})
-        command = [sys.executable, "-m", "pgbackup.runner.restore_request"]
+        command = [sys.executable, "-m", "pgbackup.runner", "restore-request"]
         rerun: Any = run_restore_request
     else:
         args = ["restore", taken.manifest.id, "--policy", str(policy_file(tmp_path, taken)), "--target-database",

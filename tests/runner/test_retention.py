@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgbackup.api.policy import Compression, Retention
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.manifest import Manifest, ManifestObject
-from pgbackup.runner.pipeline import store_stream
-from pgbackup.runner.retention import NEWEST_SUCCESSFUL, NEWEST_VERIFIED, BackupRef, apply_retention, plan_retention
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
+from pgbackup.runner.storage.pipeline import store_stream
+from pgbackup.runner.backup.housekeeping import apply_retention
+from pgbackup.runner.catalog.retention import BackupRef, NEWEST_SUCCESSFUL, NEWEST_VERIFIED, plan_retention
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.runner.storage_support import fs_storage  # noqa: F401 - fixture
 

@@ -1,4 +1,4 @@
-"""Safe tar extraction (runner/safetar.py) on every Python from 3.11.0 on: the same refusals and the same
+"""Safe tar extraction (runner/restore/safetar.py) on every Python from 3.11.0 on: the same refusals and the same
 extracted files with tarfile's 'data' filter (3.11.4+) and with the runner's own member check (3.11.0-3.11.3,
 e.g. Debian 12's python3 3.11.2, which `scripts/test-system-python.sh` runs these tests under)."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.runner import safetar
-from pgbackup.runner.safetar import UnsafeArchive, extract_data
+from pgbackup.runner.restore import safetar
+from pgbackup.runner.restore.safetar import UnsafeArchive, extract_data
 
 PATHS = [pytest.param(False, id="own-check")] + ([pytest.param(True, id="data-filter")] if safetar.HAS_FILTERS else [])
 

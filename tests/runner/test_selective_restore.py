@@ -12,13 +12,13 @@ import pytest
 import yaml
 
 from pgbackup.api import jobenv
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.cli import main
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.restore_request import run_restore_request
-from pgbackup.runner.selective import ObjectNotInBackup, Selection, parse_toc, restore_selected
-from pgbackup.runner.pg import ConnParams
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.cli.main import main
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.restore.run import run_restore_request
+from pgbackup.runner.restore.selective import ObjectNotInBackup, Selection, parse_toc, restore_selected
+from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.storage.fs import FilesystemStorage
 from tests.fixtures.postgres import PgServer, backup_policy, load_sample, runner_env, table_digest
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pgbackup.api.policy import Compression, Storage as StorageSpec
-from pgbackup.runner.pipeline import store_stream
+from pgbackup.runner.storage.pipeline import store_stream
 from pgbackup.runner.storage.base import ObjectNotFound, StorageError
 from pgbackup.runner.storage.factory import open_storage
 from pgbackup.runner.storage.fs import FilesystemStorage, is_temp_name
@@ -110,7 +110,7 @@ def test_file_size_limit_fails_cleanly_and_removes_the_temp_file(tmp_path: Path)
         import os, resource, signal
         from pathlib import Path
         from pgbackup.api.policy import Compression
-        from pgbackup.runner.pipeline import store_stream
+        from pgbackup.runner.storage.pipeline import store_stream
         from pgbackup.runner.storage.base import StorageError
         from pgbackup.runner.storage.fs import FilesystemStorage
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

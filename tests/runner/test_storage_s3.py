@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from pgbackup.api.policy import Compression, Storage as StorageSpec
-from pgbackup.runner.pipeline import store_stream
+from pgbackup.runner.storage.pipeline import store_stream
 from pgbackup.runner.storage.base import ObjectNotFound, StorageError
 from pgbackup.runner.storage.factory import open_storage
 from pgbackup.runner.storage.s3 import S3Storage

@@ -20,20 +20,17 @@ import pyrage
 import pytest
 
 from pgbackup.api.policy import SqlCheck, VerifySpec
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.checks import compare_row_counts
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.manifest import MANIFEST_NAME, VERIFICATION_NAME
-from pgbackup.runner.pipeline import IdentityError
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.postgres.checks import compare_row_counts
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.catalog.manifest import MANIFEST_NAME, VERIFICATION_NAME
+from pgbackup.runner.storage.pipeline import IdentityError
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
-from pgbackup.runner.verify import (
-    add_verify_parser,
-    read_verification,
-    run_verification_command,
-    verify_backup,
-)
+from pgbackup.runner.cli.parser import add_verify_parser
+from pgbackup.runner.verify.record import read_verification
+from pgbackup.runner.verify.run import run_verification_command, verify_backup
 from tests.fixtures.postgres import EXPECTED_ROWS, PgServer, backup_policy, runner_env
 from tests.fixtures.s3 import S3Bucket
 

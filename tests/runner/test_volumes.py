@@ -18,15 +18,18 @@ import yaml
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import AppVolume, Compression
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.cli import main
-from pgbackup.runner.config import UsageError, policy_from_document
-from pgbackup.runner.manifest import Manifest, ManifestObject
-from pgbackup.runner.pipeline import store_stream
-from pgbackup.runner.restore_request import run_restore_request
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.cli.main import main
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
+from pgbackup.runner.storage.pipeline import store_stream
+from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.storage.fs import FilesystemStorage
-from pgbackup.runner.volumes import UnsafeArchive, backup_volume, restore_volume
+from pgbackup.runner.backup.volumes import backup_volume
+from pgbackup.runner.restore.safetar import UnsafeArchive
+from pgbackup.runner.restore.volumes import restore_volume
 from tests.fixtures.postgres import PgServer, backup_policy, runner_env
 
 Snapshot = dict[str, tuple[str, int, int, str]]

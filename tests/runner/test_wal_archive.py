@@ -18,16 +18,19 @@ import pytest
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import Compression
-from pgbackup.runner.backup import take_backup
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.cli import main
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.instance import ThrowawayPostgres, server_account, server_installations
-from pgbackup.runner.manifest import Manifest, PhysicalInfo
-from pgbackup.runner.pipeline import IdentityError, IntegrityError
+from pgbackup.runner.backup.run import take_backup
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.cli.main import main
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.account import server_account
+from pgbackup.runner.postgres.instance import ThrowawayPostgres
+from pgbackup.runner.postgres.tools import server_installations
+from pgbackup.runner.catalog.manifest import Manifest, PhysicalInfo
+from pgbackup.runner.storage.pipeline import IdentityError, IntegrityError
 from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.storage.fs import FilesystemStorage
-from pgbackup.runner.wal.archive import WalArchive, WalConflict, format_gap
+from pgbackup.runner.wal.archive import WalArchive, WalConflict
+from pgbackup.runner.wal.window import format_gap
 from pgbackup.runner.wal.xlog import WalSegment, next_segment, parse_segment_name
 from tests.fixtures.postgres import SETTINGS, SUPERUSER, SUPERUSER_PASSWORD, PgServer, backup_policy, bindir_for
 from tests.runner.storage_support import (  # noqa: F401 - fixtures

@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from pgbackup.api.policy import Retention
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.manifest import Manifest, PhysicalInfo
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.retention import apply_retention
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.manifest import Manifest, PhysicalInfo
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.backup.housekeeping import apply_retention
 from pgbackup.runner.storage.s3 import S3Storage
 from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.status import WalStateTracker

@@ -19,11 +19,12 @@ from typing import IO, Any
 import pytest
 
 from pgbackup.api.wal import WalStreamState
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.pg import ConnParams, find_tools
-from pgbackup.runner.pitr import PitrTarget, policy_server_env, restore_to_point
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.tools import find_tools
+from pgbackup.runner.restore.pitr import PitrTarget, policy_server_env, restore_to_point
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from pgbackup.runner.wal.archive import WalArchive

@@ -16,15 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.pg import ConnParams, find_tools
-from pgbackup.runner.pipeline import IntegrityError
-from pgbackup.runner.pitr import PitrTarget, policy_server_env, restore_to_point
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.tools import find_tools
+from pgbackup.runner.storage.pipeline import IntegrityError
+from pgbackup.runner.restore.pitr import PitrTarget, policy_server_env, restore_to_point
 from pgbackup.runner.storage.fs import FilesystemStorage
-from pgbackup.runner.wal.archive import PARTIAL_SUFFIX, WalArchive
-from pgbackup.runner.wal.stream import StreamObserver, WalStreamer
+from pgbackup.runner.wal.archive import WalArchive
+from pgbackup.runner.wal.listing import PARTIAL_SUFFIX
+from pgbackup.runner.wal.observer import StreamObserver
+from pgbackup.runner.wal.stream import WalStreamer
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy
 from tests.runner.wal_support import Running, conn_params, wait_until, wal_server
 

@@ -12,11 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgbackup.api.policy import Compression, Retention
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.manifest import Manifest, PhysicalInfo
-from pgbackup.runner.retention import apply_retention
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.manifest import Manifest, PhysicalInfo
+from pgbackup.runner.backup.housekeeping import apply_retention
 from pgbackup.runner.storage.fs import FilesystemStorage
-from pgbackup.runner.wal.archive import ArchivedSegment, WalArchive, find_gaps
+from pgbackup.runner.wal.archive import WalArchive
+from pgbackup.runner.wal.listing import ArchivedSegment
+from pgbackup.runner.wal.window import find_gaps
 from pgbackup.runner.wal.retention import plan_wal_retention
 from pgbackup.runner.wal.xlog import WalSegment, format_lsn, lsn_of_segment_start, segment_from_number
 from tests.runner.storage_support import fs_storage  # noqa: F401 - fixture

@@ -20,13 +20,17 @@ import pytest
 
 from pgbackup.api.wal import WalStreamState
 from pgbackup.builders.wal_state import evaluate_wal
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.config import UsageError, policy_from_document
-from pgbackup.runner.pg import ConnParams, find_tools
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.tools import find_tools
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.wal.archive import WalArchive
-from pgbackup.runner.wal.status import StatusServer, WalStateTracker, _age_of, _Sample, status_port
-from pgbackup.runner.wal.stream import WalStreamer, default_slot_name, receiver_slot_name
+from pgbackup.runner.wal.status import WalStateTracker, _age_of, _Sample
+from pgbackup.runner.wal.status_server import StatusServer, status_port
+from pgbackup.runner.wal.slots import default_slot_name, receiver_slot_name
+from pgbackup.runner.wal.stream import WalStreamer
 from pgbackup.runner.wal.xlog import parse_lsn
 from tests.fixtures.postgres import SUPERUSER_PASSWORD, PgFactory, PgServer, backup_policy, free_port
 from tests.runner.wal_support import Running, clean_up_stream_command, conn_params, switch_wal, wait_until, wal_server

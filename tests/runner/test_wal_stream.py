@@ -16,16 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.runner.backup import backup_command
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import policy_from_document
-from pgbackup.runner.pg import ConnParams, find_tools
-from pgbackup.runner.pitr import PitrTarget, policy_server_env, restore_to_point
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.tools import find_tools
+from pgbackup.runner.restore.pitr import PitrTarget, policy_server_env, restore_to_point
 from pgbackup.runner.storage.base import Storage
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from pgbackup.runner.wal.archive import WalArchive
-from pgbackup.runner.wal.stream import WalStreamer, default_slot_name, receiver_slot_name
+from pgbackup.runner.wal.slots import default_slot_name, receiver_slot_name
+from pgbackup.runner.wal.stream import WalStreamer
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy
 from tests.fixtures.s3 import S3Bucket
 from tests.runner.wal_support import (

@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pgbackup.runner.catalog.manifest import PhysicalInfo
+from pgbackup.runner.restore.pitr import segment_size_of
 from pgbackup.runner.wal.xlog import (
     DEFAULT_SEGMENT_SIZE,
     WalSegment,
@@ -124,3 +126,15 @@ def test_segment_size_inference_is_never_wrong(lsn: int, timeline: int, seg_size
 
     inferred = infer_segment_size(lsn, timeline, segment_of(lsn, timeline, seg_size).name)
     assert inferred in (seg_size, None)
+
+
+def test_pitr_reads_the_segment_size_of_a_base_backup_that_starts_a_log() -> None:
+    """A base backup of a default (16 MiB) server that starts in the first MiB of a log fits every segment size;
+    PITR plans with 16 MiB segments then, as WAL status and retention do (it took 1 MiB, the smallest fitting
+    size, and named the WAL range in 1 MiB segments)."""
+    class Base:
+        physical = PhysicalInfo(start_lsn="1/28", stop_lsn="1/2000100", timeline=1,
+                                start_wal_segment="000000010000000100000000",
+                                stop_wal_segment="000000010000000100000002")
+
+    assert segment_size_of(Base()) == DEFAULT_SEGMENT_SIZE  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ def unused_uid() -> int:
 
 
 def _probe(prefix: list[str]) -> str:
-    done = subprocess.run([*prefix, sys.executable, "-c", "import sys, pgbackup.runner.cli; print(sys.version)"],
+    done = subprocess.run([*prefix, sys.executable, "-c", "import sys, pgbackup.runner.cli.main; print(sys.version)"],
                           capture_output=True, text=True, cwd="/", env={"PATH": os.environ.get("PATH", ""), "HOME": "/"},
                           timeout=120)
     return done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"
@@ -78,7 +78,7 @@ def chown_tree(path: Path, uid: int) -> None:
 @contextmanager
 def uid_workspace(uid: int) -> Iterator[Path]:
     """A private directory owned by `uid` (its home and scratch in the tests), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="pgbackup-test-uid-"))
+    path = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX))
     os.chmod(path, 0o700)
     os.chown(path, uid, uid)
     try:
@@ -87,9 +87,14 @@ def uid_workspace(uid: int) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+WORKSPACE_PREFIX = "pgbackup-test-uid-"
+
+
 def owned_by(uid: int, directory: Path) -> list[Path]:
-    """Entries of `directory` owned by `uid`: what a run under that UID left where it should not write."""
-    return [p for p in directory.iterdir() if p.lstat().st_uid == uid]
+    """Entries of `directory` owned by `uid`: what a run under that UID left where it should not write. The
+    workspaces of `uid_workspace` are not counted: test runs in other checkouts on the same machine make and remove
+    theirs (owned by the same first free UID) at any moment."""
+    return [p for p in directory.iterdir() if p.lstat().st_uid == uid and not p.name.startswith(WORKSPACE_PREFIX)]
 
 
 def runner_env(**values: str) -> dict[str, str]:

@@ -8,8 +8,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.wal.stream import WalStreamer, receiver_slot_name
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.wal.slots import receiver_slot_name
+from pgbackup.runner.wal.stream import WalStreamer
 from tests.fixtures.postgres import PgFactory, PgServer
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY_LUA = ROOT / "argocd" / "backuppolicy.lua"
@@ -106,11 +105,10 @@ def test_failed_restore_carries_the_error(tmp_path: Path) -> None:
     assert health(RESTORE_LUA, obj, tmp_path) == ("Degraded", "Restore failed: backup 20261123T020000Z not found")
 
 
-def test_readme_snippet_carries_the_tested_lua() -> None:
-    """The argocd-cm snippet users copy from the README is exactly the Lua these tests run."""
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("```yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: argocd-cm")
-    block = readme[start + len("```yaml\n"):readme.index("```\n", start + 3)]
-    data = yaml.safe_load(block)["data"]
-    assert data["resource.customizations.health.pgbackup.dev_BackupPolicy"] == POLICY_LUA.read_text()
-    assert data["resource.customizations.health.pgbackup.dev_RestoreRequest"] == RESTORE_LUA.read_text()
+def test_the_docs_show_the_tested_lua() -> None:
+    """The Argo CD page shows (and its jq command installs) exactly the files these tests run, by inclusion."""
+    page = (ROOT / "docs" / "monitoring.md").read_text()
+    for lua in (POLICY_LUA, RESTORE_LUA):
+        path = lua.relative_to(ROOT).as_posix()
+        assert f'--8<-- "{path}"' in page, f"docs/monitoring.md no longer includes {path}"
+        assert "--rawfile" in page and path in page

@@ -110,6 +110,14 @@ def test_env_carries_request_and_policy_but_no_secret_values() -> None:
     assert env["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "s3-creds", "key": "secretAccessKey"}}
 
 
+def test_no_owner_and_no_privileges_reach_the_runner_and_default_to_keeping_both() -> None:
+    default = json.loads(env_of(build_restore_job(request(), SETTINGS, "restore"))["PGBACKUP_RESTORE"])
+    assert default["spec"].get("noOwner", False) is False and default["spec"].get("noPrivileges", False) is False
+    job = build_restore_job(request(noOwner=True, noPrivileges=True), SETTINGS, "restore")
+    document = json.loads(env_of(job)["PGBACKUP_RESTORE"])
+    assert document["spec"]["noOwner"] is True and document["spec"]["noPrivileges"] is True
+
+
 def test_names_are_deterministic_short_and_distinct_per_request_uid() -> None:
     long_name = "a" * 253
     name = restore_job_name(long_name, UID, "restore")
@@ -183,3 +191,11 @@ def test_failure_reasons(condition: str, state: dict[str, Any], reason: str, tex
 
 def test_a_running_job_has_no_outcome_yet() -> None:
     assert read_step_outcome({"metadata": {"name": "x"}, "status": {"active": 1}}, []) is None
+
+
+def test_a_runner_killed_for_memory_says_so_and_what_to_raise() -> None:
+    job = finished("Failed", "BackoffLimitExceeded")
+    job["status"]["conditions"][0]["message"] = "Job has reached the specified backoff limit"
+    outcome = read_step_outcome(job, pod_with({"terminated": {"exitCode": 137, "reason": "OOMKilled"}}))
+    assert outcome is not None and not outcome.succeeded and outcome.reason == "OOMKilled"
+    assert "more memory than its limit" in outcome.message and "spec.jobTemplate.resources.limits.memory" in outcome.message

@@ -123,3 +123,14 @@ def test_backups_that_retention_deleted_leave_status() -> None:
     assert result is not None
     assert [b["id"] for b in record_result({**status, **patch}, result, 1, NOW)["backups"]] == [
         "20261124T020000Z", *kept]
+
+
+def test_a_backup_that_needed_storage_retries_says_so_in_its_event_and_condition() -> None:
+    result = read_result(job("Complete"), [pod(summary("20261123T020000Z", storage_retries=40))])
+    assert result is not None
+    reason, message = event_for(result)
+    assert reason == "BackupSucceeded" and "40 storage requests were retried" in message
+    condition = record_result({}, result, 1, NOW)["conditions"][0]
+    assert "40 storage requests were retried" in condition["message"]
+    calm = read_result(job("Complete"), [pod(summary("20261123T020000Z"))])
+    assert calm is not None and "retried" not in event_for(calm)[1]

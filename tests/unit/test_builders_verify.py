@@ -8,7 +8,7 @@ from typing import Any
 from pgbackup.api import BackupPolicySpec, BackupPolicyStatus, JobSummary, jobenv
 from pgbackup.builders.cronjob import ANNOTATION_SPEC_HASH, build_cronjob
 from pgbackup.builders.names import CRONJOB_NAME_MAX, JOB_NAME_MAX, verify_cronjob_name, verify_job_name
-from pgbackup.builders.verification import read_verification, record_verification
+from pgbackup.builders.verification import describe, read_verification, record_verification
 from pgbackup.builders.verify_job import build_verify_cronjob, build_verify_job
 from tests.unit.test_builders import DNS_LABEL, SETTINGS, s3_spec
 
@@ -157,3 +157,24 @@ def test_an_older_backups_late_verification_does_not_replace_the_newer_verdict()
     patch = record_verification(newer, outcome, 1, "2026-11-23T03:00:00Z")
     assert patch["backups"][1]["verification"]["reason"] == "CheckFailed"
     assert "conditions" not in patch and "measured" not in patch
+
+
+def test_an_image_without_the_backups_major_records_not_possible_not_failed() -> None:
+    """The verification Job exits 3 with ServerBinariesMissing: the backup is not judged (phase NotPossible,
+    condition Verified Unknown), and the message says which major is missing and what to install."""
+    error = ("no PostgreSQL 15 server binaries (initdb, pg_ctl, postgres) to restore into: found 18 "
+             "(/usr/lib/postgresql/18/bin). Install postgresql-15")
+    summary = JobSummary(kind="verify", phase="Failed", backup_id=BACKUP_ID, reason="ServerBinariesMissing",
+                         error=error)
+    outcome = read_verification(*finished_verify_job(summary, "Failed"))
+    assert outcome is not None and outcome.phase == "NotPossible"
+    patch = record_verification(STATUS, outcome, 1, "2026-11-23T03:00:00Z")
+    verification = patch["backups"][0]["verification"]
+    assert (verification["phase"], verification["reason"]) == ("NotPossible", "ServerBinariesMissing")
+    assert "postgresql-15" in verification["message"]
+    assert patch["lastBackup"]["verified"] is False
+    verified = next(c for c in patch["conditions"] if c["type"] == "Verified")
+    assert (verified["status"], verified["reason"]) == ("Unknown", "ServerBinariesMissing")
+    assert "not judged" in verified["message"] and "PostgreSQL 15" in verified["message"]
+    assert describe(outcome)[0] == "VerificationNotPossible"
+    BackupPolicyStatus.model_validate({**STATUS, **patch})

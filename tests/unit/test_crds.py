@@ -222,7 +222,7 @@ def test_restore_request_printer_columns() -> None:
     assert columns["Backup"]["jsonPath"] == ".status.plan.backup"
     assert columns["Requested"] == {**columns["Requested"], "jsonPath": ".spec.backup", "priority": 1}
     assert columns["Target"]["jsonPath"] == ".spec.target.database"
-    assert columns["Duration"] == {**columns["Duration"], "jsonPath": ".status.result.restoreSeconds", "type": "number"}
+    assert columns["Duration"] == {**columns["Duration"], "jsonPath": ".status.duration", "type": "string"}
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

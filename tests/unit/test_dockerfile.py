@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pgbackup.runner.postgres.tools import DEBIAN_ROOT, SUPPORTED_MAJORS
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 PG_MAJOR = "18"
@@ -61,13 +63,29 @@ def test_postgresql_from_the_postgresql_project() -> None:
     run = " ".join(args for keyword, args in instructions() if keyword == "RUN")
     assert "/usr/share/postgresql-common/pgdg/apt.postgresql.org.sh" in run, "apt.postgresql.org via Debian's script"
     assert f"ARG PG_MAJOR={PG_MAJOR}" in DOCKERFILE.read_text()
-    for package in ('"postgresql-${PG_MAJOR}"', '"postgresql-client-${PG_MAJOR}"',
-                    '"postgresql-${PG_MAJOR}-pgvector"', " age ", " zstd "):
+    for package in ('"postgresql-client-${PG_MAJOR}"', " age ", " zstd "):
         assert package in run, f"{package} is not installed"
     assert "create_main_cluster" in run, "installing the server must not create a cluster in the image"
     assert "rm -rf /var/lib/apt/lists/*" in run
     env = " ".join(args for keyword, args in instructions() if keyword == "ENV")
     assert "/usr/lib/postgresql/${PG_MAJOR}/bin" in env, "pg_dump, initdb and pg_ctl of the major on PATH"
+
+
+def test_every_supported_major_is_in_the_image_with_pgvector() -> None:
+    """Physical verification and PITR need a server of the backup's own major: the image carries each one the
+    runner supports, where the runner looks first (/usr/lib/postgresql/<major>/bin), with pgvector for each."""
+    text = DOCKERFILE.read_text()
+    majors = re.search(r'^ARG PG_MAJORS="([\d ]+)"$', text, re.M)
+    assert majors is not None, "ARG PG_MAJORS lists the PostgreSQL majors the image carries"
+    assert tuple(int(m) for m in majors.group(1).split()) == SUPPORTED_MAJORS
+    assert f"ARG PG_MAJOR={max(SUPPORTED_MAJORS)}" in text, "the newest major's programs are on PATH"
+    run = " ".join(args for keyword, args in instructions() if keyword == "RUN")
+    assert 'read -ra majors <<< "${PG_MAJORS}"' in run
+    assert 'packages+=("postgresql-${major}" "postgresql-${major}-pgvector")' in run
+    assert '"${packages[@]}"' in run.split("apt-get install -y --no-install-recommends")[-1]
+    assert f'"{DEBIAN_ROOT}/${{major}}/bin/initdb" --version' in run, "the build proves every major's server"
+    labels = " ".join(args for keyword, args in instructions() if keyword == "LABEL")
+    assert 'dev.pgbackup.postgresql-majors="${PG_MAJORS}"' in labels
 
 
 def test_libnss_wrapper_gives_any_uid_a_passwd_entry() -> None:
@@ -126,5 +144,6 @@ def test_dockerignore_keeps_the_context_small_and_clean() -> None:
     for needed in ("pyproject.toml", "README.md", "operator/pgbackup/__init__.py", "operator/pgbackup/api/base.py"):
         assert not ignored(needed, patterns), f"{needed} is needed by the build but ignored"
     for unwanted in (".git/config", ".venv/bin/python", ".tools/bin/helm", "tests/unit/test_chart.py",
-                     "operator/pgbackup/__pycache__/x.pyc", ".env", "secrets/tls.key", "operator/x.egg-info/PKG"):
+                     "operator/pgbackup/__pycache__/x.pyc", ".env", "secrets/tls.key", "operator/x.egg-info/PKG",
+                     "bench/cli.py"):
         assert ignored(unwanted, patterns), f"{unwanted} would be sent to the Docker daemon"

@@ -114,6 +114,20 @@ def test_passed_verification_of_an_older_backup_counts_until_a_newer_one_is_chec
     assert values["pgbackup_last_verification_restore_seconds"] == 12.5
 
 
+def test_a_verification_the_image_cannot_run_counts_as_unverified() -> None:
+    """NotPossible (no server of the backup's major in the image) must not leave an older pass standing:
+    the 'verification failing' alert fires until the image fits."""
+    status = {"backups": [
+        backup("20261123T020000Z", 100, verification={"phase": "NotPossible", "reason": "ServerBinariesMissing",
+                                                       "checkedAt": "2026-11-23T03:00:00Z"}),
+        backup("20261122T020000Z", 100, verification={"phase": "Passed", "restoreSeconds": 12.5,
+                                                       "checkedAt": "2026-11-22T03:00:00Z"}),
+    ]}
+    values = policy_values(policy(status), NOW)
+    assert values["pgbackup_last_verification_success"] == 0.0
+    assert values["pgbackup_last_verification_timestamp_seconds"] == ts("2026-11-23T03:00:00Z")
+
+
 def test_wal_metrics_are_absent_while_wal_is_off_and_archiving_ok_is_zero_without_condition() -> None:
     assert not any(name.startswith("pgbackup_wal") for name in policy_values(policy({}), NOW))
     values = policy_values(policy({}, wal={"enabled": True}), NOW)

@@ -45,7 +45,7 @@ def test_status_row_shows_last_backup_age_size_verification_and_objectives() -> 
     assert row["lastBackup"] == "20261123T020000Z"
     assert row["age"] == "9h55m"
     assert row["size"] == "3.0 MiB"
-    assert row["verified"] == "yes"
+    assert row["verified"] == "passed"
     assert row["ready"] == "True"
     assert row["rpo"] == "9h55m/24h" and row["rto"] == "40s/30m"  # the RPO: the recovery point's age now
     assert row["walLag"] == "12s"
@@ -105,6 +105,25 @@ def test_catalog_lists_backups_newest_first_with_verification() -> None:
     assert first.split() == ["20261123T020000Z", "logical", "Completed", "2026-11-23T02:05:00Z", "3.0", "MiB",
                              "Passed"]
     assert second.split()[0] == "20261122T020000Z" and second.endswith("Failed (RowCountMismatch)")
+
+
+def test_verified_tells_passed_from_failed_from_not_yet() -> None:
+    def shown(**last: Any) -> tuple[str, str]:
+        policy = healthy_policy()
+        policy["status"]["lastBackup"] = {"id": "20261123T020000Z", "phase": "Completed", **last}
+        status_line = render.status_screen([policy], NOW).splitlines()[1]
+        return render.policy_row(policy, NOW)["verified"], status_line
+
+    for last, expected in (({"verified": True}, "passed"), ({"verified": False}, "failed"), ({}, "not yet")):
+        value, line = shown(**last)
+        assert value == expected and f"   {expected}   " in line
+        assert f"  Verified: {expected}" in render.last_backup({"phase": "Completed", **last})
+    failed_backup = {"phase": "Failed", "error": "disk full"}
+    assert shown(**failed_backup)[0] == "-" and "Verified" not in render.last_backup(failed_backup)
+
+    policy = healthy_policy()
+    policy["status"]["backups"][0].pop("verification")
+    assert render.catalog(policy).splitlines()[1].endswith("   not yet")
 
 
 def test_empty_catalog_says_so() -> None:

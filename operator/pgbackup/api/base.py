@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -24,7 +24,7 @@ class ApiModel(BaseModel):
         use_attribute_docstrings=True,
     )
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         """The JSON-compatible dict as Kubernetes stores it (camelCase, no unset optional fields)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 

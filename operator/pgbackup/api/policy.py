@@ -277,12 +277,16 @@ class Objectives(ApiModel):
 NotificationEvent = Literal["BackupFailed", "BackupSucceeded", "VerificationFailed", "ObjectivesMissed", "WALArchivingFailed"]
 
 
+def _default_notification_events() -> list[NotificationEvent]:
+    return ["BackupFailed", "VerificationFailed"]
+
+
 class WebhookNotification(ApiModel):
     """A webhook that receives JSON events."""
 
     url_secret: SecretKeyRef
     """Secret key holding the webhook URL (URLs often embed tokens)."""
-    events: list[NotificationEvent] = Field(default_factory=lambda: ["BackupFailed", "VerificationFailed"])
+    events: list[NotificationEvent] = Field(default_factory=_default_notification_events)
     """Event types to send."""
 
 
@@ -475,10 +479,12 @@ class BackupPolicySpec(ApiModel):
 class VerificationResult(StatusModel):
     """The outcome of restoring one backup into a throwaway PostgreSQL."""
 
-    phase: Literal["Pending", "Running", "Passed", "Failed"]
-    """Pending, Running, Passed or Failed."""
+    phase: Literal["Pending", "Running", "Passed", "Failed", "NotPossible"]
+    """Pending, Running, Passed, Failed, or NotPossible: the operator image cannot restore this backup (no
+    PostgreSQL server of the backup's major version); the backup itself was not judged."""
     reason: str | None = None
-    """RestoreVerified, RowCountMismatch, CheckFailed or RestoreFailed."""
+    """RestoreVerified, RowCountMismatch, CheckFailed or RestoreFailed; for NotPossible ServerBinariesMissing; an
+    environment problem (e.g. IdentityMissing) when the backup could not be judged."""
     message: str | None = None
     """Details when it failed."""
     restore_seconds: float | None = None

@@ -133,6 +133,15 @@ class RestoreRequestSpec(ApiModel):
     """Databases of the backup to restore; empty = all of them (a single one may be renamed with target.database)."""
     include_globals: bool = False
     """Also restore roles and tablespaces."""
+    no_owner: bool = False
+    """Do not give the restored objects (and the database) their original owners: everything belongs to the
+    restoring user (pg_restore --no-owner). Needed when that user is not a superuser and not a member of the
+    owners' roles; off by default, so a restore never changes ownership without being asked to. Point-in-time
+    copies are always restored this way."""
+    no_privileges: bool = False
+    """Do not restore the backup's GRANTs and REVOKEs (pg_restore --no-privileges), on the objects and on the
+    database: everything gets the default privileges, which can be wider than before (a REVOKE from PUBLIC is
+    not replayed). Off by default. Also for point-in-time copies."""
     include: RestoreInclude | None = None
     """Restore only these schemas/tables of a logical backup (into a new database, or with target.overwrite
     replacing just those tables of the existing one); the rest of the target is left untouched."""
@@ -244,6 +253,9 @@ class RestoreRequestStatus(StatusModel):
     """The result."""
     job_name: str | None = None
     """The restore Job."""
+    duration: str | None = None
+    """How long the restore took, for people ('1.6s', '1m13s', '2h3m'; the DURATION column); the exact
+    seconds are in result.restoreSeconds."""
     quiesce: list[QuiescedWorkload] | None = None
     """Workloads scaled to zero for the restore and their previous replica counts (recorded before scaling)."""
     error: str | None = None

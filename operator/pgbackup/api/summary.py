@@ -78,6 +78,10 @@ class JobSummary(StatusModel):
     """Backup Jobs: ids of the backups in storage after this run's retention, newest first (at most 20); absent
     when retention did not finish (catalog-sync Jobs: the ids storage holds). The operator drops every other id from status.backups."""
 
+    storage_retries: int | None = None
+    """Storage requests of this run that failed (throttling, 5xx, timeouts) and were retried; absent when none. The
+    run's outcome does not depend on it, but a count that keeps growing means a flaky or overloaded store."""
+
     def to_termination_message(self) -> str:
         """Serialise within the 4096-byte limit: shorten a restore's plan/result lists, then the error."""
         text = self.model_dump_json(by_alias=True, exclude_none=True)

@@ -33,7 +33,7 @@ POLICY_GAUGES: dict[str, str] = {
     "pgbackup_backups": "Backups listed in status.backups (the newest 20 at most)",
     "pgbackup_backups_size_bytes": "Sum of the sizes of the backups in status.backups",
     "pgbackup_backup_size_median_bytes": "Median size of the last 7 Completed backups before the newest",
-    "pgbackup_last_verification_success": "1 when the newest verification passed, 0 when it failed",
+    "pgbackup_last_verification_success": "1 when the newest verification passed, 0 when it failed or was not possible",
     "pgbackup_last_verification_timestamp_seconds": "When the newest verification finished (Unix seconds)",
     "pgbackup_last_verification_restore_seconds": "How long the newest verification restore took",
     "pgbackup_rpo_seconds": "Measured recovery point objective (age of the newest verified recovery point)",
@@ -117,7 +117,7 @@ def _failure_time(status: Mapping[str, Any], records: list[dict[str, Any]]) -> f
 def _newest_verification(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     for record in sorted(records, key=lambda r: str(r.get("id") or ""), reverse=True):
         verification = record.get("verification") or {}
-        if verification.get("phase") in ("Passed", "Failed"):
+        if verification.get("phase") in ("Passed", "Failed", "NotPossible"):  # NotPossible: unverified, 0
             return dict(verification)
     return None
 

@@ -17,6 +17,7 @@ _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "
 Phase = Literal["Completed", "Failed", "Unknown"]
 """Unknown: the Job completed but left no summary, so nothing says whether a backup was stored."""
 NO_SUMMARY = "NoSummary"
+OOM_KILLED = "OOMKilled"
 OUTCOME_UNKNOWN_EVENT = "BackupOutcomeUnknown"
 
 
@@ -69,6 +70,11 @@ def failure_without_summary(job: dict[str, Any], pods: list[dict[str, Any]]) -> 
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _IMAGE_PULL_REASONS:
             return waiting["reason"], waiting.get("message") or f"the backup container could not start ({waiting['reason']})"
+        for state_key in ("state", "lastState"):
+            if ((status.get(state_key) or {}).get("terminated") or {}).get("reason") == OOM_KILLED:
+                return OOM_KILLED, (f"the runner container was killed for using more memory than its limit "
+                                    f"({OOM_KILLED}, exit 137) and left no summary; raise the BackupPolicy's "
+                                    f"spec.jobTemplate.resources.limits.memory (or lower logical.jobs)")
     stuck = stuck_volume_message(job, pods)
     for condition in job.get("status", {}).get("conditions") or []:
         if condition.get("type") == "Failed" and condition.get("status") == "True":
@@ -112,6 +118,15 @@ def human_size(size: int | None) -> str | None:
     return None  # unreachable
 
 
+def retries_note(summary: JobSummary | None, job_name: str) -> str:
+    """'; 40 storage requests were retried ...' when the run needed retries (a flaky store), else ''."""
+    retries = summary.storage_retries if summary is not None else None
+    if not retries:
+        return ""
+    return (f"; {retries} storage request{'s were' if retries != 1 else ' was'} retried after errors (a flaky or "
+            f"overloaded store? see the s3.retry lines of `kubectl logs job/{job_name}`)")
+
+
 def event_for(result: BackupResult) -> tuple[str, str]:
     """(reason, message) of the Event on the policy."""
     summary = result.summary
@@ -120,7 +135,8 @@ def event_for(result: BackupResult) -> tuple[str, str]:
         duration = f"{summary.duration_seconds:.0f}s" if summary and summary.duration_seconds is not None else None
         what = f"backup {summary.backup_id}" if summary and summary.backup_id else "backup"
         details = ", ".join(part for part in (size, f"in {duration}" if duration else None) if part)
-        return "BackupSucceeded", f"{what} completed by Job {result.job_name}" + (f": {details}" if details else "")
+        message = f"{what} completed by Job {result.job_name}" + (f": {details}" if details else "")
+        return "BackupSucceeded", message + retries_note(summary, result.job_name)
     if result.phase == "Unknown":
         return OUTCOME_UNKNOWN_EVENT, result.message
     return "BackupFailed", f"backup Job {result.job_name} failed ({result.reason}): {result.message}"

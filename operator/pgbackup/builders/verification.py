@@ -6,14 +6,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pgbackup.api.summary import JobSummary
-from pgbackup.builders.conditions import set_condition
+from pgbackup.builders.conditions import Status, set_condition
 from pgbackup.builders.results import failure_without_summary, job_outcome, termination_message
 from pgbackup.builders.verify_job import ANNOTATION_VERIFY_BACKUP_ID
 
 VERIFIED = "Verified"
 VERDICT_REASONS = frozenset({"RestoreVerified", "RowCountMismatch", "CheckFailed", "RestoreFailed"})
+# This image cannot verify the backup at all (no server of its major): no verdict on the backup, nothing to retry.
+NOT_POSSIBLE_REASONS = frozenset({"ServerBinariesMissing"})
 
-VerificationPhase = Literal["Passed", "Failed"]
+VerificationPhase = Literal["Passed", "Failed", "NotPossible"]
+_CONDITION: dict[VerificationPhase, Status] = {"Passed": "True", "Failed": "False", "NotPossible": "Unknown"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ def read_verification(job: dict[str, Any], pods: list[dict[str, Any]]) -> Verifi
         passed = outcome == "Completed" and summary.phase == "Completed" and summary.reason == "RestoreVerified"
         reason = summary.reason or ("RestoreVerified" if passed else "VerificationFailed")
         message = summary.error or ("restored and checked" if passed else f"the verification failed ({reason})")
-        return VerificationOutcome(name, summary.backup_id or requested, "Passed" if passed else "Failed", reason,
+        phase: VerificationPhase = ("Passed" if passed else
+                                    "NotPossible" if reason in NOT_POSSIBLE_REASONS else "Failed")
+        return VerificationOutcome(name, summary.backup_id or requested, phase, reason,
                                    message, summary.restore_seconds, _iso(summary))
     if outcome == "Completed":
         return VerificationOutcome(name, requested, "Failed", "NoSummary",
@@ -67,6 +72,9 @@ def describe(outcome: VerificationOutcome) -> tuple[str, str]:
         return "VerificationSucceeded", (f"{backup} restored into a throwaway PostgreSQL in "
                                          f"{_seconds(outcome.restore_seconds)} and passed its checks "
                                          f"(Job {outcome.job_name})")
+    if outcome.phase == "NotPossible":
+        return "VerificationNotPossible", (f"{backup} cannot be verified by this image ({outcome.reason}); the "
+                                           f"backup itself was not judged. Job {outcome.job_name}: {outcome.message}")
     if outcome.reason in VERDICT_REASONS:
         what = f"{backup} failed verification ({outcome.reason})"
     else:  # the environment, not the backup: the verdict on the backup is still open
@@ -89,7 +97,7 @@ def record_verification(status: dict[str, Any], outcome: VerificationOutcome, ge
     checked_at = outcome.checked_at or now
     result = {"phase": outcome.phase, "reason": outcome.reason, "restoreSeconds": outcome.restore_seconds,
               "checkedAt": checked_at}
-    if outcome.phase == "Failed":
+    if outcome.phase != "Passed":
         result["message"] = outcome.message
     result = {key: value for key, value in result.items() if value is not None}
 
@@ -108,8 +116,8 @@ def record_verification(status: dict[str, Any], outcome: VerificationOutcome, ge
     if not _newer_verification_recorded(list(status.get("backups") or []), outcome.backup_id):
         _, message = describe(outcome)
         patch["conditions"] = set_condition(list(status.get("conditions") or []), VERIFIED,
-                                            "True" if outcome.phase == "Passed" else "False", outcome.reason,
-                                            message, generation, now)
+                                            _CONDITION[outcome.phase],
+                                            outcome.reason, message, generation, now)
         if outcome.restore_seconds is not None:
             patch["measured"] = {"rtoSeconds": outcome.restore_seconds}  # merge patch: recoveryPoint is kept
     return patch

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 
+from pgbackup import installed_version
 from pgbackup.builders.pod import JobSettings
 from pgbackup.builders.size_anomaly import DEFAULT_THRESHOLD as DEFAULT_SIZE_ANOMALY_THRESHOLD
 from pgbackup.builders.wal_state import DEFAULT_LAG_THRESHOLD_SECONDS
@@ -15,11 +15,7 @@ DEFAULT_WAL_STATUS_URL_TEMPLATE = "http://{service}.{namespace}.svc:{port}/statu
 
 
 def _default_image() -> str:
-    try:
-        tag = version("pgbackup-operator")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        tag = "dev"
-    return f"ghcr.io/pgbackup/pgbackup-operator:{tag}"
+    return f"ghcr.io/pgbackup/pgbackup-operator:{installed_version()}"  # ':dev' from a never-installed tree
 
 
 @dataclass(frozen=True)

@@ -104,16 +104,24 @@ async def policy_bodies(name: str, namespace: str | None, body: kopf.Body, meta:
     return {key: trimmed}
 
 
-@kopf.on.startup()
+# kopf passes an index to a handler as the keyword argument of its name, but its handler protocols (ActivityFn,
+# ChangingFn) cannot express such extra arguments yet (kopf's callbacks.py: "TODO ... ParamSpec to support index
+# type checking"), hence the narrow ignore on the handlers that take an index.
+@kopf.on.startup()  # type: ignore[arg-type]
 async def start_background(policy_bodies: kopf.Index[PolicyKey, PolicyBody], **_: Any) -> None:
     global _loop
-    await stop_background()
+    await _stop()
     _loop = _Loop(index=policy_bodies, pool=ThreadPoolExecutor(WORKERS, thread_name_prefix="pgbackup-background"))
     _loop.task = asyncio.create_task(_run(_loop), name="pgbackup background walks")
 
 
 @kopf.on.cleanup()
 async def stop_background(**_: Any) -> None:
+    await _stop()
+
+
+async def _stop() -> None:
+    """Cancel the background loop, if one runs, and let go of its threads."""
     global _loop
     running, _loop = _loop, None
     if running is None:

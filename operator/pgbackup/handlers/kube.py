@@ -278,17 +278,61 @@ def delete_owned_service(namespace: str, name: str, policy_name: str) -> bool:
     return _delete_owned(namespace, name, policy_name, core.read_namespaced_service, core.delete_namespaced_service)
 
 
-# ------------------------------------------------------------------ BackupPolicies
+# ------------------------------------------------------------------ pgbackup.dev objects and their status
+
+StatusChanges = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 
 
-def get_policy(namespace: str, name: str) -> dict[str, Any] | None:
+def _get_custom(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
     custom = kubernetes.client.CustomObjectsApi(client())
     try:
-        return _json(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, POLICIES, name, _preload_content=False))
+        return _json(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name,
+                                                         _preload_content=False))
     except ApiException as error:
         if is_status(error, 404):
             return None
         raise
+
+
+def _patch_status(plural: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None) -> None:
+    """Merge-patch status through the status subresource; with a resourceVersion, a concurrent change
+    makes the server answer 409 so the caller can re-read and retry instead of losing an update."""
+    custom = kubernetes.client.CustomObjectsApi(client())
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, body,
+                                                 _content_type=MERGE_PATCH)
+
+
+def _update_status(kind: str, plural: str, namespace: str, name: str, changes: StatusChanges,
+                   attempts: int) -> dict[str, Any] | None:
+    """Read-modify-write of an object's status: `changes(obj, status)` returns the fields to merge-patch (empty:
+    nothing to write). Several handlers write one object's status (`status.conditions` of a policy: the policy and
+    the Job handlers; a RestoreRequest: the request and the restore-Job handlers), so each write carries the
+    resourceVersion it was computed from and is retried, from a fresh read, on 409 Conflict.
+    Returns the object as read, or None when it no longer exists."""
+    for _attempt in range(attempts):
+        obj = _get_custom(plural, namespace, name)
+        if obj is None:
+            return None
+        patch = changes(obj, obj.get("status") or {})
+        if not patch:
+            return obj
+        try:
+            _patch_status(plural, namespace, name, patch, obj.get("metadata", {}).get("resourceVersion"))
+            return obj
+        except ApiException as error:
+            if not is_status(error, 409):
+                raise
+    raise RuntimeError(f"{kind} {namespace}/{name} changed {attempts} times while its status was written")
+
+
+# ------------------------------------------------------------------ BackupPolicies
+
+
+def get_policy(namespace: str, name: str) -> dict[str, Any] | None:
+    return _get_custom(POLICIES, namespace, name)
 
 
 def list_policies(namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -304,38 +348,15 @@ def list_policies(namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     return items
 
 
-def update_policy_status(namespace: str, name: str,
-                         changes: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+def update_policy_status(namespace: str, name: str, changes: StatusChanges,
                          attempts: int = 5) -> dict[str, Any] | None:
-    """Read-modify-write of a policy's status: `changes(policy, status)` returns the fields to merge-patch
-    (empty: nothing to write). Two writers (the policy and the Job handlers) share `status.conditions`, so
-    each write carries the resourceVersion it was computed from and is retried on 409 Conflict.
-    Returns the policy as read, or None when it no longer exists."""
-    for _attempt in range(attempts):
-        policy = get_policy(namespace, name)
-        if policy is None:
-            return None
-        patch = changes(policy, policy.get("status") or {})
-        if not patch:
-            return policy
-        try:
-            patch_policy_status(namespace, name, patch, policy.get("metadata", {}).get("resourceVersion"))
-            return policy
-        except ApiException as error:
-            if not is_status(error, 409):
-                raise
-    raise RuntimeError(f"BackupPolicy {namespace}/{name} changed {attempts} times while its status was written")
+    """Read-modify-write of a policy's status (see _update_status); None when the policy no longer exists."""
+    return _update_status("BackupPolicy", POLICIES, namespace, name, changes, attempts)
 
 
 def patch_policy_status(namespace: str, name: str, status: dict[str, Any], resource_version: str | None) -> None:
-    """Merge-patch status through the status subresource; with a resourceVersion, a concurrent change
-    makes the server answer 409 so the caller can re-read and retry instead of losing an update."""
-    custom = kubernetes.client.CustomObjectsApi(client())
-    body: dict[str, Any] = {"status": status}
-    if resource_version:
-        body["metadata"] = {"resourceVersion": resource_version}
-    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICIES, name, body,
-                                                 _content_type=MERGE_PATCH)
+    """Merge-patch a policy's status; with a resourceVersion, a concurrent change is refused with 409."""
+    _patch_status(POLICIES, namespace, name, status, resource_version)
 
 
 # ------------------------------------------------------------------ RestoreRequests
@@ -344,42 +365,13 @@ RESTORES = "restorerequests"
 
 
 def get_restore_request(namespace: str, name: str) -> dict[str, Any] | None:
-    custom = kubernetes.client.CustomObjectsApi(client())
-    try:
-        return _json(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, RESTORES, name,
-                                                         _preload_content=False))
-    except ApiException as error:
-        if is_status(error, 404):
-            return None
-        raise
+    return _get_custom(RESTORES, namespace, name)
 
 
-def update_restore_status(namespace: str, name: str,
-                          changes: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+def update_restore_status(namespace: str, name: str, changes: StatusChanges,
                           attempts: int = 5) -> dict[str, Any] | None:
-    """Read-modify-write of a RestoreRequest's status, as update_policy_status: the request handler and the
-    restore-Job handler both write it, so each write carries its resourceVersion and is retried on 409.
-    Returns the request as read, or None when it no longer exists."""
-    custom = kubernetes.client.CustomObjectsApi(client())
-    for _attempt in range(attempts):
-        request = get_restore_request(namespace, name)
-        if request is None:
-            return None
-        patch = changes(request, request.get("status") or {})
-        if not patch:
-            return request
-        body: dict[str, Any] = {"status": patch}
-        resource_version = request.get("metadata", {}).get("resourceVersion")
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        try:
-            custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, RESTORES, name, body,
-                                                         _content_type=MERGE_PATCH)
-            return request
-        except ApiException as error:
-            if not is_status(error, 409):
-                raise
-    raise RuntimeError(f"RestoreRequest {namespace}/{name} changed {attempts} times while its status was written")
+    """Read-modify-write of a RestoreRequest's status (see _update_status); None when it no longer exists."""
+    return _update_status("RestoreRequest", RESTORES, namespace, name, changes, attempts)
 
 
 # ------------------------------------------------------------------ quiesce (scale subresource) and hook logs

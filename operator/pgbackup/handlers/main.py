@@ -26,6 +26,7 @@ import pgbackup.handlers.startup  # noqa: F401
 import pgbackup.handlers.objectives  # noqa: F401
 import pgbackup.handlers.verification  # noqa: F401
 import pgbackup.handlers.wal  # noqa: F401
+from pgbackup import installed_version
 from pgbackup.handlers import config, kube
 from pgbackup.handlers.election import LeaseConfig, LeaseElection
 
@@ -88,6 +89,9 @@ async def _operate(stop: threading.Event, *, clusterwide: bool, namespaces: list
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT. Leader election is on when POD_NAMESPACE is set (the chart sets it)."""
     args = argv if argv is not None else sys.argv[1:]
+    if "--version" in args:
+        print(f"pgbackup-operator {installed_version()}")
+        return 0
     liveness = next((a.split("=", 1)[1] for a in args if a.startswith("--liveness=")), LIVENESS_ENDPOINT)
     settings = config.load()
     kopf.configure(log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,

@@ -31,9 +31,10 @@ def storage_locations(name: str, namespace: str | None, meta: kopf.Meta, spec: k
                                                       parsed)}
 
 
+# The index argument is beyond kopf's handler protocol (see handlers/daemons.py, start_background).
 @kopf.on.resume(GROUP, kube.POLICIES)
 @kopf.on.create(GROUP, kube.POLICIES)
-@kopf.on.update(GROUP, kube.POLICIES)
+@kopf.on.update(GROUP, kube.POLICIES)  # type: ignore[arg-type]
 def reconcile_policy(
     body: kopf.Body, name: str, namespace: str | None, uid: str, meta: kopf.Meta, status: kopf.Status,
     logger: kopf.Logger, storage_locations: kopf.Index[str, StorageUse], **_: Any,

@@ -19,6 +19,7 @@ from pgbackup.api import BackupPolicySpec
 from pgbackup.api.base import GROUP
 from pgbackup.api.restore import RestoreRequestSpec
 from pgbackup.builders.conditions import READY, Check, Status, set_condition
+from pgbackup.builders.durations import duration
 from pgbackup.builders.hooks import ANNOTATION_OWNER as ANNOTATION_HOOK_OWNER
 from pgbackup.builders.hooks import COMPONENT as HOOK_COMPONENT
 from pgbackup.builders.hooks import LABEL_HOOK_OWNER, hook_step
@@ -37,7 +38,7 @@ from pgbackup.builders.restore_job import (
     read_step_outcome,
     restore_secret_keys,
 )
-from pgbackup.builders.results import ANNOTATION_RECORDED, job_outcome
+from pgbackup.builders.results import ANNOTATION_RECORDED, job_outcome, retries_note
 from pgbackup.builders.validation import describe_validation_error
 from pgbackup.builders.secrets import missing_secret_checks
 from pgbackup.handlers import config, kube, posting, quiesce
@@ -278,7 +279,9 @@ def _after_restore(request: dict[str, Any], outcome: StepOutcome, logger: kopf.L
     namespace, name = request["metadata"]["namespace"], request["metadata"]["name"]
     summary = outcome.summary
     result = summary.result.to_wire() if summary and summary.result else None
-    fields: dict[str, Any] = {"result": result, "jobName": outcome.job_name}
+    seconds = summary.result.restore_seconds if summary and summary.result else None
+    fields: dict[str, Any] = {"result": result, "jobName": outcome.job_name,
+                              "duration": None if seconds is None else duration(seconds)}
     if summary and summary.plan and not (request.get("status") or {}).get("plan"):
         fields["plan"] = summary.plan.to_wire()
     if not outcome.succeeded:
@@ -286,11 +289,11 @@ def _after_restore(request: dict[str, Any], outcome: StepOutcome, logger: kopf.L
         _fail(request, outcome, "restore", _STARTED_NOT_DONE, logger, **fields)
         return
     plan = fields.get("plan") or (request.get("status") or {}).get("plan")
-    seconds = summary.result.restore_seconds if summary and summary.result else None
     checks = summary.result.checks if summary and summary.result else []
     message = (f"{_describe_plan(plan, done=True)}"
-               + (f" in {seconds:.0f}s" if seconds is not None else "")
-               + f" by Job {outcome.job_name}; {sum(c.passed for c in checks)}/{len(checks)} checks passed")
+               + (f" in {fields['duration']}" if seconds is not None else "")
+               + f" by Job {outcome.job_name}; {sum(c.passed for c in checks)}/{len(checks)} checks passed"
+               + retries_note(summary, outcome.job_name))
     frozen = frozen_request(job) if job is not None else None
     post_restore = frozen.spec.hooks.post_restore if frozen is not None and frozen.spec.hooks else None
     if frozen is not None and post_restore is not None:  # Succeeded once the hook succeeded (record_restore_hook)

@@ -139,7 +139,7 @@ def _record_verify_job(job: dict[str, Any], logger: kopf.Logger) -> bool:
         reason, message = describe(outcome)
         post(policy, reason, message, warning=outcome.phase != "Passed")
         logger.info(f"{reason}: {message}")
-        if outcome.phase == "Failed":
+        if outcome.phase != "Passed":  # NotPossible too: verification is off in effect until the image fits
             notify.notify(policy, "VerificationFailed", reason=outcome.reason, message=message,
                           backup_id=outcome.backup_id)
     kube.annotate_job(namespace, name, {ANNOTATION_RECORDED: outcome.phase})

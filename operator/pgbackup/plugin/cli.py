@@ -1,7 +1,7 @@
 """`kubectl pgbackup`: a thin command line over the pgbackup.dev API, through the `kubernetes` client.
 
-Exit codes: 0 success; 1 a policy needs attention (status), or the backup / restore failed; 2 timed out
-waiting; 3 usage error, or the object / cluster could not be reached. Progress goes to stderr, results to stdout.
+kubectl's global flags (-n/--namespace, -A/--all-namespaces, --context, --kubeconfig, -o/--output) are taken
+anywhere on the line, before or after the command. Progress goes to stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
 import kubernetes.client
 import kubernetes.config
+import yaml
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
+
+from pgbackup import installed_version
 
 from pgbackup.api.base import GROUP, VERSION
 from pgbackup.api.restore import RestoreRequestSpec
@@ -31,6 +34,11 @@ OK, FAILED, TIMEOUT, ERROR = 0, 1, 2, 3
 POLICIES, RESTORES = "backuppolicies", "restorerequests"
 MERGE_PATCH = "application/merge-patch+json"
 IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+EXIT_CODES = """Exit codes:
+  0  success
+  1  a policy needs attention (status), or the backup / restore failed
+  2  timed out waiting (--wait --timeout)
+  3  usage error, or the object / cluster could not be reached"""
 
 
 class UsageError(Exception):
@@ -83,8 +91,12 @@ class Api:
         items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
         return items
 
-    def create_restore(self, namespace: str, body: dict[str, Any]) -> None:
-        self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, RESTORES, body)
+    def create_restore(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The created object as the server answered (with uid, creationTimestamp); the body sent when the answer
+        was empty."""
+        created: dict[str, Any] | None = self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                                     RESTORES, body)
+        return created or body
 
     def restore(self, namespace: str, name: str) -> dict[str, Any]:
         found: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, RESTORES, name)
@@ -123,26 +135,33 @@ class Context:
         print(text, file=self.err, flush=True)
 
 
+def dump(value: Any, output: str) -> str:
+    """-o json or -o yaml."""
+    if output == "yaml":
+        return yaml.safe_dump(value, sort_keys=False).rstrip("\n")
+    return json.dumps(value, indent=2)
+
+
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     namespace = None if args.all_namespaces else ctx.namespace
     policies = ctx.api.policies(namespace)
     now = datetime.now(UTC)
     rows = [render.policy_row(policy, now) for policy in policies]
-    if args.output == "json":
-        ctx.say(json.dumps(rows, indent=2))
+    if args.output in ("json", "yaml"):
+        ctx.say(dump(rows, args.output))
     elif not policies:
         ctx.progress(f"No BackupPolicies found{'' if namespace is None else f' in namespace {namespace}'}.")
     else:
-        ctx.say(render.status_screen(policies, now, all_namespaces=args.all_namespaces))
+        ctx.say(render.status_screen(policies, now, all_namespaces=args.all_namespaces, wide=args.output == "wide"))
     return FAILED if any(row["problems"] for row in rows) else OK
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     policy = ctx.api.policy(ctx.namespace, args.policy)
-    if args.output == "json":
-        ctx.say(json.dumps((policy.get("status") or {}).get("backups") or [], indent=2))
+    if args.output in ("json", "yaml"):
+        ctx.say(dump((policy.get("status") or {}).get("backups") or [], args.output))
     else:
-        ctx.say(render.catalog(policy))
+        ctx.say(render.catalog(policy, wide=args.output == "wide"))
     return OK
 
 
@@ -177,7 +196,7 @@ def cmd_backup(ctx: Context, args: argparse.Namespace) -> int:
         recorded = last.get("jobName") in {job_name or expected, expected}
         if recorded:
             # the operator read the Job's result into the status: that is the answer, even if the Job is gone
-            ctx.say(render.last_backup(last))
+            ctx.say(dump(last, args.output) if args.output in ("json", "yaml") else render.last_backup(last))
             return OK if last.get("phase") == "Completed" else FAILED
         if outcome is not None:
             ctx.progress(f"Job {job_name} {outcome}; waiting for the operator to record the result")
@@ -223,10 +242,16 @@ def restore_name(policy: str, now: datetime) -> str:
 def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
     ctx.api.policy(ctx.namespace, args.policy)  # a clear error for a typo, before anything is created
     body = restore_body(args)
-    ctx.api.create_restore(ctx.namespace, body)
+    created = ctx.api.create_restore(ctx.namespace, body)
     name = body["metadata"]["name"]
-    ctx.say(f"restorerequest.pgbackup.dev/{name} created")
+    structured = args.output in ("json", "yaml")
+    if args.output == "name":
+        ctx.say(f"restorerequest.pgbackup.dev/{name}")
+    elif not structured:
+        ctx.say(f"restorerequest.pgbackup.dev/{name} created")
     if not args.wait:
+        if structured:
+            ctx.say(dump(created, args.output))
         return OK
     deadline = ctx.clock() + args.timeout
     phase, plan_shown = None, False
@@ -237,10 +262,13 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
             phase = status.get("phase")
             ctx.progress(f"{name}: {phase or 'Pending'}")
         if status.get("plan") and not plan_shown:
-            ctx.say(render.restore_plan(status["plan"]))
+            (ctx.progress if args.output else ctx.say)(render.restore_plan(status["plan"]))
             plan_shown = True
         if phase in ("Succeeded", "Failed"):
-            ctx.say(render.restore_outcome(restore))
+            if structured:
+                ctx.say(dump(restore, args.output))
+            else:
+                (ctx.progress if args.output else ctx.say)(render.restore_outcome(restore))
             return OK if phase == "Succeeded" else FAILED
         time.sleep(ctx.poll)
     ctx.progress(f"Timed out after {args.timeout:g}s with {name} in phase {phase or 'Pending'}; follow it with "
@@ -251,32 +279,59 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ entry point
 
 
+OUTPUTS = ("json", "yaml", "wide", "name")
+
+
+def _global_flags(top: bool) -> _Parser:
+    """kubectl's global flags, for the top parser and (again) for every command, so that they are taken anywhere
+    on the line. On the commands the defaults are SUPPRESSed: a flag given before the command is not reset."""
+    flags = _Parser(add_help=False)
+    default: Any = None if top else argparse.SUPPRESS
+    group = flags.add_argument_group("kubectl flags (anywhere on the line)")
+    group.add_argument("-n", "--namespace", default=default,
+                       help="namespace (default: the context's, else 'default')")
+    group.add_argument("-A", "--all-namespaces", action="store_true", default=False if top else argparse.SUPPRESS,
+                       help="every namespace (status only)")
+    group.add_argument("-o", "--output", default=default, metavar="FORMAT",
+                       help="json, yaml, wide or name (which ones depends on the command)")
+    group.add_argument("--context", default=default, help="kubeconfig context (default: the current one)")
+    group.add_argument("--kubeconfig", default=default, help="kubeconfig file (default: KUBECONFIG or ~/.kube/config)")
+    group.add_argument("--poll-interval", type=float, default=2.0 if top else argparse.SUPPRESS,
+                       help="seconds between checks while waiting")
+    group.add_argument("--version", action="version", version=f"kubectl-pgbackup {installed_version()}",
+                       help="print the version and exit")
+    return flags
+
+
 def parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="kubectl pgbackup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    top.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG or ~/.kube/config)")
-    top.add_argument("--context", help="kubeconfig context (default: the current one)")
-    top.add_argument("-n", "--namespace", help="namespace (default: the context's, else 'default')")
-    top.add_argument("--poll-interval", type=float, default=2.0, help="seconds between checks while waiting")
+    top = _Parser(prog="kubectl pgbackup", description=__doc__, epilog=EXIT_CODES, parents=[_global_flags(True)],
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    flags = _global_flags(False)
 
-    status = commands.add_parser("status", help="one screen: every policy, its last backup, objectives, WAL lag; "
-                                                "exit 1 when one is not Ready or misses its objectives")
-    status.add_argument("-A", "--all-namespaces", action="store_true", help="policies of every namespace")
-    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    status.set_defaults(run=cmd_status)
+    def command(name: str, run: Callable[[Context, argparse.Namespace], int], help: str, outputs: Collection[str],
+                all_namespaces: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help, parents=[flags])
+        sub.set_defaults(run=run, outputs=tuple(outputs), takes_all_namespaces=all_namespaces)
+        return sub
 
-    listing = commands.add_parser("list", help="the backups of a policy (from its status, newest first)")
+    command("status", cmd_status, "one screen: every policy, its last backup, objectives, WAL lag; "
+                                  "exit 1 when one is not Ready or misses its objectives",
+            ("json", "yaml", "wide"), all_namespaces=True)
+
+    listing = command("list", cmd_list, "the backups of a policy (from its status, newest first)",
+                      ("json", "yaml", "wide"))
     listing.add_argument("policy")
-    listing.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    listing.set_defaults(run=cmd_list)
 
-    backup = commands.add_parser("backup", help="take a backup now (sets the pgbackup.dev/backup-now annotation)")
+    backup = command("backup", cmd_backup, "take a backup now (sets the pgbackup.dev/backup-now annotation); "
+                                           "-o json|yaml prints the recorded result (with --wait)", ("json", "yaml"))
     backup.add_argument("policy")
     backup.add_argument("--wait", action="store_true", help="follow the Job and print the recorded result")
     backup.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait (default 6h)")
-    backup.set_defaults(run=cmd_backup)
 
-    restore = commands.add_parser("restore", help="create a RestoreRequest (and follow it with --wait)")
+    restore = command("restore", cmd_restore, "create a RestoreRequest (and follow it with --wait); -o json|yaml "
+                                              "prints the request (the finished one with --wait), -o name its name",
+                      ("json", "yaml", "name"))
     restore.add_argument("policy")
     restore.add_argument("--backup", default="latest", help="backup id or 'latest' (default)")
     restore.add_argument("--to-time", help="recover to this RFC 3339 time (needs WAL archiving)")
@@ -284,13 +339,31 @@ def parser() -> argparse.ArgumentParser:
     restore.add_argument("--dry-run", action="store_true", help="only resolve and print the plan")
     restore.add_argument("--wait", action="store_true", help="follow the phases, print the plan and the result")
     restore.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait (default 6h)")
-    restore.set_defaults(run=cmd_restore)
     return top
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line, with the global flags a command cannot use refused as kubectl does."""
+    args = parser().parse_args(list(argv))
+    if args.output == "table":  # the default, accepted as earlier versions did
+        args.output = None
+    if args.output is not None and args.output not in args.outputs:
+        raise UsageError(f"-o {args.output} is not supported by `{args.command}` (use one of: "
+                         f"{', '.join(args.outputs)}; or no -o for the table)")
+    if args.all_namespaces and not args.takes_all_namespaces:
+        raise UsageError(f"`{args.command}` works on one BackupPolicy: it cannot be used with -A/--all-namespaces; "
+                         f"pass -n NAMESPACE")
+    if args.command == "backup" and args.output and not args.wait:
+        raise UsageError(f"-o {args.output} prints the recorded backup: add --wait")
+    return args
 
 
 def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     try:
-        args = parser().parse_args(list(argv))
+        try:
+            args = parse(argv)
+        except SystemExit as done:  # --help, --version
+            return done.code if isinstance(done.code, int) else OK
         client, default_namespace = connect(args.kubeconfig, args.context)
         with client:
             ctx = Context(Api(client), args.namespace or default_namespace, out, err, args.poll_interval)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgbackup.api.base import parse_duration
+from pgbackup.builders.durations import duration
 from pgbackup.builders.objectives import human, rpo_seconds
 from pgbackup.builders.results import human_size
 
@@ -95,6 +96,15 @@ def _rpo(spec: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> f
     return measured if measured is not None else (status.get("measured") or {}).get("rpoSeconds")
 
 
+def verified(last: Mapping[str, Any]) -> str:
+    """status.lastBackup.verified for people: passed, failed, not yet (a completed backup no verification has
+    reported on), or '-' (no backup, or a failed one: nothing to verify)."""
+    if last.get("phase") != "Completed":
+        return NONE
+    outcome = last.get("verified")
+    return "not yet" if outcome is None else ("passed" if outcome else "failed")
+
+
 def policy_row(policy: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     """One line of `kubectl pgbackup status`, as a dict (the JSON output) with display strings."""
     meta = policy.get("metadata") or {}
@@ -104,7 +114,6 @@ def policy_row(policy: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     measured = status.get("measured") or {}
     objectives = spec.get("objectives") or {}
     wal = status.get("wal") or {}
-    verified = last.get("verified")
     return {
         "namespace": meta.get("namespace", ""),
         "name": meta.get("name", ""),
@@ -113,10 +122,12 @@ def policy_row(policy: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         "lastBackupPhase": last.get("phase"),
         "age": age(last.get("completedAt"), now),
         "size": last.get("size") or size(last.get("sizeBytes")),
-        "verified": NONE if verified is None else ("yes" if verified else "no"),
+        "verified": verified(last),
         "rpo": _versus(_rpo(spec, status, now), objectives.get("rpo")),
         "rto": _versus(measured.get("rtoSeconds"), objectives.get("rto")),
         "walLag": _seconds(wal.get("lagSeconds")) if (spec.get("wal") or {}).get("enabled") or wal else NONE,
+        "schedule": spec.get("schedule") or NONE,
+        "method": spec.get("method") or NONE,
         "objectivesMet": not objectives_missed(policy),
         "problems": problems(policy),
     }
@@ -125,6 +136,7 @@ def policy_row(policy: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 STATUS_COLUMNS = [("NAME", "name"), ("READY", "ready"), ("LAST BACKUP", "lastBackup"), ("AGE", "age"),
                   ("SIZE", "size"), ("VERIFIED", "verified"), ("RPO/OBJ", "rpo"), ("RTO/OBJ", "rto"),
                   ("WAL LAG", "walLag")]
+STATUS_WIDE_COLUMNS = [("SCHEDULE", "schedule"), ("METHOD", "method")]
 
 
 def table(columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]) -> str:
@@ -134,10 +146,12 @@ def table(columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]])
     return "\n".join("   ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells)
 
 
-def status_screen(policies: Sequence[Mapping[str, Any]], now: datetime, all_namespaces: bool = False) -> str:
-    """The `status` screen: a table of policies, then one line per problem."""
+def status_screen(policies: Sequence[Mapping[str, Any]], now: datetime, all_namespaces: bool = False,
+                  wide: bool = False) -> str:
+    """The `status` screen: a table of policies (-o wide: with schedule and method), then one line per problem."""
     rows = [policy_row(policy, now) for policy in policies]
-    columns = ([("NAMESPACE", "namespace")] if all_namespaces else []) + STATUS_COLUMNS
+    columns = (([("NAMESPACE", "namespace")] if all_namespaces else []) + STATUS_COLUMNS
+               + (STATUS_WIDE_COLUMNS if wide else []))
     text = table(columns, rows)
     issues = [issue for row in rows for issue in row["problems"]]
     if issues:
@@ -159,21 +173,26 @@ def catalog_rows(policy: Mapping[str, Any]) -> list[dict[str, Any]]:
             "phase": record.get("phase") or "Completed",
             "completed": record.get("completedAt") or NONE,
             "size": size(record.get("sizeBytes")),
-            "verification": phase or NONE,
+            "verification": phase or ("not yet" if record.get("phase", "Completed") == "Completed" else NONE),
+            "duration": _seconds(record.get("durationSeconds")),
+            "job": record.get("jobName") or NONE,
+            "manifest": record.get("manifest") or NONE,
         })
     return rows
 
 
 CATALOG_COLUMNS = [("ID", "id"), ("METHOD", "method"), ("PHASE", "phase"), ("COMPLETED", "completed"),
                    ("SIZE", "size"), ("VERIFICATION", "verification")]
+CATALOG_WIDE_COLUMNS = [("DURATION", "duration"), ("JOB", "job"), ("MANIFEST", "manifest")]
 
 
-def catalog(policy: Mapping[str, Any]) -> str:
+def catalog(policy: Mapping[str, Any], wide: bool = False) -> str:
+    """The backups of a policy as a table (-o wide: with duration, Job and manifest)."""
     rows = catalog_rows(policy)
     if not rows:
         name = (policy.get("metadata") or {}).get("name", "?")
         return f"BackupPolicy {name} has no backups recorded in its status yet."
-    return table(CATALOG_COLUMNS, rows)
+    return table(CATALOG_COLUMNS + (CATALOG_WIDE_COLUMNS if wide else []), rows)
 
 
 def last_backup(last: Mapping[str, Any]) -> str:
@@ -181,7 +200,7 @@ def last_backup(last: Mapping[str, Any]) -> str:
     lines = [f"Backup {last.get('id') or '(no id)'}: {last.get('phase', 'Unknown')}"]
     for label, value in (("Completed", last.get("completedAt")),
                          ("Size", last.get("size") or (human_size(last.get("sizeBytes")))),
-                         ("Verified", None if last.get("verified") is None else ("yes" if last["verified"] else "no")),
+                         ("Verified", None if verified(last) == NONE else verified(last)),
                          ("Job", last.get("jobName")), ("Error", last.get("error"))):
         if value is not None:
             lines.append(f"  {label}: {value}")
@@ -209,8 +228,8 @@ def restore_outcome(restore: Mapping[str, Any]) -> str:
     if status.get("error"):
         lines.append(f"  Error: {status['error']}")
     result = status.get("result") or {}
-    if result.get("restoreSeconds") is not None:
-        lines.append(f"  Duration: {human(result['restoreSeconds'])}")
+    if status.get("duration") or result.get("restoreSeconds") is not None:
+        lines.append(f"  Duration: {status.get('duration') or duration(result['restoreSeconds'])}")
     for label, key in (("Safety backup", "preRestoreBackup"), ("Previous database kept as", "previousDatabase")):
         if result.get(key):
             lines.append(f"  {label}: {result[key]}")

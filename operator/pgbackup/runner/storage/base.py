@@ -7,31 +7,18 @@ see a secret: they take credentials from the environment (boto3) or need none (f
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
-
-class StorageError(Exception):
-    """A storage operation failed; the message names the bucket/path and key and what to check."""
-
-
-class ObjectNotFound(StorageError):
-    """The key does not exist."""
-
-
-class ExclusiveCreateUnsupported(StorageError):
-    """The storage cannot create an object only if it is absent (or ignores the condition): callers use a
-    protocol that does without (pgbackup.runner.claim)."""
-
-
-class StorageUnreachable(StorageError):
-    """The storage could not be reached (endpoint down, connection refused or reset, timeouts), after retries.
-
-    A network problem rather than a problem with the data or the credentials: the runner exits with the
-    network exit code (pgbackup.api.jobenv.EXIT_NETWORK) so the operator and the user look at connectivity.
-    """
+# The storage errors are part of this interface; they are defined with the runner's other errors, where their
+# exit codes are decided.
+from pgbackup.runner.common.errors import ExclusiveCreateUnsupported as ExclusiveCreateUnsupported
+from pgbackup.runner.common.errors import ObjectNotFound as ObjectNotFound
+from pgbackup.runner.common.errors import StorageError as StorageError
+from pgbackup.runner.common.errors import StorageUnreachable as StorageUnreachable
 
 
 @dataclass(frozen=True)
@@ -106,7 +93,7 @@ class Storage(abc.ABC):
         return iter(sorted(f"{prefix}{name}/" for name in seen))
 
     @abc.abstractmethod
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: builtins.list[str]) -> None:
         """Delete keys; missing keys are not an error."""
 
     def create_exclusive(self, key: str, data: bytes) -> bool:

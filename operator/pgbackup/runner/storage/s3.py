@@ -2,7 +2,8 @@
 
 Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the pod's identity),
 never from arguments; a private CA comes from AWS_CA_BUNDLE. botocore retries throttling, 5xx and
-connection errors with exponential backoff ('standard' mode) before we give up with a clear error.
+connection errors with exponential backoff ('standard' mode) before we give up with a clear error; each retry is
+logged and counted (s3_retries).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import boto3
 from botocore.config import Config
@@ -28,7 +29,8 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from pgbackup.runner.log import log_warning
+from pgbackup.api.policy import S3Storage as S3StorageSpec
+from pgbackup.runner.common.log import log_warning
 from pgbackup.runner.storage.base import (
     ExclusiveCreateUnsupported,
     ObjectInfo,
@@ -38,9 +40,7 @@ from pgbackup.runner.storage.base import (
     StorageError,
     StorageUnreachable,
 )
-
-if TYPE_CHECKING:
-    from pgbackup.api.policy import S3Storage as S3StorageSpec
+from pgbackup.runner.storage.s3_retries import watch_retries
 
 MIB = 1024 * 1024
 DELETE_BATCH = 1000  # the DeleteObjects limit
@@ -58,6 +58,13 @@ _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _PRECONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 # What stores without conditional writes answer to If-None-Match on PutObject.
 _CONDITION_UNSUPPORTED = {"NotImplemented", "InvalidArgument", "InvalidRequest", "501"}
+_ABORT_FAILED_HINT = (
+    "the incomplete upload keeps costing storage until it is aborted: a later backup (or `pgbackup retention`) of "
+    "this policy aborts the uploads of its backups once they are older than spec.jobTemplate.activeDeadlineSeconds "
+    "+ 1 h (7 h by default), WAL uploads never; a bucket lifecycle rule with AbortIncompleteMultipartUpload cleans "
+    "up any of them; to abort it now: aws s3api abort-multipart-upload --bucket {bucket} --key {key} "
+    "--upload-id {upload_id}"
+)
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden", "AllAccessDisabled"}
 
 
@@ -95,10 +102,11 @@ class S3Storage(Storage):
         self._growth_step = _growth_step(self.part_size, max_parts)
         attempts = max_attempts or int(os.environ.get(ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS))
         mode = retry_mode or os.environ.get(ENV_RETRY_MODE, "standard")
+        retries: Any = {"mode": mode, "total_max_attempts": attempts}  # botocore checks the mode's value
         config = Config(
             region_name=spec.region,
             s3={"addressing_style": "path" if spec.force_path_style else "auto"},
-            retries={"mode": mode, "total_max_attempts": attempts},
+            retries=retries,
             request_checksum_calculation=spec.request_checksum_calculation,
             response_checksum_validation=spec.response_checksum_validation,
             connect_timeout=connect_timeout,
@@ -111,6 +119,7 @@ class S3Storage(Storage):
                                          aws_secret_access_key=credentials.secret_access_key)
                    if credentials is not None else boto3.session.Session())
         self.client = session.client("s3", endpoint_url=spec.endpoint or None, config=config)
+        watch_retries(self.client, attempts)  # botocore retries silently: log each retry, count it for the summary
 
     # -- naming -----------------------------------------------------------------------------------
 
@@ -209,7 +218,7 @@ class S3Storage(Storage):
 
     def list_after(self, prefix: str, start_after: str) -> Iterator[ObjectInfo]:
         """ListObjectsV2 with StartAfter: only keys beyond `start_after` are sent."""
-        return self._list_objects(prefix, StartAfter=self.prefix + start_after)
+        return self._list_objects(prefix, start_after=self.prefix + start_after)
 
     def list_dirs(self, prefix: str = "") -> Iterator[str]:
         """ListObjectsV2 with Delimiter='/': the CommonPrefixes (one entry per directory, not its objects)."""
@@ -221,10 +230,10 @@ class S3Storage(Storage):
         except (ClientError, BotoCoreError, OSError) as exc:
             raise self.error(exc, "listing", prefix or None) from exc
 
-    def _list_objects(self, prefix: str, **extra: str) -> Iterator[ObjectInfo]:
+    def _list_objects(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **extra):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, StartAfter=start_after):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(key=item["Key"][len(self.prefix):], size=item["Size"], modified=item["LastModified"].astimezone(UTC))
         except (ClientError, BotoCoreError, OSError) as exc:
@@ -346,7 +355,7 @@ class _MultipartWriter(ObjectWriter):
         self._full_key = storage._key(key)
         self._buffer = io.BytesIO()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[tuple[int, str]] = []  # (PartNumber, ETag)
         self._finished = False
 
     def write(self, data: bytes) -> None:
@@ -370,15 +379,15 @@ class _MultipartWriter(ObjectWriter):
             )
         try:
             if self._upload_id is None:
-                response = client.create_multipart_upload(
+                created = client.create_multipart_upload(
                     Bucket=self._storage.bucket, Key=self._full_key, **self._storage._extra_args()
                 )
-                self._upload_id = response["UploadId"]
+                self._upload_id = created["UploadId"]
             number = len(self._parts) + 1
-            response = client.upload_part(
+            uploaded = client.upload_part(
                 Bucket=self._storage.bucket, Key=self._full_key, UploadId=self._upload_id, PartNumber=number, Body=body
             )
-            self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            self._parts.append((number, uploaded["ETag"]))
         except (ClientError, BotoCoreError, OSError) as exc:
             self.abort()
             raise self._storage.error(exc, "uploading", self._key) from exc
@@ -400,7 +409,7 @@ class _MultipartWriter(ObjectWriter):
                     Bucket=self._storage.bucket,
                     Key=self._full_key,
                     UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
+                    MultipartUpload={"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in self._parts]},
                 )
         except (ClientError, BotoCoreError, OSError) as exc:
             self.abort()
@@ -422,15 +431,16 @@ class _MultipartWriter(ObjectWriter):
                 self._storage.client.abort_multipart_upload(
                     Bucket=self._storage.bucket, Key=self._full_key, UploadId=upload_id
                 )
-            except (ClientError, BotoCoreError, OSError):
-                # The bucket's lifecycle rule (AbortIncompleteMultipartUpload) or the next run's
-                # abort_incomplete_uploads() cleans it up; the original error matters more.
+            except (ClientError, BotoCoreError, OSError) as exc:
+                # The original error matters more: this one is only logged, with who cleans up and when.
                 log_warning(
                     "s3.abort_failed",
                     bucket=self._storage.bucket,
                     key=self._full_key,
                     upload_id=upload_id,
-                    hint="the next backup aborts incomplete uploads; a bucket lifecycle rule can too",
+                    error=exc,
+                    hint=_ABORT_FAILED_HINT.format(bucket=self._storage.bucket, key=self._full_key,
+                                                   upload_id=upload_id),
                 )
 
 

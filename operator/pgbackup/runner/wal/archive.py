@@ -24,38 +24,44 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import Compression
-from pgbackup.runner.log import Progress, log
-from pgbackup.runner.pipeline import AGE_SUFFIX, SUFFIXES, IntegrityError, StoredObject, open_stored, store_stream
-from pgbackup.runner.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageError
+from pgbackup.runner.common.timestamps import utc_now
+from pgbackup.runner.catalog.manifest import Manifest
+from pgbackup.runner.common.config import CHUNK, PolicyConfig
+from pgbackup.runner.common.log import Progress, log
+from pgbackup.runner.storage.base import ObjectNotFound, Storage, StorageError
+from pgbackup.runner.storage.factory import open_policy_storage
+from pgbackup.runner.storage.pipeline import IntegrityError, StoredObject, store_stream
+from pgbackup.runner.storage.readback import open_stored
+from pgbackup.runner.wal.listing import (
+    PARTIAL_SUFFIX,
+    SIDECAR_SUFFIX,
+    WAL_PREFIX,
+    ArchivedFiles,
+    ArchivedSegment,
+    WalListing,
+    collect_files,
+    name_of_key,
+    segments_of,
+    wal_dir,
+    wal_key,
+)
+from pgbackup.runner.wal.window import backups_segment_size, find_gaps, recoverability_window
 from pgbackup.runner.wal.xlog import (
     DEFAULT_SEGMENT_SIZE,
     SEGMENT_SIZES,
     WalSegment,
-    XlogError,
     classify,
-    infer_segment_size,
-    parse_lsn,
     parse_segment_name,
-    segment_from_number,
-    segment_of,
     timeline_of,
 )
 
-if TYPE_CHECKING:
-    from pgbackup.runner.config import PolicyConfig
-    from pgbackup.runner.manifest import Manifest
-
-WAL_PREFIX = "wal/"
-SIDECAR_SUFFIX = ".meta.json"
-PARTIAL_SUFFIX = ".partial"
-_HASH_CHUNK = 1024 * 1024
 _SNAPSHOT_IN_MEMORY = 16 * 1024 * 1024
 """A WAL file up to this size (the default segment size) is snapshotted in memory, a larger one in a temp file."""
 
@@ -82,20 +88,6 @@ class PushResult:
     raw_sha256: str
     size: int
     """Stored bytes (compressed, encrypted)."""
-
-
-@dataclass(frozen=True, order=True)
-class ArchivedSegment:
-    """A full segment or a .partial in the archive (sorted by timeline, position, full before partial)."""
-
-    name: str = field(compare=False)
-    timeline: int
-    segment: WalSegment
-    archived_at: datetime = field(compare=False)
-    """When its commit marker was written (the sidecar's modification time)."""
-    size: int = field(compare=False)
-    """Stored bytes."""
-    partial: bool
 
 
 @dataclass(frozen=True)
@@ -127,56 +119,6 @@ class _Sidecar:
                             compression=self.compression, encrypted=self.encrypted)
 
 
-@dataclass
-class _Files:
-    """The stored keys of one archived name."""
-
-    data: list[ObjectInfo] = field(default_factory=list)
-    sidecar: ObjectInfo | None = None
-
-
-@dataclass(frozen=True)
-class WalListing:
-    """Archived WAL files as one listing found them: name -> its stored objects."""
-
-    files: dict[str, _Files]
-
-    @property
-    def segments(self) -> list[ArchivedSegment]:
-        """Full segments and .partials (a .partial whose full segment exists is left out), sorted."""
-        return _segments_of(self.files)
-
-    @property
-    def labels(self) -> list[str]:
-        """Backup history files (<segment>.<offset>.backup), sorted."""
-        return sorted(name for name, stored in self.files.items()
-                      if classify(name) == "backup_label" and stored.sidecar is not None and stored.data)
-
-
-def wal_dir(timeline: int) -> str:
-    return f"{WAL_PREFIX}{timeline:08X}/"
-
-
-def wal_key(name: str) -> str:
-    """The key (without compression/encryption suffixes) a WAL file is stored under."""
-    return wal_dir(timeline_of(name)) + name
-
-
-def _name_of_key(key: str) -> tuple[str, bool] | None:
-    """(WAL file name, is sidecar) for a key under wal/, None for anything else (temp files, strangers)."""
-    base = key.rsplit("/", 1)[-1]
-    if base.endswith(SIDECAR_SUFFIX):
-        name = base[: -len(SIDECAR_SUFFIX)]
-        return (name, True) if classify(name) != "unknown" else None
-    if base.endswith(AGE_SUFFIX):
-        base = base[: -len(AGE_SUFFIX)]
-    for suffix in (s for s in SUFFIXES.values() if s):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return (base, False) if classify(base) != "unknown" else None
-
-
 @dataclass(frozen=True)
 class _Snapshot:
     """The bytes of a WAL file as read once (in memory, or in `spill` beyond 16 MiB), their SHA-256 and size."""
@@ -190,12 +132,8 @@ class _Snapshot:
         yield from self.held
         if self.spill is not None:
             self.spill.seek(0)
-            while chunk := self.spill.read(_HASH_CHUNK):
+            while chunk := self.spill.read(CHUNK):
                 yield chunk
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class WalArchive:
@@ -277,7 +215,7 @@ class WalArchive:
         try:
             with open_stored(self.storage, sidecar.stored(), identity=self.identity,
                              recipients=self.recipients) as stream, open(temp, "wb") as out:
-                while chunk := stream.read(_HASH_CHUNK):
+                while chunk := stream.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
                 out.flush()
@@ -295,16 +233,16 @@ class WalArchive:
 
     def segments(self, timeline: int | None = None) -> list[ArchivedSegment]:
         """Archived full segments and .partials (a .partial whose full segment exists is left out), sorted."""
-        return _segments_of(self._scan(wal_dir(timeline) if timeline is not None else WAL_PREFIX))
+        return segments_of(self._scan(wal_dir(timeline) if timeline is not None else WAL_PREFIX))
 
     def listing_before(self, position: tuple[int, int]) -> WalListing:
         """The segments, .partials and backup labels archived before WAL `position` ((log, seg), on every
         timeline): what retention may delete. Each timeline directory is listed in key order only up to the first
         file at or after `position` (on S3: no page beyond the one holding it), not the WAL that is kept."""
-        files: dict[str, _Files] = {}
+        files: dict[str, ArchivedFiles] = {}
         for directory in self.storage.list_dirs(WAL_PREFIX):
             for info in self.storage.list(directory):
-                parsed = _name_of_key(info.key)
+                parsed = name_of_key(info.key)
                 if parsed is None:
                     continue
                 name, is_sidecar = parsed
@@ -312,7 +250,7 @@ class WalArchive:
                     continue
                 if parse_segment_name(name).position >= position:
                     break
-                entry = files.setdefault(name, _Files())
+                entry = files.setdefault(name, ArchivedFiles())
                 if is_sidecar:
                     entry.sidecar = info
                 else:
@@ -374,7 +312,7 @@ class WalArchive:
         try:
             try:
                 with open(path, "rb") as source:
-                    while chunk := source.read(_HASH_CHUNK):
+                    while chunk := source.read(CHUNK):
                         digest.update(chunk)
                         size += len(chunk)
                         if size <= _SNAPSHOT_IN_MEMORY:
@@ -406,7 +344,7 @@ class WalArchive:
                               recipients=self.recipients, progress=quiet)
         sidecar = _Sidecar(name=name, key=stored.key, size=stored.size, sha256=stored.sha256,
                            compression=stored.compression, encrypted=stored.encrypted, raw_size=raw_size,
-                           raw_sha256=raw_sha256, archived_at=datetime.now(UTC).isoformat())
+                           raw_sha256=raw_sha256, archived_at=utc_now().isoformat())
         self.storage.put_bytes(base_key + SIDECAR_SUFFIX, sidecar.to_json())
         # One listing of this name's keys finds what the new copy makes obsolete: an earlier uncommitted
         # upload with other compression/encryption settings, and (for a full segment) the streamer's .partial.
@@ -421,8 +359,8 @@ class WalArchive:
         log("wal.pushed", name=name, key=stored.key, raw_size=raw_size, size=stored.size)
         return PushResult(name, stored.key, True, raw_size, raw_sha256, stored.size)
 
-    def _scan(self, prefix: str) -> dict[str, _Files]:
-        return _collect(self.storage.list(prefix))
+    def _scan(self, prefix: str) -> dict[str, ArchivedFiles]:
+        return collect_files(self.storage.list(prefix))
 
     def _delete_names(self, names: list[str], listing: WalListing | None = None) -> list[str]:
         wanted = set(names)
@@ -448,169 +386,10 @@ class WalArchive:
         return sidecars + data
 
 
-class IncrementalWalListing:
-    """The archive's segments, kept current by listings that start after what cannot change any more (S3
-    StartAfter): after the first (full) listing, a refresh returns only the files archived since, plus the
-    .partial being shipped. A file is settled once it is committed (data and sidecar) and is not a .partial;
-    every key up to the last settled file's is taken from the previous listing. Deleting does not show in such a
-    listing: refresh(full=True) now and then (after retention) lists everything again."""
-
-    def __init__(self, archive: WalArchive) -> None:
-        self.archive = archive
-        self._files: dict[str, _Files] | None = None
-
-    def refresh(self, *, full: bool = False) -> list[ArchivedSegment]:
-        storage = self.archive.storage
-        if full or self._files is None:
-            self._files = _collect(storage.list(WAL_PREFIX))
-            return _segments_of(self._files)
-        start = self._settled_up_to(self._files)
-        fresh = _collect(storage.list_after(WAL_PREFIX, start))
-        merged: dict[str, _Files] = {}
-        for name, stored in self._files.items():  # keys up to `start` as known; beyond it as listed now
-            kept = _Files([info for info in stored.data if info.key <= start],
-                          stored.sidecar if stored.sidecar is not None and stored.sidecar.key <= start else None)
-            if kept.data or kept.sidecar is not None:
-                merged[name] = kept
-        for name, stored in fresh.items():
-            entry = merged.setdefault(name, _Files())
-            entry.data += stored.data
-            entry.sidecar = stored.sidecar or entry.sidecar
-        self._files = merged
-        return _segments_of(merged)
-
-    @staticmethod
-    def _settled_up_to(files: dict[str, _Files]) -> str:
-        """The greatest key of a settled file ('' when there is none: everything is listed)."""
-        settled = [max([info.key for info in stored.data] + [stored.sidecar.key])
-                   for name, stored in files.items()
-                   if stored.sidecar is not None and stored.data and classify(name) != "partial"]
-        return max(settled, default="")
-
-
-def _collect(found: Iterable[ObjectInfo]) -> dict[str, _Files]:
-    """Listed keys under wal/ grouped by the WAL file they store (temp files and strangers left out)."""
-    files: dict[str, _Files] = {}
-    for info in found:
-        parsed = _name_of_key(info.key)
-        if parsed is None:
-            continue
-        name, is_sidecar = parsed
-        entry = files.setdefault(name, _Files())
-        if is_sidecar:
-            entry.sidecar = info
-        else:
-            entry.data.append(info)
-    return files
-
-
 def archive_for_policy(policy: PolicyConfig, *, storage: Storage | None = None, identity: str | None = None,
                        environ: dict[str, str] | None = None) -> WalArchive:
     """The WAL archive of a policy: its storage, compression and encryption recipients."""
     if storage is None:
-        from pgbackup.runner.storage.factory import open_storage
-
-        env = os.environ if environ is None else environ
-        root = env.get(jobenv.ENV_VOLUME_ROOT)
-        storage = open_storage(policy.spec.storage, volume_root=Path(root) if root else None)
+        storage = open_policy_storage(policy, environ)
     recipients = list(policy.spec.encryption.recipients) if policy.spec.encryption else []
     return WalArchive(storage, compression=policy.spec.compression, recipients=recipients, identity=identity)
-
-
-# --- pure analysis over a listing (testable without storage) ---------------------------------------
-
-
-def _segments_of(files: dict[str, _Files]) -> list[ArchivedSegment]:
-    found: list[ArchivedSegment] = []
-    for name, stored in files.items():
-        kind = classify(name)
-        if kind not in ("segment", "partial") or stored.sidecar is None or not stored.data:
-            continue
-        if kind == "partial":
-            full = files.get(name[: -len(PARTIAL_SUFFIX)])
-            if full is not None and full.sidecar is not None:
-                continue
-        segment = parse_segment_name(name)
-        found.append(ArchivedSegment(timeline=segment.timeline, segment=segment, partial=kind == "partial",
-                                     name=name, archived_at=_utc(stored.sidecar.modified),
-                                     size=max(stored.data, key=lambda o: o.modified).size))
-    return sorted(found)
-
-
-def backups_segment_size(catalog_backups: Sequence[Manifest]) -> int | None:
-    """The wal_segment_size a physical base backup's start LSN and start segment name imply (None: none tells)."""
-    for manifest in catalog_backups:
-        info = manifest.physical
-        if info is not None and info.start_wal_segment:
-            try:
-                inferred = infer_segment_size(parse_lsn(info.start_lsn), info.timeline, info.start_wal_segment)
-            except XlogError:
-                continue
-            if inferred is not None:
-                return inferred
-    return None
-
-
-def find_gaps(segments: Sequence[ArchivedSegment],
-              seg_size: int = DEFAULT_SEGMENT_SIZE) -> list[tuple[WalSegment, WalSegment]]:
-    gaps: list[tuple[WalSegment, WalSegment]] = []
-    by_timeline: dict[int, list[int]] = {}
-    for archived in segments:
-        if not archived.partial:
-            by_timeline.setdefault(archived.timeline, []).append(archived.segment.number(seg_size))
-    for timeline, numbers in sorted(by_timeline.items()):
-        ordered = sorted(set(numbers))
-        for before, after in zip(ordered, ordered[1:]):
-            if after - before > 1:
-                gaps.append((segment_from_number(timeline, before + 1, seg_size),
-                             segment_from_number(timeline, after - 1, seg_size)))
-    return gaps
-
-
-def format_gap(gap: tuple[WalSegment, WalSegment]) -> str:
-    """'000000010000000A000000F3-000000010000000A000000F5' (status.wal.gaps)."""
-    first, last = gap
-    return first.name if first == last else f"{first.name}-{last.name}"
-
-
-def base_backup_segments(physical: Any, seg_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[WalSegment, WalSegment] | None:
-    """(start, stop) segment a physical base backup needs, from its recorded names or its LSNs."""
-    try:
-        start = (parse_segment_name(physical.start_wal_segment) if physical.start_wal_segment
-                 else segment_of(parse_lsn(physical.start_lsn), physical.timeline, seg_size))
-        stop = (parse_segment_name(physical.stop_wal_segment) if physical.stop_wal_segment
-                else segment_of(parse_lsn(physical.stop_lsn), physical.timeline, seg_size))
-    except (XlogError, AttributeError, TypeError):
-        return None
-    return start, stop
-
-
-def recoverability_window(segments: Sequence[ArchivedSegment], catalog_backups: Sequence[Manifest],
-                          seg_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[datetime | None, datetime | None]:
-    """first = completion time of the oldest physical base backup whose WAL (start..stop segment) is archived
-    without a gap; last = archived_at of the last segment contiguous from such a backup's start on its
-    timeline, or of the .partial right after it when there is one (the newest over all such backups)."""
-    full = {(s.timeline, s.segment.number(seg_size)): s for s in segments if not s.partial}
-    partial = {(s.timeline, s.segment.number(seg_size)): s for s in segments if s.partial}
-    first: datetime | None = None
-    last: datetime | None = None
-    physical = [m for m in catalog_backups if m.method == "physical" and m.physical is not None]
-    for manifest in sorted(physical, key=lambda m: _utc(m.completed_at)):
-        needed = base_backup_segments(manifest.physical, seg_size)
-        if needed is None:
-            continue
-        start, stop = needed
-        timeline = start.timeline
-        number = start.number(seg_size)
-        end: ArchivedSegment | None = None
-        while (timeline, number) in full:
-            end = full[(timeline, number)]
-            number += 1
-        if end is None or end.segment.number(seg_size) < stop.number(seg_size):
-            continue  # the backup's own WAL is incomplete: it cannot be restored to consistency
-        tail = partial.get((timeline, number))
-        reach = max(end.archived_at, tail.archived_at) if tail is not None else end.archived_at
-        if first is None:
-            first = _utc(manifest.completed_at)
-        last = reach if last is None else max(last, reach)
-    return first, last

@@ -15,21 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pgbackup.runner.log import log, log_warning
-from pgbackup.runner.wal.archive import (
-    ArchivedSegment,
-    WalArchive,
-    WalListing,
-    backups_segment_size,
-    base_backup_segments,
-)
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.manifest import Manifest
+from pgbackup.runner.common.log import log, log_error, log_warning
+from pgbackup.runner.wal.archive import WalArchive
+from pgbackup.runner.wal.listing import ArchivedSegment, WalListing
+from pgbackup.runner.wal.window import backups_segment_size, base_backup_segments
 from pgbackup.runner.wal.xlog import DEFAULT_SEGMENT_SIZE, WalSegment, parse_segment_name
-
-if TYPE_CHECKING:
-    from pgbackup.runner.catalog import Catalog
-    from pgbackup.runner.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -114,3 +108,17 @@ def apply_wal_retention_for_catalog(catalog: Catalog, *, dry_run: bool = False, 
                          "until `pgbackup show <id>` works for every backup again")
         return None
     return apply_wal_retention(archive, backups, dry_run=dry_run)
+
+
+def apply_wal_retention_after(catalog: Catalog, *, dry_run: bool = False, backups: list[Manifest] | None = None,
+                              stored: set[str] | None = None) -> None:
+    """After backup retention, the WAL archive (wal/ beside the backups, when there is one): keep exactly the WAL
+    the retained physical base backups need. A failure is logged, never fatal: the backups themselves are fine.
+    `backups` and `stored`: every policy's readable backups and the ids with a manifest, when the caller has
+    read them."""
+    try:
+        apply_wal_retention_for_catalog(catalog, dry_run=dry_run, backups=backups, stored=stored)
+    except Exception as exc:  # noqa: BLE001
+        log_error("wal.retention.failed", error=exc, storage=catalog.storage.url,
+                  hint="old WAL was not pruned (nothing was lost); it is retried after the next backup or with "
+                       "`pgbackup retention`")

@@ -1,4 +1,4 @@
-"""The WAL streamer's state over HTTP (pgbackup.api.wal): GET /status -> WalStreamState, GET /healthz -> liveness.
+"""The WAL streamer's state (pgbackup.api.wal.WalStreamState), served over HTTP by wal.status_server.
 
 WalStateTracker combines what the streaming loop tells it (StreamObserver: loop ticks, streaming on/off,
 segments and partials shipped, problems) with facts it refreshes on its own timer in a daemon thread:
@@ -28,31 +28,24 @@ The server never answers with credentials: the state holds LSNs, names, times an
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
 
-from pgbackup.api.wal import ENV_WAL_STATUS_PORT, WAL_HEALTH_PATH, WAL_STATUS_PATH, WAL_STATUS_PORT, WalStreamState
-from pgbackup.runner.catalog import Catalog
-from pgbackup.runner.config import UsageError
-from pgbackup.runner.log import log, log_warning, redact
-from pgbackup.runner.pg import ConnParams
-from pgbackup.runner.wal.archive import (
-    ArchivedSegment,
-    IncrementalWalListing,
-    WalArchive,
-    find_gaps,
-    format_gap,
-    recoverability_window,
-)
-from pgbackup.runner.wal.stream import StreamObserver, receiver_slot_name
+from pgbackup.api.wal import WalStreamState
+from pgbackup.runner.common.timestamps import utc_now
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.manifest import Manifest
+from pgbackup.runner.common.log import redact
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.wal.archive import WalArchive
+from pgbackup.runner.wal.listing import ArchivedSegment, IncrementalWalListing
+from pgbackup.runner.wal.window import find_gaps, format_gap, recoverability_window
+from pgbackup.runner.wal.observer import StreamObserver
+from pgbackup.runner.wal.slots import receiver_slot_name
 from pgbackup.runner.wal.xlog import (
     DEFAULT_SEGMENT_SIZE,
     format_lsn,
@@ -60,9 +53,6 @@ from pgbackup.runner.wal.xlog import (
     parse_lsn,
     parse_segment_name,
 )
-
-if TYPE_CHECKING:
-    from pgbackup.runner.manifest import Manifest
 
 DEFAULT_REFRESH_INTERVAL = 15.0
 DEFAULT_CATALOG_INTERVAL = 300.0
@@ -154,7 +144,7 @@ class WalStateTracker(StreamObserver):
             current = self._state.last_archived_segment
             if current is None or parse_segment_name(name).position >= parse_segment_name(current).position:
                 self._state.last_archived_segment = name
-                self._state.last_archived_at = datetime.now(UTC)
+                self._state.last_archived_at = utc_now()
 
     def partial_started(self) -> None:
         with self._lock:
@@ -220,7 +210,7 @@ class WalStateTracker(StreamObserver):
             if server:
                 self._problems.pop("server", None)
             self._compute_lag_locked()
-            self._state.updated_at = datetime.now(UTC)
+            self._state.updated_at = utc_now()
             self._publish_locked()
             return self._state.model_copy(deep=True)
 
@@ -260,7 +250,7 @@ class WalStateTracker(StreamObserver):
             flushed = parse_lsn(receiver[0]) if receiver is not None and receiver[0] is not None else None
             if receiver is not None and receiver[2]:  # pg_receivewal is connected: an earlier exit is over
                 self._problems.pop("receiver", None)
-            self._samples.append(_Sample(at=now, wall=datetime.now(UTC), server_lsn=server_lsn, flushed_lsn=flushed))
+            self._samples.append(_Sample(at=now, wall=utc_now(), server_lsn=server_lsn, flushed_lsn=flushed))
         return True
 
     def _refresh_storage(self) -> None:
@@ -346,74 +336,3 @@ def _age_of(lsn: int, samples: list[_Sample], now: float) -> float:
 def _clean(exc: BaseException, params: ConnParams) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return redact(params.scrub(text))
-
-
-# -- the HTTP server --------------------------------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    tracker: WalStateTracker  # set on the subclass made per server
-    server_version = "pgbackup-wal-status"
-    sys_version = ""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        path = self.path.split("?", 1)[0]
-        if path == WAL_STATUS_PATH:
-            self._answer(200, self.tracker.status_json())
-        elif path == WAL_HEALTH_PATH:
-            alive = self.tracker.alive()
-            body: dict[str, Any] = {"alive": alive}
-            if not alive:
-                body["error"] = (f"the WAL streaming loop has not made progress for more than "
-                                 f"{self.tracker.stall_after:g} s")
-            self._answer(200 if alive else 503, json.dumps(body).encode())
-        else:
-            self._answer(404, json.dumps({"error": f"not found; try {WAL_STATUS_PATH} or {WAL_HEALTH_PATH}"}).encode())
-
-    def _answer(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-        """Probes hit these every few seconds: no access log (errors still reach log_error below)."""
-
-    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-        log_warning("wal.status.http_error", message=redact(format % args))
-
-
-class StatusServer:
-    """A ThreadingHTTPServer in a daemon thread serving a tracker; `port` is the bound one (0 picks a free one)."""
-
-    def __init__(self, tracker: WalStateTracker, *, host: str = "0.0.0.0", port: int = 0) -> None:
-        handler = type("WalStatusHandler", (_Handler,), {"tracker": tracker})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.host = host
-        self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="wal-status-http", daemon=True)
-
-    def start(self) -> StatusServer:
-        self._thread.start()
-        log("wal.status.serving", host=self.host, port=self.port, paths=[WAL_STATUS_PATH, WAL_HEALTH_PATH])
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(timeout=10)
-
-
-def status_port(environ: Mapping[str, str] | None = None) -> int:
-    """The port to serve on: $PGBACKUP_WAL_STATUS_PORT (set in the streamer pod) or WAL_STATUS_PORT."""
-    env = os.environ if environ is None else environ
-    text = env.get(ENV_WAL_STATUS_PORT, "").strip()
-    if not text:
-        return WAL_STATUS_PORT
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise UsageError(f"{ENV_WAL_STATUS_PORT}={text!r} is not a TCP port (1-65535); unset it to use "
-                         f"{WAL_STATUS_PORT}")
-    return int(text)

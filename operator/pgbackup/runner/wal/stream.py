@@ -29,36 +29,33 @@ after the newest complete segment it finds. The password reaches pg_receivewal t
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import psycopg
 
 from pgbackup.api.wal import ENV_WAL_SPOOL_LIMIT
-from pgbackup.runner.config import RunnerError, UsageError
-from pgbackup.runner.log import log, log_warning
-from pgbackup.runner.pg import ConnParams, PgTools
+from pgbackup.runner.common.errors import RunnerError, UsageError
+from pgbackup.runner.common.log import log, log_warning
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.tools import PgTools
+from pgbackup.runner.wal.observer import StreamObserver, StreamState
+from pgbackup.runner.wal.slots import advance_slot, ensure_slot, receiver_slot_name
 from pgbackup.runner.wal.xlog import (
     DEFAULT_SEGMENT_SIZE,
     classify,
-    format_lsn,
     lsn_of_segment_start,
     parse_lsn,
     parse_segment_name,
     segment_of,
 )
 
-SLOT_NAME_MAX = 63
-RECEIVER_SLOT_SUFFIX = "_recv"
 _BACKOFF_START = 1.0
 _BACKOFF_MAX = 30.0
 _HEALTHY_AFTER = 30.0
@@ -77,11 +74,6 @@ class PushesWal(Protocol):
     def push_partial(self, path: Path) -> object: ...
 
 
-def default_slot_name(policy_name: str) -> str:
-    """pgbackup_<policy name>, with the characters a slot name cannot hold replaced by '_', at most 63 long."""
-    return re.sub(r"[^a-z0-9_]", "_", f"pgbackup_{policy_name}".lower())[:SLOT_NAME_MAX]
-
-
 def spool_limit(environ: Mapping[str, str] | None = None) -> int | None:
     """$PGBACKUP_WAL_SPOOL_LIMIT_BYTES (set in the streamer pod from jobTemplate.scratchSizeLimit); None: no limit."""
     text = (os.environ if environ is None else environ).get(ENV_WAL_SPOOL_LIMIT, "").strip()
@@ -90,92 +82,6 @@ def spool_limit(environ: Mapping[str, str] | None = None) -> int | None:
     if not text.isdigit() or int(text) == 0:
         raise UsageError(f"{ENV_WAL_SPOOL_LIMIT}={text!r} is not a positive number of bytes; unset it for no limit")
     return int(text)
-
-
-def receiver_slot_name(slot: str) -> str:
-    """The slot pg_receivewal streams through: `<slot>_recv`; a name that would be too long is shortened and
-    given a hash of the whole, so two archive slots never share a receiver slot."""
-    name = slot + RECEIVER_SLOT_SUFFIX
-    if len(name) <= SLOT_NAME_MAX:
-        return name
-    digest = hashlib.sha256(slot.encode()).hexdigest()[:8]
-    return f"{slot[:SLOT_NAME_MAX - len(RECEIVER_SLOT_SUFFIX) - 9]}_{digest}{RECEIVER_SLOT_SUFFIX}"
-
-
-def advance_slot(params: ConnParams, slot: str, lsn: int) -> bool:
-    """Move the archive slot forward to `lsn` (never back: the server refuses that); True when it moved."""
-    target = format_lsn(lsn)
-    with params.connect("postgres") as conn:
-        row = conn.execute("SELECT pg_replication_slot_advance(slot_name, %s::pg_lsn) FROM pg_replication_slots "
-                           "WHERE slot_name = %s AND slot_type = 'physical' AND restart_lsn < %s::pg_lsn",
-                           (target, slot, target)).fetchone()
-    return row is not None
-
-
-def ensure_slot(params: ConnParams, slot: str) -> bool:
-    """Create the physical replication slot (reserving WAL right away) unless it exists; True when created."""
-    with params.connect("postgres") as conn:
-        row = conn.execute("SELECT slot_type FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-        if row is not None:
-            if row[0] != "physical":
-                raise RunnerError(f"replication slot {slot!r} on {params.describe()} is a {row[0]} slot; WAL streaming "
-                                  f"needs a physical one: drop it or set spec.wal.slotName to another name",
-                                  reason="SlotMissing")
-            return False
-        try:
-            conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))
-        except psycopg.errors.DuplicateObject:
-            return False  # created meanwhile (a second pod during a rollout)
-        except psycopg.Error as exc:
-            raise RunnerError(f"cannot create the physical replication slot {slot!r} on {params.describe()}: "
-                              f"{params.scrub(str(exc).strip())}. The user needs the REPLICATION attribute and the "
-                              f"server max_replication_slots > 0 (wal_level replica or logical)",
-                              reason="SlotMissing") from None
-    log("wal.stream.slot_created", slot=slot, server=params.describe())
-    return True
-
-
-class StreamObserver:
-    """Told what the loop does (the status server's WalStateTracker); this base class ignores it all."""
-
-    def tick(self) -> None:
-        """One loop iteration ran (liveness)."""
-
-    def streaming(self, on: bool) -> None:
-        """The loop started (True) or ended (False)."""
-
-    def segment_archived(self, name: str) -> None:
-        """A complete segment is in storage."""
-
-    def partial_started(self) -> None:
-        """A .partial ship is due: what pg_receivewal flushed until now will be in storage when it succeeds."""
-
-    def partial_archived(self, name: str) -> None:
-        """Storage holds the .partial as it is on disk (uploaded now, or unchanged since the last upload)."""
-
-    def problem(self, source: str, message: str | None) -> None:
-        """Something (source: receiver, ship, slot) went wrong, with what to do; None: it is over."""
-
-    def spool(self, size: int) -> None:
-        """Bytes in the local spool now."""
-
-
-@dataclass
-class StreamState:
-    """What the loop knows (logged as progress lines; tests read it)."""
-
-    last_segment: str | None = None
-    last_shipped_at: float | None = None
-    """Clock time of the last successful ship (segment or partial)."""
-    segments_shipped: int = 0
-    partials_shipped: int = 0
-    history_shipped: list[str] = field(default_factory=list)
-    receiver_starts: int = 0
-    receiver_exits: list[int] = field(default_factory=list)
-    ship_failures: int = 0
-    lag_bytes: int | None = None
-    lag_seconds: float | None = None
-    spool_bytes: int = 0
 
 
 class WalStreamer:

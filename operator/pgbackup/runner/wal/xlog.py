@@ -134,6 +134,11 @@ def segment_of(lsn: int, timeline: int, seg_size: int = DEFAULT_SEGMENT_SIZE) ->
     return segment_from_number(timeline, lsn // check_segment_size(seg_size), seg_size)
 
 
+def wal_segment_name(timeline: int, lsn: int, seg_size: int = DEFAULT_SEGMENT_SIZE) -> str:
+    """The name of the segment holding `lsn` (what pg_walfile_name answers)."""
+    return segment_of(lsn, timeline, seg_size).name
+
+
 def lsn_of_segment_start(seg: WalSegment, seg_size: int = DEFAULT_SEGMENT_SIZE) -> int:
     return seg.number(seg_size) * seg_size
 

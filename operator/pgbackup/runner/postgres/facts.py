@@ -1,0 +1,101 @@
+"""What the manifest records about a server and each database (version, extensions, exact row counts, sizes),
+read in the snapshot pg_dump is given."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from pgbackup.runner.postgres.pg import ConnParams
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    version_num: int
+    wal_segment_size: int
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
+def server_info(conn: psycopg.Connection) -> ServerInfo:
+    row = conn.execute(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int,"
+        " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
+    ).fetchone()
+    assert row is not None
+    return ServerInfo(version=row[0], version_num=row[1], wal_segment_size=int(row[2]))
+
+
+def list_databases(conn: psycopg.Connection) -> list[str]:
+    """Every database that can be backed up: not a template, accepting connections."""
+    rows = conn.execute(
+        "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+@dataclass
+class DatabaseFacts:
+    name: str
+    size_bytes: int
+    extensions: dict[str, str]
+    row_counts: dict[str, int]
+
+
+def _user_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """Ordinary tables whose data pg_dump writes: not system, not temp, not members of an extension."""
+    rows = conn.execute(
+        """
+        SELECT n.nspname, c.relname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+          AND n.nspname NOT LIKE 'pg\\_temp%'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                          AND d.deptype = 'e')
+        ORDER BY 1, 2
+        """
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]
+
+
+def count_rows(conn: psycopg.Connection) -> dict[str, int]:
+    """Exact count(*) of every user table, keyed 'schema.table' (in the caller's snapshot)."""
+    counts: dict[str, int] = {}
+    for schema, table in _user_tables(conn):
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        row = conn.execute(query).fetchone()
+        counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+    return counts
+
+
+def database_facts(conn: psycopg.Connection, name: str) -> DatabaseFacts:
+    extensions: dict[str, str] = dict(conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall())
+    size_row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return DatabaseFacts(name=name, size_bytes=int(size_row[0]) if size_row else 0, extensions=extensions,
+                         row_counts=count_rows(conn))
+
+
+@contextmanager
+def exported_snapshot(params: ConnParams, dbname: str) -> Iterator[tuple[str, DatabaseFacts]]:
+    """A REPEATABLE READ transaction whose snapshot is exported for `pg_dump --snapshot`: the row counts
+    recorded are exactly the rows in the dump. The transaction stays open until the dump has finished."""
+    conn = params.connect(dbname, autocommit=False)
+    try:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        facts = database_facts(conn, dbname)
+        yield str(row[0]), facts
+    finally:
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
