@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -14,7 +17,7 @@ from pgbackup.runner.storage.pipeline import store_stream
 from pgbackup.runner.storage.base import ObjectNotFound, StorageError
 from pgbackup.runner.storage.factory import open_storage
 from pgbackup.runner.storage.s3 import S3Storage
-from tests.fixtures.s3 import FlakyProxy, MotoServer, S3Bucket, free_port, make_bucket, s3_env
+from tests.fixtures.s3 import FlakyProxy, MotoServer, RelayProxy, S3Bucket, free_port, make_bucket, s3_env
 from tests.runner.storage_support import s3_storage  # noqa: F401 - fixture
 
 MIB = 1024 * 1024
@@ -198,3 +201,66 @@ def test_persistent_5xx_fails_after_retries_naming_the_object(s3_bucket: S3Bucke
         assert proxy.requests == 2
     finally:
         proxy.close()
+
+
+class _HoldsFirstPart(RelayProxy):
+    """Holds UploadPart 1 until UploadPart 2 has arrived (or 30 s have passed), then relays both."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.second_part = threading.Event()
+        self.overlapped: bool | None = None
+        super().__init__(upstream_port)
+
+    def intercept(self, request: Any) -> bool:
+        query = parse_qs(urlsplit(request.path).query)
+        if request.command == "PUT" and query.get("partNumber") == ["1"]:
+            self.overlapped = self.second_part.wait(30)
+        elif request.command == "PUT" and query.get("partNumber") == ["2"]:
+            self.second_part.set()
+        return False
+
+
+def test_the_next_part_is_sent_while_a_part_is_still_uploading(s3_bucket: S3Bucket, moto_server: MotoServer) -> None:
+    proxy = _HoldsFirstPart(moto_server.port)
+    try:
+        storage = S3Storage(s3_bucket.spec(endpoint=proxy.endpoint), max_attempts=2)  # 5 MiB parts
+        data = os.urandom(17 * MIB)
+        stored = store_stream(io.BytesIO(data), storage, "20260101T000000Z/orders.dump", compression=NONE)
+    finally:
+        proxy.close()
+    assert proxy.overlapped, "part 2 was only sent after part 1 had been uploaded"
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key=f"team/orders-db/{stored.key}")
+    assert head["ETag"].endswith('-4"'), "17 MiB in 5 MiB parts = 4 parts, assembled in order"
+    assert s3_storage_bytes(s3_bucket, stored.key) == data
+    assert s3_bucket.incomplete_uploads() == []
+
+
+def test_a_part_failing_while_others_upload_aborts_the_upload_and_leaves_nothing(
+        s3_bucket: S3Bucket, moto_server: MotoServer) -> None:
+    class ThirdPartFails(RelayProxy):
+        def intercept(self, request: Any) -> bool:
+            query = parse_qs(urlsplit(request.path).query)
+            if request.command == "PUT" and query.get("partNumber") == ["3"]:
+                payload = b"<Error><Code>AccessDenied</Code><Message>injected</Message></Error>"
+                request.send_response(403)
+                request.send_header("Content-Type", "application/xml")
+                request.send_header("Content-Length", str(len(payload)))
+                request.end_headers()
+                request.wfile.write(payload)
+                return True
+            return False
+
+    proxy = ThirdPartFails(moto_server.port)
+    try:
+        storage = S3Storage(s3_bucket.spec(endpoint=proxy.endpoint), max_attempts=1)
+        with pytest.raises(StorageError, match=r"uploading s3://.*orders\.dump failed: access denied"):
+            store_stream(io.BytesIO(os.urandom(40 * MIB)), storage, "20260101T000000Z/orders.dump", compression=NONE)
+    finally:
+        proxy.close()
+    assert s3_bucket.keys() == []
+    assert s3_bucket.incomplete_uploads() == [], "the multipart upload was aborted after the parts in flight"
+
+
+def s3_storage_bytes(s3_bucket: S3Bucket, key: str) -> bytes:
+    body = s3_bucket.client.get_object(Bucket=s3_bucket.bucket, Key=f"team/orders-db/{key}")["Body"]
+    return bytes(body.read())

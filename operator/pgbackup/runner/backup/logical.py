@@ -131,14 +131,13 @@ def dump_globals(params: ConnParams, tools: PgTools, target: StreamTarget, *, no
 
 def dump_database(params: ConnParams, tools: PgTools, target: StreamTarget, dbname: str, *, dump_format: str = "custom",
                   jobs: int = 1, scratch: Path | None = None) -> tuple[DumpedObject, DumpedDatabase]:
-    """Dump one database in the snapshot whose row counts are recorded."""
+    """Dump one database in the snapshot whose row counts are recorded (counted while pg_dump runs)."""
     name = database_object_name(dbname, dump_format)
-    with exported_snapshot(params, dbname) as (snapshot, facts):
-        log("dump.start", database=dbname, format=dump_format, jobs=jobs, tables=len(facts.row_counts),
-            size_bytes=facts.size_bytes)
+    with exported_snapshot(params, dbname) as exported:
+        log("dump.start", database=dbname, format=dump_format, jobs=jobs)
         what = f"pg_dump of database {dbname!r}"
         hint = f"check the server log and the role's rights on database {dbname!r}"
-        common = ["--no-password", f"--snapshot={snapshot}", "-Z", "0"]
+        common = ["--no-password", f"--snapshot={exported.snapshot}", "-Z", "0"]
         env = params.child_env(dbname)
         if dump_format == "custom":
             source = ChildOutput([tools.path("pg_dump"), "-Fc", *common], env=env, what=what, hint=hint,
@@ -147,8 +146,10 @@ def dump_database(params: ConnParams, tools: PgTools, target: StreamTarget, dbna
         else:
             stored = _dump_directory(tools, target, env, name, dbname, jobs, scratch, common, what, hint,
                                      params.password or "")
+        facts = exported.facts()  # counted in the same snapshot while pg_dump ran
     properties = database_properties(params, dbname)
-    log("dump.done", database=dbname, key=stored.key, size=stored.size, raw_size=stored.raw_size)
+    log("dump.done", database=dbname, key=stored.key, size=stored.size, raw_size=stored.raw_size,
+        tables=len(facts.row_counts), size_bytes=facts.size_bytes)
     return (DumpedObject(stored=stored, name=name, kind="database", database=dbname),
             DumpedDatabase(facts=facts, dump_format=dump_format, properties=properties))
 

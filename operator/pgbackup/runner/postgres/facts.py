@@ -1,9 +1,10 @@
 """What the manifest records about a server and each database (version, extensions, exact row counts, sizes),
-read in the snapshot pg_dump is given."""
+read in the snapshot pg_dump is given, while pg_dump runs."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -83,18 +84,37 @@ def database_facts(conn: psycopg.Connection, name: str) -> DatabaseFacts:
                          row_counts=count_rows(conn))
 
 
+class ExportedSnapshot:
+    """An exported snapshot and the facts being read in it, on the exporting connection, while a dump runs."""
+
+    def __init__(self, snapshot: str, counting: Future[DatabaseFacts]) -> None:
+        self.snapshot = snapshot
+        self._counting = counting
+
+    def facts(self) -> DatabaseFacts:
+        """The database's facts in this snapshot (waits until the row counts are done; raises their error)."""
+        return self._counting.result()
+
+
 @contextmanager
-def exported_snapshot(params: ConnParams, dbname: str) -> Iterator[tuple[str, DatabaseFacts]]:
+def exported_snapshot(params: ConnParams, dbname: str) -> Iterator[ExportedSnapshot]:
     """A REPEATABLE READ transaction whose snapshot is exported for `pg_dump --snapshot`: the row counts
-    recorded are exactly the rows in the dump. The transaction stays open until the dump has finished."""
+    recorded are exactly the rows in the dump. The counts are taken on the exporting connection in a thread of
+    their own, so they run while pg_dump does instead of before it. The transaction stays open until the dump
+    has finished and the counts are done; on an error the counting is cancelled."""
     conn = params.connect(dbname, autocommit=False)
+    counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgbackup-count")
     try:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         row = conn.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
-        facts = database_facts(conn, dbname)
-        yield str(row[0]), facts
+        # from here on only the counting thread uses the connection (until it is done)
+        yield ExportedSnapshot(str(row[0]), counter.submit(database_facts, conn, dbname))
+    except BaseException:
+        conn.cancel()  # a failed dump does not wait for the counts
+        raise
     finally:
+        counter.shutdown(wait=True)
         try:
             conn.rollback()
         finally:

@@ -9,6 +9,7 @@ logged and counted (s3_retries).
 from __future__ import annotations
 
 import builtins
+import functools
 import io
 import os
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from pgbackup.runner.storage.base import (
     StorageError,
     StorageUnreachable,
 )
+from pgbackup.runner.storage.parts import PartUploads
 from pgbackup.runner.storage.s3_retries import watch_retries
 
 MIB = 1024 * 1024
@@ -347,7 +349,8 @@ class IncompleteUpload:
 
 
 class _MultipartWriter(ObjectWriter):
-    """Buffers one part in memory; objects smaller than a part become one PutObject."""
+    """Buffers one part in memory and hands full parts to concurrent uploads (PartUploads: a bounded number of
+    bytes in flight); objects smaller than a part become one PutObject."""
 
     def __init__(self, storage: S3Storage, key: str) -> None:
         self._storage = storage
@@ -355,22 +358,32 @@ class _MultipartWriter(ObjectWriter):
         self._full_key = storage._key(key)
         self._buffer = io.BytesIO()
         self._upload_id: str | None = None
-        self._parts: list[tuple[int, str]] = []  # (PartNumber, ETag)
+        self._parts: PartUploads | None = None
         self._finished = False
 
     def write(self, data: bytes) -> None:
         if self._finished:
             raise StorageError(f"write to s3://{self._storage.bucket}/{self._full_key} after commit/abort")
         self._buffer.write(data)
-        if self._buffer.tell() >= self._storage.part_size_for(len(self._parts) + 1):
+        number = self._parts.count + 1 if self._parts is not None else 1
+        if self._buffer.tell() >= self._storage.part_size_for(number):
             self._upload_buffer()
 
+    def _upload_part(self, upload_id: str, number: int, body: bytes) -> str:
+        """One UploadPart (on a PartUploads worker thread); its ETag."""
+        try:
+            uploaded = self._storage.client.upload_part(
+                Bucket=self._storage.bucket, Key=self._full_key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._storage.error(exc, "uploading", self._key) from exc
+        return str(uploaded["ETag"])
+
     def _upload_buffer(self) -> None:
-        client = self._storage.client
-        body = self._buffer
+        body = self._buffer.getvalue()
         self._buffer = io.BytesIO()
-        body.seek(0)
-        if len(self._parts) >= self._storage.max_parts:
+        number = self._parts.count + 1 if self._parts is not None else 1
+        if number > self._storage.max_parts:
             self.abort()
             raise StorageError(
                 f"uploading s3://{self._storage.bucket}/{self._full_key} failed: the object is larger than "
@@ -378,38 +391,40 @@ class _MultipartWriter(ObjectWriter):
                 f"storage.s3.partSizeMib {self._storage.part_size // MIB} can hold; raise partSizeMib"
             )
         try:
-            if self._upload_id is None:
-                created = client.create_multipart_upload(
+            if self._parts is None:
+                created = self._storage.client.create_multipart_upload(
                     Bucket=self._storage.bucket, Key=self._full_key, **self._storage._extra_args()
                 )
-                self._upload_id = created["UploadId"]
-            number = len(self._parts) + 1
-            uploaded = client.upload_part(
-                Bucket=self._storage.bucket, Key=self._full_key, UploadId=self._upload_id, PartNumber=number, Body=body
-            )
-            self._parts.append((number, uploaded["ETag"]))
+                self._upload_id = upload_id = str(created["UploadId"])
+                self._parts = PartUploads(functools.partial(self._upload_part, upload_id))
+            self._parts.submit(number, body)
         except (ClientError, BotoCoreError, OSError) as exc:
             self.abort()
             raise self._storage.error(exc, "uploading", self._key) from exc
+        except BaseException:
+            self.abort()
+            raise
 
     def commit(self) -> None:
         if self._finished:
             return
         client = self._storage.client
         try:
-            if self._upload_id is None:
+            if self._parts is None:
                 self._buffer.seek(0)
                 client.put_object(
                     Bucket=self._storage.bucket, Key=self._full_key, Body=self._buffer, **self._storage._extra_args()
                 )
             else:
-                if self._buffer.tell() or not self._parts:
+                if self._buffer.tell():
                     self._upload_buffer()
+                parts = self._parts.results()
+                assert self._upload_id is not None  # set with self._parts
                 client.complete_multipart_upload(
                     Bucket=self._storage.bucket,
                     Key=self._full_key,
                     UploadId=self._upload_id,
-                    MultipartUpload={"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in self._parts]},
+                    MultipartUpload={"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in parts]},
                 )
         except (ClientError, BotoCoreError, OSError) as exc:
             self.abort()
@@ -425,6 +440,8 @@ class _MultipartWriter(ObjectWriter):
             return
         self._finished = True
         self._buffer = io.BytesIO()
+        if self._parts is not None:
+            self._parts.cancel()  # the parts on the wire finish first: an abort after them leaves no part behind
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             try:
