@@ -1,4 +1,5 @@
 """`python -m bench` (`make bench`): build the dataset once, run every selected tool on it, print the table.
+`python -m bench --rpo`: the archive lag of WAL streaming and archive_command under pgbench instead (bench/rpo.py).
 
 Exit codes: 0 the run completed (a tool that failed or is missing is a row saying so, not an error), 1 the
 benchmark could not set up (no PostgreSQL, the server or moto did not start), 3 bad arguments, 130 interrupted.
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from bench import anchors, candidates, dataset
+from bench import anchors, candidates, dataset, rpo
 from bench.context import Context, Tool, ToolUnavailable
 from bench.install import ensure_tools, say
 from bench.postgres import Postgres, SetupError, newest_bindir, server_account
@@ -54,7 +55,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, help="parent of the temporary directory (default: $TMPDIR)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (data, each tool's log)")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install missing tools")
+    p.add_argument("--rpo", action="store_true", help="measure archive lag under pgbench instead (bench/rpo.py)")
+    p.add_argument("--duration", type=float, default=120, help="--rpo: seconds of pgbench per mode (default 120)")
+    p.add_argument("--clients", type=int, default=4, help="--rpo: pgbench clients (default 4)")
+    p.add_argument("--modes", default=",".join(rpo.MODES), help=f"--rpo: comma list of {','.join(rpo.MODES)}")
+    p.add_argument("--partial-interval", default="5s", help="--rpo: the streamer's partialUploadInterval (5s)")
+    p.add_argument("--archive-timeout", default="60s", help="--rpo: archive_timeout of archive_command modes (60s)")
     args = p.parse_args(argv)
+    args.rpo_modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if set(args.rpo_modes) - set(rpo.MODES):
+        p.error(f"unknown --modes {','.join(set(args.rpo_modes) - set(rpo.MODES))}; known: {','.join(rpo.MODES)}")
     try:
         args.selected = select(args.only, args.skip)
     except ValueError as e:
@@ -163,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scale": args.scale, "vector_rows": args.vector_rows, "cpus": os.cpu_count(), "kernel": platform.release(),
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+    if args.rpo:
+        return _main_rpo(args, meta)
     rows: list[Row] = []
     code = 0
     try:
@@ -179,4 +191,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(meta, rows))
     if args.json:
         args.json.write_text(json.dumps(to_json(meta, rows), indent=2) + "\n")
+    return code
+
+
+def _main_rpo(args: argparse.Namespace, meta: dict[str, Any]) -> int:
+    rows: list[rpo.RpoRow] = []
+    code = 0
+    try:
+        if not args.no_install:
+            meta["install_problems"] = ensure_tools()
+        rpo.run(args, meta, rows)
+    except KeyboardInterrupt:
+        say("interrupted: stopped the archivers, the server and moto, removed the work directory")
+        code = EXIT_INTERRUPTED
+    except SetupError as e:
+        say(f"cannot run the benchmark: {e}")
+        meta["fatal"] = str(e)
+        code = EXIT_SETUP
+    meta["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if rows:
+        print(rpo.render(meta, rows))
+    if args.json:
+        args.json.write_text(json.dumps(rpo.to_json(meta, rows), indent=2) + "\n")
     return code

@@ -2,6 +2,6 @@
 
 import sys
 
-from pgbackup.runner.cli.main import main
+from pgbackup.runner.cli.entry import main
 
 sys.exit(main())

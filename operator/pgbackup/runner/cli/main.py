@@ -23,9 +23,11 @@ from pgbackup.runner.cli.catalog import cmd_catalog_summary, cmd_check, cmd_impo
 from pgbackup.runner.cli.parser import build_parser
 from pgbackup.runner.cli.restore import cmd_restore, cmd_restore_request
 from pgbackup.runner.cli.verify import cmd_verify
-from pgbackup.runner.cli.wal import cmd_wal_fetch, cmd_wal_push, cmd_wal_stream
+from pgbackup.runner.cli.failures import report_failure
+from pgbackup.runner.cli.wal import cmd_wal_fetch, cmd_wal_stream
+from pgbackup.runner.cli.walpush import cmd_wal_push
 from pgbackup.runner.common.config import load_policy
-from pgbackup.runner.common.errors import RunnerError, UsageError, exit_code_for
+from pgbackup.runner.common.errors import RunnerError
 from pgbackup.runner.common.log import log_error
 from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.common.termination import Terminated, terminate_gracefully
@@ -104,21 +106,10 @@ def _run(args: argparse.Namespace) -> int:
         log_error(f"{args.command}.failed", error=str(exc))
         print(f"pgbackup {args.command}: {exc}", file=sys.stderr)
         return jobenv.EXIT_USAGE
-    except (RunnerError, UsageError) as exc:
-        log_error(f"{args.command}.failed", reason=exc.reason, error=_described(exc))
-        print(f"pgbackup {args.command}: {_described(exc)}", file=sys.stderr)
-        return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - mapped to the documented exit codes
         if isinstance(exc, BrokenPipeError) and stdout_closed():
             raise  # not a failure: main() ends quietly
-        log_error(f"{args.command}.failed", error=_described(exc))
-        print(f"pgbackup {args.command}: {_described(exc)}", file=sys.stderr)
-        return exit_code_for(exc)
-
-
-def _described(exc: BaseException) -> str:
-    """The error with the notes added on its way up (e.g. what a failed restore removed again)."""
-    return "; ".join([str(exc), *getattr(exc, "__notes__", ())])
+        return report_failure(args.command, exc)
 
 
 if __name__ == "__main__":

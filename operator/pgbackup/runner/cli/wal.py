@@ -1,5 +1,5 @@
-"""`pgbackup wal-push | wal-fetch | wal-stream`: shipping WAL to the archive and reading it back
-(pgbackup.runner.wal)."""
+"""`pgbackup wal-fetch | wal-stream`: reading WAL back from the archive and streaming it there
+(pgbackup.runner.wal; `wal-push` is the slim pgbackup.runner.cli.walpush)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,6 @@ from pgbackup.runner.wal.status import WalStateTracker
 from pgbackup.runner.wal.status_server import StatusServer, status_port
 from pgbackup.runner.wal.slots import default_slot_name
 from pgbackup.runner.wal.stream import WalStreamer, spool_limit
-
-
-def cmd_wal_push(policy: PolicyConfig, args: argparse.Namespace) -> int:
-    archive_for_policy(policy).push(args.path)
-    return jobenv.EXIT_OK
 
 
 def cmd_wal_fetch(policy: PolicyConfig, args: argparse.Namespace) -> int:

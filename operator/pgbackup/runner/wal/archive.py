@@ -27,12 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import Compression
 from pgbackup.runner.common.timestamps import utc_now
-from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.config import CHUNK, PolicyConfig
 from pgbackup.runner.common.log import Progress, log
 from pgbackup.runner.storage.base import ObjectNotFound, Storage, StorageError
@@ -61,6 +60,9 @@ from pgbackup.runner.wal.xlog import (
     parse_segment_name,
     timeline_of,
 )
+
+if TYPE_CHECKING:  # only annotations: the manifest model (pydantic) is not imported by every wal-push
+    from pgbackup.runner.catalog.manifest import Manifest
 
 _SNAPSHOT_IN_MEMORY = 16 * 1024 * 1024
 """A WAL file up to this size (the default segment size) is snapshotted in memory, a larger one in a temp file."""

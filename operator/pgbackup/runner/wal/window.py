@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.timestamps import as_utc
 from pgbackup.runner.wal.listing import ArchivedSegment
 from pgbackup.runner.wal.xlog import (
@@ -20,6 +19,9 @@ from pgbackup.runner.wal.xlog import (
     segment_from_number,
     segment_of,
 )
+
+if TYPE_CHECKING:  # only annotations: the manifest model (pydantic) is not imported by every wal-push
+    from pgbackup.runner.catalog.manifest import Manifest
 
 
 def backups_segment_size(catalog_backups: Sequence[Manifest]) -> int | None:
