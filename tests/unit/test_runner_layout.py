@@ -10,6 +10,12 @@ from pathlib import Path
 RUNNER = Path(__file__).resolve().parents[2] / "operator" / "pgbackup" / "runner"
 LAZY_SDK_IMPORTS = {("storage/factory.py", "pgbackup.runner.storage.s3")}
 """boto3 is loaded only when a storage is S3 (barman's rule: the provider SDK imported only when used)."""
+LAZY_FOR_START_UP = {("cli/entry.py", "pgbackup.runner.cli.main")}
+"""`pgbackup wal-push` runs once per WAL segment: the console script loads the full command line only for the other
+commands (docs/benchmarks.md, RPO under load)."""
+ANNOTATION_ONLY = {("wal/archive.py", "pgbackup.runner.catalog.manifest"), ("wal/window.py", "pgbackup.runner.catalog.manifest")}
+"""Imported for annotations only, so that wal-push does not load the manifest model; the arrow (wal -> catalog) is
+one the layers allow, and import-linter sees it all the same."""
 
 
 def modules() -> list[tuple[str, ast.Module]]:
@@ -21,11 +27,13 @@ def test_runner_imports_stand_at_the_top_of_each_module() -> None:
     for name, tree in modules():
         for node in ast.walk(tree):
             if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-                inside.append(f"{name}:{node.lineno} TYPE_CHECKING")
+                hidden = {(name, found.module) for found in ast.walk(node) if isinstance(found, ast.ImportFrom)}
+                if not hidden <= ANNOTATION_ONLY or any(isinstance(found, ast.Import) for found in ast.walk(node)):
+                    inside.append(f"{name}:{node.lineno} TYPE_CHECKING")
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for found in ast.walk(node):
-                if isinstance(found, ast.ImportFrom) and (name, found.module) in LAZY_SDK_IMPORTS:
+                if isinstance(found, ast.ImportFrom) and (name, found.module) in LAZY_SDK_IMPORTS | LAZY_FOR_START_UP:
                     continue
                 if isinstance(found, (ast.Import, ast.ImportFrom)):
                     inside.append(f"{name}:{found.lineno}")
