@@ -80,7 +80,7 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
                    identity: str | None = None, *, source_database: str | None = None, with_globals: bool = False,
                    jobs: int = 1, scratch: Path | None = None, environ: Mapping[str, str] | None = None,
                    allow_empty_target: bool = False, ownership: Ownership = Ownership(),
-                   scratch_limit: int | None = None) -> RestoreReport:
+                   scratch_limit: int | None = None, stage: bool = True) -> RestoreReport:
     """Restore one database of a logical backup into the NEW database `target_database` on `target`, then
     compare every table's row count with the manifest. An existing target database is refused untouched
     (unless `allow_empty_target` and it holds no tables: e.g. created beforehand with the right owner).
@@ -88,7 +88,11 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
     A new database is restored under a temporary name (marked as incomplete) and renamed to `target_database`
     only when complete, with the database-level properties the backup recorded; leftovers of a killed attempt
     into the same name are dropped first. An empty existing database is restored into directly. `ownership`:
-    what is kept of the backup's owners and privileges (pg_restore --no-owner / --no-privileges)."""
+    what is kept of the backup's owners and privileges (pg_restore --no-owner / --no-privileges).
+
+    With `jobs` > 1 and `stage`, a custom-format dump is first staged in `scratch` (when it fits there, within
+    `scratch_limit` bytes when given) and restored by `pg_restore -j jobs`; else it is streamed into one pg_restore.
+    `stage=False` when scratch is kept for something else (a verification's throwaway server)."""
     environ = os.environ if environ is None else environ
     started = time.monotonic()
     manifest = catalog.get(backup_id)
@@ -121,7 +125,7 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
         log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
             target=target.describe(), format=dump_format)
         report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, target_database, identity,
-                                          dump_format, jobs, scratch, ownership, scratch_limit)
+                                          dump_format, jobs, scratch, ownership, scratch_limit, stage)
         actual = _rows(target, target_database)
     else:
         with RestoreSpace(target, server.version_num) as space:
@@ -133,7 +137,7 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
                 log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
                     temporary_database=temp, target=target.describe(), format=dump_format)
                 report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, temp, identity, dump_format,
-                                                  jobs, scratch, ownership, scratch_limit)
+                                                  jobs, scratch, ownership, scratch_limit, stage)
                 actual = _rows(target, temp)
     expected = info.row_counts if info else {}
     report.tables = [TableCheck(table, expected.get(table), actual.get(table), checked=not manifest.imported)
@@ -151,21 +155,22 @@ def _rows(target: ConnParams, database: str) -> dict[str, int]:
 
 def _restore_dump(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams, tools: PgTools,
                   database: str, identity: str | None, dump_format: str, jobs: int, scratch: Path | None,
-                  ownership: Ownership, scratch_limit: int | None) -> int:
+                  ownership: Ownership, scratch_limit: int | None, stage: bool) -> int:
     with damage_reported(catalog, manifest, obj, "nothing was restored (what this restore created is dropped)"):
         return _restore_dump_unchecked(catalog, manifest, obj, target, tools, database, identity, dump_format, jobs,
-                                       scratch, ownership, scratch_limit)
+                                       scratch, ownership, scratch_limit, stage)
 
 
 def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams,
                             tools: PgTools, database: str, identity: str | None, dump_format: str, jobs: int,
-                            scratch: Path | None, ownership: Ownership, scratch_limit: int | None) -> int:
+                            scratch: Path | None, ownership: Ownership, scratch_limit: int | None,
+                            stage: bool) -> int:
     what = f"pg_restore of backup {manifest.id} database {obj.database!r} into {database!r} on {target.describe()}"
     base = [tools.path("pg_restore"), "--no-password", "--exit-on-error", *ownership.pg_restore_args(), "-d", database]
     env = target.child_env(database)
     if dump_format == "custom":
-        returncode, stderr, written = _restore_custom(catalog, manifest, obj, base, env, identity, jobs, scratch,
-                                                      scratch_limit)
+        returncode, stderr, written = _restore_custom(catalog, manifest, obj, base, env, identity,
+                                                      jobs if stage else 1, scratch, scratch_limit)
     elif dump_format == "plain":  # an imported `pg_dump | gzip` SQL script: psql replays it, stopping at the first error
         what = f"psql replay of backup {manifest.id} database {obj.database!r} into {database!r} on {target.describe()}"
         args = [tools.path("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-"]
