@@ -208,8 +208,7 @@ class S3Storage(Storage):
         return _MultipartWriter(self, key)
 
     def open_reader(self, key: str) -> BinaryIO:
-        """Big objects come as parallel ranged GETs, a few parts ahead of the reader (pgbackup.runner.storage.
-        s3_reading)."""
+        """One GET, resumed from where it stopped when its body breaks off (pgbackup.runner.storage.s3_reading)."""
         return open_object(self.client, self.bucket, self._key(key), key, self.error)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

@@ -1,6 +1,6 @@
-"""Reading big objects from S3 in parallel ranged parts: the same bytes as written, a body that breaks off
-mid-transfer is asked for again (a connection dropped during a long restore download does not fail it), and one
-that keeps breaking fails naming the object. Real moto S3, with a relay proxy in front that cuts responses.
+"""Reading objects back from S3: the same bytes as written, a body that breaks off mid-transfer is resumed from
+where it stopped (a connection dropped during a long restore download does not fail it), and one that keeps
+breaking fails naming the object. Real moto S3, with a relay proxy in front that cuts responses.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 
 from pgbackup.runner.storage.base import StorageError
 from pgbackup.runner.storage.s3 import S3Storage
-from pgbackup.runner.storage.s3_reading import READ_PART
 from tests.fixtures.s3 import MotoServer, RelayProxy, S3Bucket
 
 
@@ -64,7 +63,7 @@ class CuttingProxy(RelayProxy):
 
 @pytest.fixture
 def big_object(s3_bucket: S3Bucket) -> tuple[str, bytes]:
-    data = os.urandom(3 * READ_PART + 12345)  # three full parts and a short one
+    data = os.urandom(25 * 1024 * 1024 + 12345)
     S3Storage(s3_bucket.spec(), max_attempts=2).put_bytes("big/object.bin", data)
     return "big/object.bin", data
 
