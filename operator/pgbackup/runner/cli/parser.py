@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--target-host", help="server to restore into (default: the policy's database host)")
     restore.add_argument("--target-port", type=int, help="its port (default: the policy's)")
     restore.add_argument("--globals", action="store_true", help="also replay roles and tablespaces (pg_dumpall globals)")
-    restore.add_argument("--jobs", type=int, default=1, help="pg_restore -j for directory-format dumps")
+    restore.add_argument("--jobs", type=int, default=2,
+                         help="pg_restore -j: parallel restore (a custom-format dump is first staged in scratch when "
+                              "it fits, else streamed with one job)")
     restore.add_argument("--from-copy", metavar="NAME", help="read the backup from this copy (spec.copies[].name)")
     restore.add_argument("--identity-file", metavar="FILE",
                          help=f"age identity for encrypted backups (default: ${jobenv.ENV_AGE_IDENTITY_FILE})")

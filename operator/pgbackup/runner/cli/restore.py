@@ -22,6 +22,7 @@ from pgbackup.runner.restore.physical import restore_physical
 from pgbackup.runner.restore.pitr import PitrTarget, policy_server_env, restore_to_point
 from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.restore.selective import Selection, restore_selected
+from pgbackup.runner.restore.staging import scratch_limit_for
 from pgbackup.runner.restore.volumes import restore_volume
 from pgbackup.runner.storage.identity import identity_from
 from pgbackup.runner.wal.archive import archive_for_policy
@@ -64,7 +65,7 @@ def cmd_restore(policy: PolicyConfig, args: argparse.Namespace) -> int:
         report = restore_backup(catalog, args.backup_id, target, args.target_database, identity,
                                 source_database=args.source_database, with_globals=args.globals, jobs=args.jobs,
                                 scratch=scratch_dir(), allow_empty_target=args.allow_empty_target,
-                                ownership=ownership)
+                                ownership=ownership, scratch_limit=scratch_limit_for(policy.spec, scratch_dir()))
     if args.json:
         print(json.dumps({"backup_id": report.backup_id, "source_database": report.source_database,
                           "target_database": report.target_database, "ok": report.ok,

@@ -33,6 +33,7 @@ from pgbackup.runner.restore.plan import ActiveSessions, DatabaseStep, PlannedRe
 from pgbackup.runner.restore.reading import tools_for
 from pgbackup.runner.restore.request import RequestConfig
 from pgbackup.runner.restore.safety import take_safety_backup
+from pgbackup.runner.restore.staging import scratch_limit_for
 from pgbackup.runner.restore.selective import (
     Selection,
     apply_selection,
@@ -151,7 +152,8 @@ def execute_restore(request: RequestConfig, planned: PlannedRestore, catalog: Ca
             report = restore_backup(catalog, planned.manifest.id, target, step.restore_into, identity,
                                     source_database=step.source, with_globals=spec.include_globals and index == 0,
                                     jobs=spec.jobs, scratch=scratch_dir(environ), environ=environ,
-                                    allow_empty_target=True, ownership=Ownership.of(spec))
+                                    allow_empty_target=True, ownership=Ownership.of(spec),
+                                    scratch_limit=scratch_limit_for(request.policy.spec, scratch_dir(environ)))
             bytes_read += report.bytes_read
             actual_rows[step.source] = {t.table: int(t.actual) for t in report.tables if t.actual is not None}
         result.restore_seconds = round(time.monotonic() - clock, 3)

@@ -25,6 +25,7 @@ from pgbackup.runner.postgres.privileges import require_createdb
 from pgbackup.runner.restore.ddl import RestoreSpace
 from pgbackup.runner.restore.ownership import Ownership
 from pgbackup.runner.restore.reading import tools_for, damage_reported, extract_tar, pick_database, run_with_stdin
+from pgbackup.runner.restore.staging import ScratchFull, scratch_room, staged_object
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def restore_globals(catalog: Catalog, manifest: Manifest, target: ConnParams, to
 def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_database: str,
                    identity: str | None = None, *, source_database: str | None = None, with_globals: bool = False,
                    jobs: int = 1, scratch: Path | None = None, environ: Mapping[str, str] | None = None,
-                   allow_empty_target: bool = False, ownership: Ownership = Ownership()) -> RestoreReport:
+                   allow_empty_target: bool = False, ownership: Ownership = Ownership(),
+                   scratch_limit: int | None = None, stage: bool = True) -> RestoreReport:
     """Restore one database of a logical backup into the NEW database `target_database` on `target`, then
     compare every table's row count with the manifest. An existing target database is refused untouched
     (unless `allow_empty_target` and it holds no tables: e.g. created beforehand with the right owner).
@@ -86,7 +88,11 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
     A new database is restored under a temporary name (marked as incomplete) and renamed to `target_database`
     only when complete, with the database-level properties the backup recorded; leftovers of a killed attempt
     into the same name are dropped first. An empty existing database is restored into directly. `ownership`:
-    what is kept of the backup's owners and privileges (pg_restore --no-owner / --no-privileges)."""
+    what is kept of the backup's owners and privileges (pg_restore --no-owner / --no-privileges).
+
+    With `jobs` > 1 and `stage`, a custom-format dump is first staged in `scratch` (when it fits there, within
+    `scratch_limit` bytes when given) and restored by `pg_restore -j jobs`; else it is streamed into one pg_restore.
+    `stage=False` when scratch is kept for something else (a verification's throwaway server)."""
     environ = os.environ if environ is None else environ
     started = time.monotonic()
     manifest = catalog.get(backup_id)
@@ -119,7 +125,7 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
         log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
             target=target.describe(), format=dump_format)
         report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, target_database, identity,
-                                          dump_format, jobs, scratch, ownership)
+                                          dump_format, jobs, scratch, ownership, scratch_limit, stage)
         actual = _rows(target, target_database)
     else:
         with RestoreSpace(target, server.version_num) as space:
@@ -131,7 +137,7 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
                 log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
                     temporary_database=temp, target=target.describe(), format=dump_format)
                 report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, temp, identity, dump_format,
-                                                  jobs, scratch, ownership)
+                                                  jobs, scratch, ownership, scratch_limit, stage)
                 actual = _rows(target, temp)
     expected = info.row_counts if info else {}
     report.tables = [TableCheck(table, expected.get(table), actual.get(table), checked=not manifest.imported)
@@ -149,25 +155,33 @@ def _rows(target: ConnParams, database: str) -> dict[str, int]:
 
 def _restore_dump(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams, tools: PgTools,
                   database: str, identity: str | None, dump_format: str, jobs: int, scratch: Path | None,
-                  ownership: Ownership) -> int:
+                  ownership: Ownership, scratch_limit: int | None, stage: bool) -> int:
     with damage_reported(catalog, manifest, obj, "nothing was restored (what this restore created is dropped)"):
         return _restore_dump_unchecked(catalog, manifest, obj, target, tools, database, identity, dump_format, jobs,
-                                       scratch, ownership)
+                                       scratch, ownership, scratch_limit, stage)
 
 
 def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams,
                             tools: PgTools, database: str, identity: str | None, dump_format: str, jobs: int,
-                            scratch: Path | None, ownership: Ownership) -> int:
+                            scratch: Path | None, ownership: Ownership, scratch_limit: int | None,
+                            stage: bool) -> int:
     what = f"pg_restore of backup {manifest.id} database {obj.database!r} into {database!r} on {target.describe()}"
     base = [tools.path("pg_restore"), "--no-password", "--exit-on-error", *ownership.pg_restore_args(), "-d", database]
     env = target.child_env(database)
     if dump_format == "custom":
-        returncode, stderr, written = run_with_stdin(base, env, catalog, manifest, obj, identity, "restore")
+        returncode, stderr, written = _restore_custom(catalog, manifest, obj, base, env, identity,
+                                                      jobs if stage else 1, scratch, scratch_limit)
     elif dump_format == "plain":  # an imported `pg_dump | gzip` SQL script: psql replays it, stopping at the first error
         what = f"psql replay of backup {manifest.id} database {obj.database!r} into {database!r} on {target.describe()}"
         args = [tools.path("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-"]
         returncode, stderr, written = run_with_stdin(args, env, catalog, manifest, obj, identity, "restore")
     else:
+        room = scratch_room(scratch, scratch_limit)
+        if not room.fits(obj.raw_size):
+            raise ScratchFull(f"database {obj.database!r} of backup {manifest.id} is a directory-format dump of "
+                              f"{obj.raw_size // (1024 * 1024)} MiB that is extracted into scratch before pg_restore "
+                              f"reads it, but there are only {room.describe()}; nothing was restored. Give the "
+                              f"restore more scratch (jobTemplate.scratchSizeLimit and the node's disk)")
         workdir = Path(tempfile.mkdtemp(prefix="pgbackup-restore-", dir=scratch))
         try:
             with catalog.open_object(manifest, obj, identity=identity) as stream:
@@ -186,6 +200,29 @@ def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestO
                           f"nothing else was changed",
                           reason="RestoreFailed")
     return written
+
+
+def _restore_custom(catalog: Catalog, manifest: Manifest, obj: ManifestObject, base: list[str], env: Mapping[str, str],
+                    identity: str | None, jobs: int, scratch: Path | None, scratch_limit: int | None
+                    ) -> tuple[int, str, int]:
+    """A custom-format dump: with jobs > 1 staged in scratch (downloaded and verified first) and restored by
+    `pg_restore -j jobs` from the file, when scratch has room for it; else streamed into one pg_restore."""
+    if jobs > 1:
+        room = scratch_room(scratch, scratch_limit)
+        if room.fits(obj.raw_size):
+            try:
+                with staged_object(catalog, manifest, obj, identity, room.directory) as path:
+                    log("restore.parallel", database=obj.database, jobs=jobs, staged_bytes=obj.raw_size)
+                    done = subprocess.run([*base, "-j", str(jobs), str(path)], env=dict(env), capture_output=True,
+                                          text=True)
+                    return done.returncode, done.stderr, obj.raw_size
+            except ScratchFull as exc:  # nothing restored yet: stream instead
+                log_warning("restore.streaming", database=obj.database, reason=str(exc))
+        else:
+            log_warning("restore.streaming", database=obj.database, jobs=jobs,
+                        reason=f"the dump ({obj.raw_size // (1024 * 1024)} MiB) does not fit in scratch "
+                               f"({room.describe()}): restored from a stream, one table at a time")
+    return run_with_stdin(base, env, catalog, manifest, obj, identity, "restore")
 
 
 def _has_no_tables(target: ConnParams, database: str) -> bool:

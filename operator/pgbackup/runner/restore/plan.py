@@ -233,7 +233,7 @@ def _steps(spec: RestoreRequestSpec, planned: PlannedRestore, storage_url: str) 
         if spec.include_globals and index == 0:
             out.append("replay the backup's globals (roles, tablespaces); existing roles are kept")
         out.append(f"pg_restore database {step.source!r} of the backup into {step.restore_into!r}"
-                   f" (-j {spec.jobs} for directory-format dumps)"
+                   f" (-j {spec.jobs}: a custom-format dump is staged in scratch first when it fits)"
                    + (", objects owned by the restoring role (noOwner)" if spec.no_owner else "")
                    + (", without the backup's GRANTs/REVOKEs (noPrivileges)" if spec.no_privileges else ""))
         out.append(f"check {len(step.expected_rows)} table row count(s) against the manifest"

@@ -42,6 +42,7 @@ from pgbackup.runner.storage.base import (
     StorageUnreachable,
 )
 from pgbackup.runner.storage.parts import PartUploads
+from pgbackup.runner.storage.s3_reading import open_object
 from pgbackup.runner.storage.s3_retries import watch_retries
 
 MIB = 1024 * 1024
@@ -209,11 +210,8 @@ class S3Storage(Storage):
         return _MultipartWriter(self, key)
 
     def open_reader(self, key: str) -> BinaryIO:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise self.error(exc, "reading", key) from exc
-        return io.BufferedReader(_BodyReader(self, key, response["Body"]), buffer_size=MIB)
+        """One GET, resumed from where it stopped when its body breaks off (pgbackup.runner.storage.s3_reading)."""
+        return open_object(self.client, self.bucket, self._key(key), key, self.error)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return self._list_objects(prefix)
@@ -459,31 +457,3 @@ class _MultipartWriter(ObjectWriter):
                     hint=_ABORT_FAILED_HINT.format(bucket=self._storage.bucket, key=self._full_key,
                                                    upload_id=upload_id),
                 )
-
-
-class _BodyReader(io.RawIOBase):
-    """A botocore StreamingBody as a raw stream, with errors wrapped in StorageError."""
-
-    def __init__(self, storage: S3Storage, key: str, body: Any) -> None:
-        self._storage = storage
-        self._key = key
-        self._body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            data = self._body.read(len(buffer))
-        except (BotoCoreError, OSError) as exc:
-            raise self._storage.error(exc, "reading", self._key) from exc
-        n = len(data)
-        buffer[:n] = data
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._body.close()
-            finally:
-                super().close()

@@ -143,7 +143,7 @@ def _verify_logical(catalog: Catalog, manifest: Manifest, spec: VerifySpec, iden
             for name in names:
                 report = restore_backup(catalog, manifest.id, params, name, identity, source_database=name,
                                         jobs=RESTORE_JOBS, scratch=scratch, environ=environ,
-                                        allow_empty_target=True)
+                                        allow_empty_target=True, stage=False)  # scratch holds the server
                 actual[name] = {t.table: t.actual for t in report.tables if t.actual is not None}
         except Exception as exc:  # noqa: BLE001 - sorted into backup vs environment problems
             if _restore_error(exc):

@@ -1,0 +1,178 @@
+"""Parallel logical restores: a custom-format dump is staged in scratch and restored by `pg_restore -j N` when it
+fits, streamed with one job when it does not, and a failure while staging leaves nothing behind (no file in
+scratch, no database). Real PostgreSQL 15, the filesystem storage and moto S3.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgbackup.runner.backup.run import backup_command
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.common.config import policy_from_document
+from pgbackup.runner.common.errors import StorageError
+from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.restore.logical import restore_backup
+from pgbackup.runner.restore.reading import BackupDamaged
+from pgbackup.runner.restore.staging import ScratchFull
+from pgbackup.runner.storage.fs import FilesystemStorage
+from pgbackup.runner.storage.s3 import S3Storage
+from tests.fixtures.postgres import PgServer, backup_policy, load_sample, runner_env, table_digest
+from tests.fixtures.s3 import MotoServer, RelayProxy, S3Bucket
+
+
+def params_for(server: PgServer) -> ConnParams:
+    return ConnParams(host=server.host, port=server.port, user=server.user, password=server.password)
+
+
+def database_exists(server: PgServer, name: str) -> bool:
+    return bool(server.query(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"))
+
+
+def events(stderr: str, name: str) -> list[dict[str, Any]]:
+    found = []
+    for line in stderr.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == name:
+            found.append(record)
+    return found
+
+
+def take(server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: dict[str, Any],
+         **logical: Any) -> tuple[str, str]:
+    """A logical backup of the sample database into `storage`: (database, backup id)."""
+    db = load_sample(server)
+    runner_env(server, monkeypatch, tmp_path)
+    document = backup_policy(server, storage, databases=[db], logical={"globals": False, **logical})
+    code, summary = backup_command(policy_from_document(document, "test"))
+    assert code == 0, summary.error
+    return db, str(summary.backup_id)
+
+
+class CuttingProxy(RelayProxy):
+    """Relays to moto, but the download of a database dump stops halfway: the connection is closed after half of
+    the announced body, as when a network path drops."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        super().__init__(upstream_port)
+
+    def intercept(self, request: Any) -> bool:
+        if request.command != "GET" or ".dump" not in request.path:
+            return False
+        upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
+        try:
+            upstream.request("GET", request.path, headers=dict(request.headers.items()))
+            response = upstream.getresponse()
+            data = response.read()
+        finally:
+            upstream.close()
+        request.send_response(response.status)
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data[: len(data) // 2])
+        request.wfile.flush()
+        request.close_connection = True
+        request.connection.shutdown(socket.SHUT_RDWR)
+        return True
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    path = tmp_path / "restore-scratch"
+    path.mkdir()
+    return path
+
+
+def volume_backup(pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Catalog, str]:
+    db, backup_id = take(pg15, tmp_path, monkeypatch, {"volume": {"claimName": "backups"}})
+    return db, Catalog(FilesystemStorage(tmp_path / "volume")), backup_id
+
+
+def test_a_custom_dump_from_s3_is_restored_by_parallel_jobs_with_the_same_rows(
+        pg15: PgServer, s3_bucket: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db, backup_id = take(pg15, tmp_path, monkeypatch, {"s3": s3_bucket.wire()})
+    catalog = Catalog(S3Storage(s3_bucket.spec(), max_attempts=2))
+    capsys.readouterr()
+
+    report = restore_backup(catalog, backup_id, params_for(pg15), "parallel_fc", jobs=2, scratch=scratch)
+
+    assert report.ok and report.tables
+    assert table_digest(pg15, "parallel_fc") == table_digest(pg15, db)
+    (parallel,) = events(capsys.readouterr().err, "restore.parallel")
+    assert parallel["jobs"] == 2
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_dump_larger_than_the_scratch_limit_is_streamed_with_one_job(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db, catalog, backup_id = volume_backup(pg15, tmp_path, monkeypatch)
+    capsys.readouterr()
+
+    report = restore_backup(catalog, backup_id, params_for(pg15), "streamed_fc", jobs=2, scratch=scratch,
+                            scratch_limit=1024)
+
+    assert report.ok
+    assert table_digest(pg15, "streamed_fc") == table_digest(pg15, db)
+    err = capsys.readouterr().err
+    assert not events(err, "restore.parallel")
+    (streaming,) = events(err, "restore.streaming")
+    assert "does not fit in scratch" in streaming["reason"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_storage_failing_mid_download_leaves_no_file_and_no_database(
+        pg15: PgServer, s3_bucket: S3Bucket, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        scratch: Path) -> None:
+    _, backup_id = take(pg15, tmp_path, monkeypatch, {"s3": s3_bucket.wire()})
+    proxy = CuttingProxy(moto_server.port)
+    try:
+        catalog = Catalog(S3Storage(s3_bucket.spec(endpoint=proxy.endpoint), max_attempts=2))
+        with pytest.raises(StorageError, match=r"\.dump"):
+            restore_backup(catalog, backup_id, params_for(pg15), "broken_download", jobs=2, scratch=scratch)
+    finally:
+        proxy.close()
+
+    assert list(scratch.iterdir()) == []
+    assert not pg15.query("SELECT datname FROM pg_database WHERE datname LIKE '%broken_download%'")
+
+
+def test_a_damaged_dump_is_reported_before_pg_restore_runs_and_leaves_nothing(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:
+    _, catalog, backup_id = volume_backup(pg15, tmp_path, monkeypatch)
+    manifest = catalog.get(backup_id)
+    (obj,) = [o for o in manifest.objects if o.kind == "database"]
+    stored = tmp_path / "volume" / backup_id / obj.key
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+
+    with pytest.raises(BackupDamaged, match=obj.key):
+        restore_backup(catalog, backup_id, params_for(pg15), "damaged_fc", jobs=2, scratch=scratch)
+
+    assert list(scratch.iterdir()) == []
+    assert not pg15.query("SELECT datname FROM pg_database WHERE datname LIKE '%damaged_fc%'")
+
+
+def test_a_directory_dump_that_does_not_fit_in_scratch_is_refused_before_download(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:
+    _, backup_id = take(pg15, tmp_path, monkeypatch, {"volume": {"claimName": "backups"}}, format="directory")
+    catalog = Catalog(FilesystemStorage(tmp_path / "volume"))
+
+    with pytest.raises(ScratchFull, match="scratchSizeLimit"):
+        restore_backup(catalog, backup_id, params_for(pg15), "no_room_fd", jobs=2, scratch=scratch,
+                       scratch_limit=1024)
+
+    assert list(scratch.iterdir()) == []
+    assert not pg15.query("SELECT datname FROM pg_database WHERE datname LIKE '%no_room_fd%'")
