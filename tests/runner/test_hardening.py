@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from pgbackup.runner.storage.parts import PART_MEMORY
 from pgbackup.api import jobenv
 from pgbackup.api.policy import Storage as StorageSpec
 from pgbackup.runner.backup.run import backup_command
@@ -94,13 +95,16 @@ class SlowPartProxy(RelayProxy):
 
 @pytest.fixture(scope="module")
 def bulk_db(pg15: PgServer) -> str:
-    """8 MiB of incompressible bytea: a dump of ~16 MiB, several 5 MiB parts."""
+    """Incompressible bytea whose dump (hex: two bytes per byte) is 1.25x what the runner may hold of an upload in
+    memory (parts filling and on the wire): pg_dump is still writing while parts upload, as with any database larger
+    than that. 1 KiB per row."""
+    rows = int(PART_MEMORY * 1.25 / 2 / 1024)
     name = "hardening_bulk"
     if not pg15.query(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
         pg15.query(f'CREATE DATABASE "{name}"')
         pg15.query("CREATE TABLE blob (id int PRIMARY KEY, payload bytea NOT NULL)", name)
         pg15.query("INSERT INTO blob SELECT g, decode(string_agg(md5(random()::text || g || i), ''), 'hex') "
-                   "FROM generate_series(1, 8192) g, generate_series(1, 64) i GROUP BY g", name)
+                   f"FROM generate_series(1, {rows}) g, generate_series(1, 64) i GROUP BY g", name)
     return name
 
 

@@ -139,6 +139,9 @@ def test_a_killed_run_is_cleared_once_provably_dead_and_a_running_one_is_never_t
         wait_for("the second runner stored its first database",
                  lambda: any(committed(b, done) for b in backup_dirs() - {killed_id}))
         (running_id,) = backup_dirs() - {killed_id}
+        # the upload of `held` opens as pg_dump starts on it (then waits for the lock): take the list once it has
+        wait_for("the second runner is dumping the locked database",
+                 lambda: any(f"{held}.dump" in info.key for info in storage.list(f"{running_id}/databases/")))
         running_objects = {info.key for info in storage.list(f"{running_id}/databases/")}
 
         wait_for("the killed run's lease ran out",
