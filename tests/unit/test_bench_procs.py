@@ -13,7 +13,8 @@ MIB = 1024 * 1024
 
 
 def test_peak_rss_counts_the_children_of_the_command(tmp_path: Path) -> None:
-    grow = f"{sys.executable} -c 'data = bytearray(96 * 1024 * 1024); data[::4096] = b\"x\" * len(data[::4096])'"
+    # the grandchild holds its memory for a while: the sampler reads RSS every 50 ms
+    grow = f"{sys.executable} -c 'data = bytearray(96 * 1024 * 1024); data[::4096] = b\"x\" * len(data[::4096]); import time; time.sleep(0.5)'"
     m = measure(["bash", "-c", f"{grow}; true"], env=dict(os.environ), log=tmp_path / "log")
     assert m.returncode == 0 and not m.timed_out
     assert m.peak_rss_bytes >= 96 * MIB  # the python grandchild's memory, not bash's few MiB
