@@ -468,6 +468,11 @@ def write(root: Path) -> list[Path]:
             for stale in target.glob("*.yaml"):
                 if stale.relative_to(root) not in files:
                     stale.unlink()
+    return write_files(root, files)
+
+
+def write_files(root: Path, files: dict[Path, str]) -> list[Path]:
+    """Write each generated file (path relative to root) whose text changed; returns every path, written or not."""
     written: list[Path] = []
     for relative, text in sorted(files.items()):
         path = root / relative
@@ -478,14 +483,23 @@ def write(root: Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pgbackup.crdgen", description=__doc__.splitlines()[0])
+def repository_root(prog: str, description: str, argv: list[str] | None) -> Path | None:
+    """The `--root` a generator writes into (default: the current directory, which must be the repository's);
+    None after saying why it is not one."""
+    parser = argparse.ArgumentParser(prog=f"python -m pgbackup.{prog}", description=description)
     parser.add_argument("--root", type=Path, help="repository root to write into (default: the current directory)")
     args = parser.parse_args(argv)
     root: Path = args.root or Path.cwd()
     if args.root is None and not (root / CHART_DIR / "Chart.yaml").exists():
-        print(f"crdgen: {root} is not the repository root (no {CHART_DIR}/Chart.yaml); "
+        print(f"{prog}: {root} is not the repository root (no {CHART_DIR}/Chart.yaml); "
               "run it from there or pass --root", file=sys.stderr)
+        return None
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = repository_root("crdgen", __doc__.splitlines()[0], argv)
+    if root is None:
         return 3
     try:
         written = write(root)
