@@ -18,10 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from bench import anchors, candidates, dataset, rpo
 from bench.context import Context, Tool, ToolUnavailable
@@ -29,6 +29,8 @@ from bench.install import ensure_tools, say
 from bench.postgres import Postgres, SetupError, newest_bindir, server_account
 from bench.report import BASELINES, MIB, Row, render, to_json
 from bench.s3 import CREDENTIALS, S3Server
+
+R = TypeVar("R")
 
 TOOLS: tuple[Tool, ...] = (*anchors.BACKUPS, *candidates.BACKUPS, *anchors.RESTORES, *candidates.RESTORES)
 BY_ID = {tool.id: tool for tool in TOOLS}
@@ -174,13 +176,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     if args.rpo:
-        return _main_rpo(args, meta)
-    rows: list[Row] = []
+        def run_rpo(rows: list[rpo.RpoRow]) -> None:
+            if not args.no_install:
+                meta["install_problems"] = ensure_tools()
+            rpo.run(args, meta, rows)
+        return _report(args, meta, run_rpo, rpo.render, rpo.to_json, "the archivers")
+    return _report(args, meta, lambda rows: run(args, meta, rows), render, to_json, "the tool")
+
+
+def _report(args: argparse.Namespace, meta: dict[str, Any], execute: Callable[[list[R]], None],
+            render_rows: Callable[[dict[str, Any], list[R]], str],
+            rows_json: Callable[[dict[str, Any], list[R]], Any], what_ran: str) -> int:
+    """Run one benchmark into its rows, then print the table and write the JSON of what it got, also after an
+    interruption or a setup failure; the exit code says which."""
+    rows: list[R] = []
     code = 0
     try:
-        run(args, meta, rows)
+        execute(rows)
     except KeyboardInterrupt:
-        say("interrupted: stopped the tool, the server and moto, removed the work directory")
+        say(f"interrupted: stopped {what_ran}, the server and moto, removed the work directory")
         code = EXIT_INTERRUPTED
     except SetupError as e:
         say(f"cannot run the benchmark: {e}")
@@ -188,29 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_SETUP
     meta["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if rows:
-        print(render(meta, rows))
+        print(render_rows(meta, rows))
     if args.json:
-        args.json.write_text(json.dumps(to_json(meta, rows), indent=2) + "\n")
-    return code
-
-
-def _main_rpo(args: argparse.Namespace, meta: dict[str, Any]) -> int:
-    rows: list[rpo.RpoRow] = []
-    code = 0
-    try:
-        if not args.no_install:
-            meta["install_problems"] = ensure_tools()
-        rpo.run(args, meta, rows)
-    except KeyboardInterrupt:
-        say("interrupted: stopped the archivers, the server and moto, removed the work directory")
-        code = EXIT_INTERRUPTED
-    except SetupError as e:
-        say(f"cannot run the benchmark: {e}")
-        meta["fatal"] = str(e)
-        code = EXIT_SETUP
-    meta["load_average_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    if rows:
-        print(rpo.render(meta, rows))
-    if args.json:
-        args.json.write_text(json.dumps(rpo.to_json(meta, rows), indent=2) + "\n")
+        args.json.write_text(json.dumps(rows_json(meta, rows), indent=2) + "\n")
     return code
