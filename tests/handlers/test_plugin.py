@@ -424,6 +424,17 @@ async def test_restore_output_json_is_the_created_request(cluster: Cluster, plug
         created["metadata"]["name"]]
 
 
+async def test_restore_no_owner_and_no_privileges_reach_the_request(cluster: Cluster, plugin: Plugin) -> None:
+    await policy_with_status(cluster, "orders", healthy_status())
+    code, out, err = await plugin("restore", "orders", "--no-owner", "--no-privileges", "--dry-run", "-o", "json")
+    assert code == 0, err
+    spec = json.loads(out)["spec"]
+    assert (spec["noOwner"], spec["noPrivileges"]) == (True, True)
+    code, out, err = await plugin("restore", "orders", "--dry-run", "-o", "json")
+    assert code == 0, err
+    assert "noOwner" not in json.loads(out)["spec"] and "noPrivileges" not in json.loads(out)["spec"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["list", "orders", "-A"], "cannot be used with -A"),
     (["backup", "orders", "-A"], "cannot be used with -A"),

@@ -221,6 +221,10 @@ def restore_body(args: argparse.Namespace) -> dict[str, Any]:
         spec["target"] = {"database": args.target_database}
     if args.dry_run:
         spec["dryRun"] = True
+    if args.no_owner:
+        spec["noOwner"] = True
+    if args.no_privileges:
+        spec["noPrivileges"] = True
     try:
         RestoreRequestSpec.model_validate(spec)
     except ValidationError as error:
@@ -336,6 +340,10 @@ def parser() -> argparse.ArgumentParser:
     restore.add_argument("--backup", default="latest", help="backup id or 'latest' (default)")
     restore.add_argument("--to-time", help="recover to this RFC 3339 time (needs WAL archiving)")
     restore.add_argument("--target-database", help="database to restore into")
+    restore.add_argument("--no-owner", action="store_true",
+                         help="everything restored belongs to the restoring user (spec.noOwner)")
+    restore.add_argument("--no-privileges", action="store_true",
+                         help="do not restore the backup's GRANTs and REVOKEs (spec.noPrivileges)")
     restore.add_argument("--dry-run", action="store_true", help="only resolve and print the plan")
     restore.add_argument("--wait", action="store_true", help="follow the phases, print the plan and the result")
     restore.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait (default 6h)")
