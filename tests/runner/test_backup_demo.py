@@ -4,6 +4,7 @@ against a server of the user's (DATABASE_URL); it cleans up after itself and say
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +24,24 @@ def demo(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def test_demo_round_trip_twice_keeps_every_backup_readable(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One `make demo` in a fresh directory; the tests that run it again each start from a copy of what it left."""
     if bindir_for("15") is None and bindir_for("18") is None:
         pytest.skip("no PostgreSQL server binaries installed")
+    directory = tmp_path_factory.mktemp("first-demo")
+    return directory, demo(directory)
+
+
+def after_first_run(first_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    shutil.copytree(first_run[0] / ".demo", tmp_path / ".demo")
+
+
+def test_demo_round_trip_twice_keeps_every_backup_readable(
+        first_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    assert "stopped and removed the throwaway server" in first_run[1].stdout
+    after_first_run(first_run, tmp_path)
     identity_file = tmp_path / ".demo" / "age-identity.txt"
-    first = demo(tmp_path)
-    assert "stopped and removed the throwaway server" in first.stdout
     key = identity_file.read_text()
 
     second = demo(tmp_path)  # `make demo` again: the same key, so the first backup stays readable
@@ -62,12 +75,11 @@ def test_demo_with_database_url_says_that_it_drops_its_restored_database(pg15: P
     assert pg15.password not in done.stdout + done.stderr
 
 
-def test_demo_names_backups_an_earlier_key_encrypted(tmp_path: Path) -> None:
+def test_demo_names_backups_an_earlier_key_encrypted(first_run: tuple[Path, subprocess.CompletedProcess[str]],
+                                                     tmp_path: Path) -> None:
     """Backups left by a demo that wrote a new key on every run (before the key was kept) cannot be read with
     today's key: the demo says so, and how to start clean."""
-    if bindir_for("15") is None and bindir_for("18") is None:
-        pytest.skip("no PostgreSQL server binaries installed")
-    demo(tmp_path)
+    after_first_run(first_run, tmp_path)
     (tmp_path / ".demo" / "age-identity.txt").unlink()  # what every run of the old demo did: a new key
 
     done = demo(tmp_path)

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shlex
-import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,25 +18,12 @@ from pgbackup.runner.cli import main as cli
 from pgbackup.runner.backup.run import backup_command
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.common.config import policy_from_document
-from pgbackup.runner.postgres.account import server_account
-from pgbackup.runner.postgres.instance import ThrowawayPostgres
-from pgbackup.runner.postgres.tools import server_installations
 from pgbackup.runner.catalog.manifest import Manifest
-from pgbackup.runner.restore.pitr import runner_program
 from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.wal.archive import WalArchive
-from tests.fixtures.postgres import (
-    SETTINGS,
-    SUPERUSER,
-    SUPERUSER_PASSWORD,
-    PgServer,
-    backup_policy,
-    bindir_for,
-    runner_env,
-)
-
-PGBACKUP, PGBACKUP_ENV = runner_program(server_account())
+from tests.fixtures.archiving import Archiving, archiving_server
+from tests.fixtures.postgres import PgServer, backup_policy, runner_env
 
 
 def backup(document: dict[str, Any]) -> str:
@@ -111,67 +93,26 @@ def test_old_manifests_without_a_purpose_still_load() -> None:
 # ---------------------------------------------------------------- physical backups and the WAL they need
 
 
-def _wait_archived(server: PgServer, segment: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        (last,) = server.query("SELECT last_archived_wal FROM pg_stat_archiver")[0]
-        if last is not None and last >= segment:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{segment} was not archived within {timeout}s\n{server.instance.log_tail()}")
-
-
 @pytest.fixture
-def archiving(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[PgServer, dict[str, Any], Path]]:
+def archiving(monkeypatch: pytest.MonkeyPatch) -> Iterator[Archiving]:
     """A PostgreSQL 15 archiving its WAL into the policy's volume with `pgbackup wal-push`."""
-    bindir = bindir_for("15")
-    if bindir is None:
-        pytest.skip("PostgreSQL 15 binaries are not installed")
-    tools = next(t for t in server_installations({}) if t.bindir == bindir)
-    root = Path(tempfile.mkdtemp(prefix="pgbackup-test-purpose-"))
-    os.chmod(root, 0o755)
-    volume, scratch = root / "volume", root / "scratch"
-    for directory in (volume, scratch):
-        directory.mkdir()
-        os.chmod(directory, 0o777)  # the server account archives into it
-    archive_command = shlex.join([*PGBACKUP, "wal-push", "%p"])
-    instance = ThrowawayPostgres.create(tools=tools, scratch=root, superuser=SUPERUSER, replication=True,
-                                        password=SUPERUSER_PASSWORD,
-                                        settings={**SETTINGS, "archive_mode": "on",
-                                                  "archive_command": "'" + archive_command + "'"})
-    instance.stop_modes = ("immediate",)
-    server = PgServer("15", instance)
-    document = backup_policy(server, {"volume": {"claimName": "backups"}}, method="physical",
-                             retention={"keepLast": 2})
-    policy_json = json.dumps(document)
-    instance.server_env = {"PGBACKUP_POLICY": policy_json, "PGBACKUP_VOLUME_ROOT": str(volume), **PGBACKUP_ENV}
-    for name in ("PGHOST", "PGPORT", "PGDATABASE", "PGPASSFILE", "PGSERVICE", "PGBACKUP_PG_BINDIR"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {"PGUSER": server.user, "PGPASSWORD": server.password, "PGBACKUP_VOLUME_ROOT": str(volume),
-                        "PGBACKUP_SCRATCH": str(scratch), "PGBACKUP_SUMMARY_FILE": str(root / "summary"),
-                        "PGBACKUP_POLICY": policy_json}.items():
-        monkeypatch.setenv(name, value)
-    try:
-        server.start()
-        yield server, document, volume
-    finally:
-        server.close()
-        shutil.rmtree(root, ignore_errors=True)
+    with archiving_server("15", "purpose", retention={"keepLast": 2}) as started:
+        started.apply_env(monkeypatch)
+        yield started
 
 
-def _base_backup_then_switch(server: PgServer, document: dict[str, Any]) -> str:
-    backup_id = backup(document)
-    (segment,) = server.query("SELECT pg_walfile_name(pg_switch_wal())")[0]
-    _wait_archived(server, segment)
+def _base_backup_then_switch(archiving: Archiving) -> str:
+    backup_id = backup(archiving.policy)
+    (segment,) = archiving.server.query("SELECT pg_walfile_name(pg_switch_wal())")[0]
+    archiving.wait_archived(segment)
     return backup_id
 
 
-def test_an_import_keeps_the_wal_of_every_retained_base_backup(archiving: tuple[PgServer, dict[str, Any], Path],
-                                                               tmp_path: Path,
+def test_an_import_keeps_the_wal_of_every_retained_base_backup(archiving: Archiving, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    server, document, volume = archiving
+    server, document, volume = archiving.server, archiving.policy, archiving.volume
     server.query("CREATE TABLE t AS SELECT generate_series(1, 100) AS id")
-    bases = [_base_backup_then_switch(server, document), _base_backup_then_switch(server, document)]
+    bases = [_base_backup_then_switch(archiving), _base_backup_then_switch(archiving)]
 
     # A dump of one database registered with `pgbackup import` (newer than every base backup).
     dump = tmp_path / "legacy.dump"
@@ -182,7 +123,7 @@ def test_an_import_keeps_the_wal_of_every_retained_base_backup(archiving: tuple[
     assert cli.main(["import", str(dump), "--policy", str(policy_file)]) == 0
     capsys.readouterr()
 
-    bases.append(_base_backup_then_switch(server, document))  # keepLast 2 -> the last two base backups
+    bases.append(_base_backup_then_switch(archiving))  # keepLast 2 -> the last two base backups
 
     catalog = Catalog(FilesystemStorage(volume))
     kept = {m.id: m for m in catalog.backups()}

@@ -5,6 +5,7 @@ role a logical backup needs (docs/security.md). Real PostgreSQL, the stock age/z
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -12,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,18 +22,7 @@ import yaml
 from pgbackup.runner.backup.run import backup_command
 from pgbackup.runner.common.config import policy_from_document
 from pgbackup.runner.postgres.account import server_account
-from pgbackup.runner.postgres.instance import ThrowawayPostgres
-from pgbackup.runner.postgres.tools import server_installations
-from tests.fixtures.postgres import (
-    SETTINGS,
-    SUPERUSER,
-    SUPERUSER_PASSWORD,
-    PgFactory,
-    PgServer,
-    backup_policy,
-    bindir_for,
-    runner_env,
-)
+from tests.fixtures.postgres import PgFactory, PgServer, backup_policy, bindir_for, create_cluster, runner_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -129,14 +119,47 @@ def test_emergency_restore_by_hand_runs_as_documented(recipe_server: PgServer, t
 
 
 @pytest.fixture
-def host_root() -> Iterator[Path]:
+def host_root(scratch: Path) -> Path:
     """Stands in for the host's / : world-traversable like / and /opt (pytest's tmp dirs are root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="pgbackup-test-host-"))
-    os.chmod(path, 0o755)
+    return scratch
+
+
+def python3_version() -> str:
+    done = subprocess.run(["python3", "--version"], capture_output=True, text=True, check=True, timeout=60,
+                          env={"PATH": SYSTEM_PATH})
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """The runner's dependencies (and its build backend) as wheels for the host's python3, fetched once per
+    machine and dependency list (the directory is named by a hash of both), so the documented `pip install`
+    runs offline from them rather than downloading ~40 wheels on every run. The package itself is still
+    built from this checkout by the documented line."""
+    server_account_name()  # the test that installs skips without it: fetch nothing then
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = [*project["build-system"]["requires"], *project["project"]["dependencies"]]
+    key = hashlib.sha256("\n".join([python3_version(), *needed]).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = cache / "pgbackup-tests" / f"wheels-{key}"
+    if path.is_dir():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f"{path.name}-", dir=path.parent))
     try:
-        yield path
+        subprocess.run(["python3", "-m", "venv", str(building / "venv")], check=True, timeout=300,
+                       env={"PATH": SYSTEM_PATH})
+        done = subprocess.run([str(building / "venv" / "bin" / "pip"), "wheel", "-q", "--wheel-dir",
+                               str(building / "wheels"), *needed], capture_output=True, text=True, timeout=800)
+        assert done.returncode == 0, f"fetching the runner's wheels failed:\n{done.stderr[-3000:]}"
+        try:
+            (building / "wheels").rename(path)  # whole or not at all: a run cut short leaves no half wheelhouse
+        except OSError:
+            if not path.is_dir():  # else another test run has just put the same wheels there
+                raise
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(building, ignore_errors=True)
+    return path
 
 
 def on_host(text: str, root: Path, account: str) -> str:
@@ -171,13 +194,13 @@ def test_a_virtualenv_under_a_private_home_cannot_run_as_the_server_user(host_ro
 
 
 @pytest.mark.timeout(900)
-def test_runner_installed_as_documented_archives_wal_as_the_server_user(host_root: Path) -> None:
-    """docs/database-hosts.md: the install lines (run as root with a strict umask, as on a hardened host), the
-    check line as the server's OS user, and the postgresql.conf lines on a real PostgreSQL 15 running as that
-    user: WAL it switches away from arrives in storage, and restore_command fetches it back."""
+def test_runner_installed_as_documented_archives_wal_as_the_server_user(host_root: Path, wheelhouse: Path) -> None:
+    """docs/database-hosts.md: the install lines (run as root with a strict umask, as on a hardened host; pip
+    takes the dependencies from the test's wheelhouse instead of the network), the check line as the server's OS
+    user, and the postgresql.conf lines on a real PostgreSQL 15 running as that user: WAL it switches away from
+    arrives in storage, and restore_command fetches it back."""
     account, name = server_account_name()
-    bindir = bindir_for("15")
-    if bindir is None:
+    if bindir_for("15") is None:
         pytest.skip("PostgreSQL 15 binaries are not installed (run scripts/install-deps.sh)")
     for directory in ("opt", "usr/local/bin"):
         (host_root / directory).mkdir(parents=True, mode=0o755)
@@ -187,7 +210,8 @@ def test_runner_installed_as_documented_archives_wal_as_the_server_user(host_roo
         doc_block("database-hosts.md", "bash", "python3 -m venv /opt/pgbackup")))
     done = subprocess.run(["bash", "-c", "set -euo pipefail\numask 077\n" + install], capture_output=True,
                           text=True, timeout=800, env={"PATH": SYSTEM_PATH, "HOME": str(host_root),
-                                                       "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+                                                       "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INDEX": "1",
+                                                       "PIP_FIND_LINKS": str(wheelhouse)})
     assert done.returncode == 0, done.stderr[-3000:]
     check = on_host(commands(doc_block("database-hosts.md", "bash", "runuser -u postgres"))[0], host_root, name)
     done = subprocess.run(["bash", "-c", check], capture_output=True, text=True, timeout=120,
@@ -203,12 +227,8 @@ def test_runner_installed_as_documented_archives_wal_as_the_server_user(host_roo
         settings[key] = on_host(value, host_root, name)
     assert {"archive_mode", "archive_command", "restore_command"} <= set(settings)
     restore_command = settings.pop("restore_command").strip("'")
-    tools = next(t for t in server_installations({}) if t.bindir == bindir)
-    instance = ThrowawayPostgres.create(tools=tools, superuser=SUPERUSER, replication=True,
-                                        password=SUPERUSER_PASSWORD, settings={**SETTINGS, **settings})
-    instance.stop_modes = ("immediate",)
-    instance.server_env = {"PGBACKUP_VOLUME_ROOT": str(volume)}  # the postmaster's environment file
-    server = PgServer("15", instance)
+    server = create_cluster("15", settings=settings)
+    server.instance.server_env = {"PGBACKUP_VOLUME_ROOT": str(volume)}  # the postmaster's environment file
     policy = host_root / "etc" / "pgbackup" / "policy.yaml"
     policy.parent.mkdir(parents=True)
     policy.write_text(yaml.safe_dump(backup_policy(server, {"volume": {"claimName": "backups"}}, method="physical")))

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from pgbackup.runner.backup.run import backup_command
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.common.config import policy_from_document
 from pgbackup.runner.common.errors import RunnerError, UsageError
-from pgbackup.runner.common.log import set_stream
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.restore.logical import restore_backup
 from pgbackup.runner.storage.fs import FilesystemStorage
@@ -43,19 +41,8 @@ def children_named(name: str) -> list[int]:
     return found
 
 
-@pytest.fixture
-def captured_log(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "runner.log"
-    with path.open("w") as stream:
-        set_stream(stream)
-        try:
-            yield path
-        finally:
-            set_stream(None)
-
-
 def test_unreachable_server_names_host_port_user(pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 captured_log: Path) -> None:
+                                                 runner_log: Path) -> None:
     port = free_port()  # nothing listens here
     document = backup_policy(pg15, {"volume": {"claimName": "backups"}})
     document["spec"]["database"]["port"] = port
@@ -71,7 +58,7 @@ def test_unreachable_server_names_host_port_user(pg15: PgServer, tmp_path: Path,
 
 
 def test_wrong_password_is_named_but_never_shown(pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 captured_log: Path) -> None:
+                                                 runner_log: Path) -> None:
     wrong = "Wr0ng-Passw0rd-in-the-Secret"
     document = backup_policy(pg15, {"volume": {"claimName": "backups"}})
     summary_file = runner_env(pg15, monkeypatch, tmp_path, password=wrong)
@@ -83,7 +70,7 @@ def test_wrong_password_is_named_but_never_shown(pg15: PgServer, tmp_path: Path,
     error = str(summary.error)
     assert f"host 127.0.0.1 port {pg15.port} user {pg15.user}" in error
     assert "Secret 'db-credentials'" in error
-    for text in (error, summary_file.read_text(), captured_log.read_text()):
+    for text in (error, summary_file.read_text(), runner_log.read_text()):
         assert wrong not in text
         assert pg15.password not in text
     assert list((tmp_path / "volume").iterdir()) == []

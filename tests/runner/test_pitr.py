@@ -13,9 +13,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,12 +21,7 @@ import pytest
 
 from pgbackup.api import jobenv
 from pgbackup.runner.cli import main as cli
-from pgbackup.runner.backup.run import backup_command
-from pgbackup.runner.catalog.catalog import Catalog
-from pgbackup.runner.common.config import policy_from_document
-from pgbackup.runner.postgres.account import server_account
 from pgbackup.runner.postgres.instance import ThrowawayPostgres
-from pgbackup.runner.postgres.tools import server_installations
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.restore.pitr import (
     PitrOutOfRange,
@@ -36,43 +29,15 @@ from pgbackup.runner.restore.pitr import (
     plan_pitr,
     policy_server_env,
     restore_to_point,
-    runner_program,
 )
 from pgbackup.runner.restore.request import request_from_document
 from pgbackup.runner.restore.run import run_restore_request
-from pgbackup.runner.storage.fs import FilesystemStorage
-from pgbackup.runner.wal.archive import WalArchive
-from tests.fixtures.postgres import (
-    SETTINGS,
-    SUPERUSER,
-    SUPERUSER_PASSWORD,
-    PgFactory,
-    PgServer,
-    backup_policy,
-    bindir_for,
-    start_cluster_from,
-)
+from tests.fixtures.archiving import PGBACKUP, Drill, pitr_drill
+from tests.fixtures.postgres import SUPERUSER, PgFactory, PgServer, start_cluster_from
 from tests.runner import uid_support
 from tests.runner.uid_support import as_uid, chown_tree, owned_by, uid_workspace, unused_uid
 
 DB = "drill"
-PGBACKUP, PGBACKUP_ENV = runner_program(server_account())
-
-
-@dataclass
-class Drill:
-    server: PgServer
-    policy: dict
-    volume: Path
-    t1: datetime
-    lsn1: str
-    env: dict[str, str]
-
-    def catalog(self) -> Catalog:
-        return Catalog(FilesystemStorage(self.volume))
-
-    def archive(self) -> WalArchive:
-        return WalArchive(FilesystemStorage(self.volume))
 
 
 def _batches(server: PgServer | ThrowawayPostgres, dbname: str) -> dict[int, int]:
@@ -80,77 +45,15 @@ def _batches(server: PgServer | ThrowawayPostgres, dbname: str) -> dict[int, int
         return dict(conn.execute("SELECT batch, count(*) FROM t GROUP BY batch ORDER BY batch").fetchall())
 
 
-def _wait_archived(server: PgServer, segment: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        (last, failed) = server.query("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver")[0]
-        if last is not None and last >= segment:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{segment} was not archived within {timeout}s (last failed: {failed})\n"
-                         f"{server.instance.log_tail()}")
-
-
 @pytest.fixture(scope="module")
 def drill() -> Iterator[Drill]:
-    bindir = bindir_for("15")
-    if bindir is None:
-        pytest.skip("PostgreSQL 15 binaries are not installed")
-    tools = next(t for t in server_installations({}) if t.bindir == bindir)
-    root = Path(tempfile.mkdtemp(prefix="pgbackup-test-pitr-"))
-    os.chmod(root, 0o755)
-    volume = root / "volume"
-    volume.mkdir()
-    os.chmod(volume, 0o777)  # the server account archives into it (archive_command runs as the server)
-    scratch = root / "scratch"
-    scratch.mkdir()
-    os.chmod(scratch, 0o777)
-    archive_command = shlex.join([*PGBACKUP, "wal-push", "%p"])
-    instance = ThrowawayPostgres.create(tools=tools, scratch=root, superuser=SUPERUSER, replication=True,
-                                        password=SUPERUSER_PASSWORD,
-                                        settings={**SETTINGS, "archive_mode": "on",
-                                                  "archive_command": "'" + archive_command + "'"})
-    instance.stop_modes = ("immediate",)
-    server = PgServer("15", instance)
-    policy = backup_policy(server, {"volume": {"claimName": "backups"}}, method="physical")
-    policy_json = json.dumps(policy)
-    env = {"PGUSER": server.user, "PGPASSWORD": server.password, "PGBACKUP_VOLUME_ROOT": str(volume),
-           "PGBACKUP_SCRATCH": str(scratch), "PGBACKUP_SUMMARY_FILE": str(root / "summary"),
-           "PGBACKUP_POLICY": policy_json}
-    instance.server_env = {"PGBACKUP_POLICY": policy_json, "PGBACKUP_VOLUME_ROOT": str(volume), **PGBACKUP_ENV}
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for name in ("PGHOST", "PGPORT", "PGDATABASE", "PGPASSFILE", "PGSERVICE", "PGBACKUP_PG_BINDIR"):
-                patch.delenv(name, raising=False)
-            for name, value in env.items():
-                patch.setenv(name, value)
-            server.start()
-            server.query(f"CREATE DATABASE {DB}")
-            with server.connect(DB) as conn:
-                conn.execute("CREATE TABLE t (id serial PRIMARY KEY, batch int NOT NULL)")
-                conn.execute("INSERT INTO t (batch) SELECT 0 FROM generate_series(1, 10)")
-            code, summary = backup_command(policy_from_document(policy, "drill"))
-            assert code == 0, summary.error
-            with server.connect(DB) as conn:
-                conn.execute("INSERT INTO t (batch) SELECT 1 FROM generate_series(1, 5)")
-                conn.execute("SELECT pg_sleep(0.3)")  # commit timestamps on both sides of T1 differ clearly
-                t1, lsn1 = conn.execute("SELECT now(), pg_current_wal_lsn()::text").fetchone()  # type: ignore[misc]
-                conn.execute("SELECT pg_sleep(0.3)")
-                conn.execute("INSERT INTO t (batch) SELECT 2 FROM generate_series(1, 7)")
-            (segment,) = server.query("SELECT pg_walfile_name(pg_switch_wal())")[0]
-            _wait_archived(server, segment)
-            yield Drill(server, policy, volume, t1, lsn1, env)
-    finally:
-        server.close()
-        shutil.rmtree(root, ignore_errors=True)
+    with pitr_drill("15", DB) as done:
+        yield done
 
 
 @pytest.fixture
 def drill_env(drill: Drill, monkeypatch: pytest.MonkeyPatch) -> Drill:
-    for name in ("PGHOST", "PGPORT", "PGDATABASE", "PGPASSFILE", "PGSERVICE", "PGBACKUP_PG_BINDIR"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in drill.env.items():
-        monkeypatch.setenv(name, value)
+    drill.apply_env(monkeypatch)
     return drill
 
 

@@ -5,9 +5,7 @@ scratch, no database). Real PostgreSQL 15, the filesystem storage and moto S3.
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from pgbackup.runner.restore.staging import ScratchFull
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from tests.fixtures.postgres import PgServer, backup_policy, load_sample, runner_env, table_digest
-from tests.fixtures.s3 import MotoServer, RelayProxy, S3Bucket
+from tests.fixtures.s3 import CuttingProxy, MotoServer, S3Bucket
 
 
 def params_for(server: PgServer) -> ConnParams:
@@ -56,34 +54,6 @@ def take(server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stor
     code, summary = backup_command(policy_from_document(document, "test"))
     assert code == 0, summary.error
     return db, str(summary.backup_id)
-
-
-class CuttingProxy(RelayProxy):
-    """Relays to moto, but the download of a database dump stops halfway: the connection is closed after half of
-    the announced body, as when a network path drops."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        super().__init__(upstream_port)
-
-    def intercept(self, request: Any) -> bool:
-        if request.command != "GET" or ".dump" not in request.path:
-            return False
-        upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
-        try:
-            upstream.request("GET", request.path, headers=dict(request.headers.items()))
-            response = upstream.getresponse()
-            data = response.read()
-        finally:
-            upstream.close()
-        request.send_response(response.status)
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        request.wfile.write(data[: len(data) // 2])
-        request.wfile.flush()
-        request.close_connection = True
-        request.connection.shutdown(socket.SHUT_RDWR)
-        return True
 
 
 @pytest.fixture
@@ -136,7 +106,7 @@ def test_storage_failing_mid_download_leaves_no_file_and_no_database(
         pg15: PgServer, s3_bucket: S3Bucket, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         scratch: Path) -> None:
     _, backup_id = take(pg15, tmp_path, monkeypatch, {"s3": s3_bucket.wire()})
-    proxy = CuttingProxy(moto_server.port)
+    proxy = CuttingProxy(moto_server.port, ".dump")  # every download of the dump breaks off halfway
     try:
         catalog = Catalog(S3Storage(s3_bucket.spec(endpoint=proxy.endpoint), max_attempts=2))
         with pytest.raises(StorageError, match=r"\.dump"):

@@ -6,59 +6,13 @@ breaking fails naming the object. Real moto S3, with a relay proxy in front that
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
-import socket
-import threading
-from typing import Any
 
 import pytest
 
 from pgbackup.runner.storage.base import StorageError
 from pgbackup.runner.storage.s3 import S3Storage
-from tests.fixtures.s3 import MotoServer, RelayProxy, S3Bucket
-
-
-class CuttingProxy(RelayProxy):
-    """Relays to moto; the first `cuts` GETs of the object whose key holds `marker` end after half their body (the
-    connection is closed), as when a network path drops mid-transfer."""
-
-    def __init__(self, upstream_port: int, marker: str, cuts: int) -> None:
-        self.upstream_port = upstream_port
-        self.marker = marker
-        self.cuts = cuts
-        self.gets = 0
-        self._lock = threading.Lock()
-        super().__init__(upstream_port)
-
-    def intercept(self, request: Any) -> bool:
-        if request.command != "GET" or self.marker not in request.path:
-            return False
-        with self._lock:
-            self.gets += 1
-            cut = self.cuts > 0
-            self.cuts -= 1
-        if not cut:
-            return False
-        upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=30)
-        try:
-            upstream.request("GET", request.path, headers=dict(request.headers.items()))
-            response = upstream.getresponse()
-            data = response.read()
-            headers = response.getheaders()
-        finally:
-            upstream.close()
-        request.send_response(response.status)
-        for name, value in headers:
-            if name.lower() in ("content-range", "etag", "content-type"):
-                request.send_header(name, value)
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        request.wfile.write(data[: len(data) // 2])
-        request.wfile.flush()
-        request.close_connection = True
-        request.connection.shutdown(socket.SHUT_RDWR)
-        return True
+from tests.fixtures.s3 import CuttingProxy, MotoServer, S3Bucket
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,14 @@ from pgbackup.api import jobenv
 from pgbackup.api.policy import Compression
 from pgbackup.runner.backup.run import backup_command
 from pgbackup.runner.common.config import policy_from_document
-from pgbackup.runner.common.log import set_stream
 from pgbackup.runner.storage.base import StorageError
 from pgbackup.runner.restore.run import run_restore_request
 from pgbackup.runner.storage.pipeline import store_stream
 from pgbackup.runner.storage.s3 import S3Storage
 from tests.fixtures.postgres import PgServer, backup_policy, runner_env
-from tests.fixtures.s3 import MotoServer, RelayProxy, S3Bucket
+from tests.fixtures.s3 import MotoServer, RelayProxy, S3Bucket, answer_s3_error
 
 MIB = 1024 * 1024
-
-
-def answer_error(request: Any, status: int = 500, code: str = "InternalError") -> bool:
-    payload = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
-    request.send_response(status)
-    request.send_header("Content-Type", "application/xml")
-    request.send_header("Content-Length", str(len(payload)))
-    request.end_headers()
-    request.wfile.write(payload)
-    return True
 
 
 class PartsAndAbortsFail(RelayProxy):
@@ -44,7 +32,7 @@ class PartsAndAbortsFail(RelayProxy):
 
     def intercept(self, request: Any) -> bool:
         if "uploadId=" in request.path and request.command in ("PUT", "DELETE"):
-            return answer_error(request)
+            return answer_s3_error(request, 500, "InternalError")
         return False
 
 
@@ -64,18 +52,7 @@ class EveryOtherFails(RelayProxy):
             fail = self._seen % 2 == 0 and self.injected < self.failures
             if fail:
                 self.injected += 1
-        return answer_error(request) if fail else False
-
-
-@pytest.fixture
-def log_lines(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "runner.log"
-    with path.open("w") as stream:
-        set_stream(stream)
-        try:
-            yield path
-        finally:
-            set_stream(None)
+        return answer_s3_error(request, 500, "InternalError") if fail else False
 
 
 def events(path: Path, name: str, after: int = 0) -> list[dict[str, Any]]:
@@ -84,7 +61,7 @@ def events(path: Path, name: str, after: int = 0) -> list[dict[str, Any]]:
 
 
 def test_an_upload_that_cannot_be_aborted_says_when_it_is_cleaned_up(s3_bucket: S3Bucket, moto_server: MotoServer,
-                                                                      log_lines: Path) -> None:
+                                                                      runner_log: Path) -> None:
     proxy = PartsAndAbortsFail(moto_server.port)
     try:
         storage = S3Storage(s3_bucket.spec(endpoint=proxy.endpoint), max_attempts=1)
@@ -94,7 +71,7 @@ def test_an_upload_that_cannot_be_aborted_says_when_it_is_cleaned_up(s3_bucket: 
     finally:
         proxy.close()
     assert len(s3_bucket.incomplete_uploads()) == 1  # really left behind
-    (warning,) = events(log_lines, "s3.abort_failed")
+    (warning,) = events(runner_log, "s3.abort_failed")
     hint = warning["hint"]
     assert "next backup aborts" not in hint
     assert "activeDeadlineSeconds + 1 h" in hint and "7 h" in hint  # when a later backup really aborts it
@@ -103,7 +80,7 @@ def test_an_upload_that_cannot_be_aborted_says_when_it_is_cleaned_up(s3_bucket: 
 
 def test_retries_of_a_flaky_store_are_logged_and_counted_in_the_summaries(
     sample_db: tuple[PgServer, str], s3_bucket: S3Bucket, moto_server: MotoServer, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, log_lines: Path,
+    monkeypatch: pytest.MonkeyPatch, runner_log: Path,
 ) -> None:
     server, db = sample_db
     proxy = EveryOtherFails(moto_server.port, failures=4)
@@ -114,18 +91,18 @@ def test_retries_of_a_flaky_store_are_logged_and_counted_in_the_summaries(
         code, summary = backup_command(policy_from_document(document, "test"))
         assert code == 0, summary.error
         assert proxy.injected == 4  # every one of them retried, and the backup went through
-        retries = events(log_lines, "s3.retry")
+        retries = events(runner_log, "s3.retry")
         assert len(retries) == 4 and all(r["level"] == "warning" for r in retries)
         assert [r["retries_in_run"] for r in retries] == [1, 2, 3, 4]
         first = retries[0]
         assert "InternalError" in first["error"] and "500" in first["error"]
         assert first["attempt"] == 2 and first["max_attempts"] == 8 and first["operation"]
         assert json.loads(summary_file.read_text())["storageRetries"] == 4  # what the operator reads
-        (tally,) = events(log_lines, "storage.retried")
+        (tally,) = events(runner_log, "storage.retried")
         assert tally["retries"] == 4 and "InternalError" in tally["last_error"]
 
         proxy.failures += 3  # and a restore through the same flaky store
-        mark = len(log_lines.read_text().splitlines())
+        mark = len(runner_log.read_text().splitlines())
         monkeypatch.setenv(jobenv.ENV_RESTORE, json.dumps({
             "name": "rr-flaky", "namespace": "shop",
             "spec": {"policyRef": {"name": "orders-db"}, "backup": summary.backup_id,
@@ -133,7 +110,7 @@ def test_retries_of_a_flaky_store_are_logged_and_counted_in_the_summaries(
             "policy": {"name": document["name"], "spec": document["spec"]}}))
         code, restored = run_restore_request()
         assert code == 0, restored.error
-        assert restored.storage_retries == 3 and len(events(log_lines, "s3.retry", mark)) == 3
+        assert restored.storage_retries == 3 and len(events(runner_log, "s3.retry", mark)) == 3
         assert json.loads(summary_file.read_text())["storageRetries"] == 3
     finally:
         proxy.close()
@@ -142,11 +119,11 @@ def test_retries_of_a_flaky_store_are_logged_and_counted_in_the_summaries(
 
 def test_a_run_without_retries_has_no_count_in_its_summary(sample_db: tuple[PgServer, str], s3_bucket: S3Bucket,
                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          log_lines: Path) -> None:
+                                                          runner_log: Path) -> None:
     server, db = sample_db
     document = backup_policy(server, {"s3": s3_bucket.wire()}, databases=[db], logical={"globals": False})
     summary_file = runner_env(server, monkeypatch, tmp_path)
     code, summary = backup_command(policy_from_document(document, "test"))
     assert code == 0, summary.error
     assert "storageRetries" not in json.loads(summary_file.read_text())
-    assert events(log_lines, "s3.retry") == [] and events(log_lines, "storage.retried") == []
+    assert events(runner_log, "s3.retry") == [] and events(runner_log, "storage.retried") == []

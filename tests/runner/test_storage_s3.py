@@ -17,7 +17,16 @@ from pgbackup.runner.storage.pipeline import store_stream
 from pgbackup.runner.storage.base import ObjectNotFound, StorageError
 from pgbackup.runner.storage.factory import open_storage
 from pgbackup.runner.storage.s3 import S3Storage
-from tests.fixtures.s3 import FlakyProxy, MotoServer, RelayProxy, S3Bucket, free_port, make_bucket, s3_env
+from tests.fixtures.s3 import (
+    FlakyProxy,
+    MotoServer,
+    RelayProxy,
+    S3Bucket,
+    answer_s3_error,
+    free_port,
+    make_bucket,
+    s3_env,
+)
 from tests.runner.storage_support import s3_storage  # noqa: F401 - fixture
 
 MIB = 1024 * 1024
@@ -241,13 +250,7 @@ def test_a_part_failing_while_others_upload_aborts_the_upload_and_leaves_nothing
         def intercept(self, request: Any) -> bool:
             query = parse_qs(urlsplit(request.path).query)
             if request.command == "PUT" and query.get("partNumber") == ["3"]:
-                payload = b"<Error><Code>AccessDenied</Code><Message>injected</Message></Error>"
-                request.send_response(403)
-                request.send_header("Content-Type", "application/xml")
-                request.send_header("Content-Length", str(len(payload)))
-                request.end_headers()
-                request.wfile.write(payload)
-                return True
+                return answer_s3_error(request, 403, "AccessDenied")
             return False
 
     proxy = ThirdPartFails(moto_server.port)

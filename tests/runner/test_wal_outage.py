@@ -32,7 +32,7 @@ from pgbackup.runner.wal.status import WalStateTracker
 from pgbackup.runner.wal.stream import WalStreamer
 from pgbackup.runner.wal.xlog import lsn_of_segment_start, parse_lsn, parse_segment_name
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy, free_port
-from tests.fixtures.s3 import MotoServer, RelayProxy, make_bucket, s3_env
+from tests.fixtures.s3 import MotoServer, RelayProxy, answer_s3_error, make_bucket, s3_env
 from tests.runner.wal_support import Running, conn_params, drop_slots, switch_wal, wait_until, wal_server
 
 SLOT = "pgbackup_test_outage"
@@ -51,15 +51,7 @@ class Outage(RelayProxy):
         super().__init__(upstream_port)
 
     def intercept(self, request: Any) -> bool:
-        if not self.down:
-            return False
-        payload = b"<Error><Code>ServiceUnavailable</Code><Message>storage outage (test)</Message></Error>"
-        request.send_response(503)
-        request.send_header("Content-Type", "application/xml")
-        request.send_header("Content-Length", str(len(payload)))
-        request.end_headers()
-        request.wfile.write(payload)
-        return True
+        return self.down and answer_s3_error(request, 503, "ServiceUnavailable", "storage outage (test)")
 
 
 class Streamer:
@@ -125,8 +117,11 @@ def test_a_streamer_killed_during_a_storage_outage_loses_no_wal(
     for name, value in {"PGUSER": server.user, "PGPASSWORD": server.password, "PGBACKUP_SCRATCH": str(root),
                         "PGBACKUP_SUMMARY_FILE": str(root / "summary")}.items():
         monkeypatch.setenv(name, value)
+    # Two attempts a request: the outage fails each upload and /status read at once, not after boto3's 8 retries.
+    # pg_receivewal reports its flush position every second (not 10): the wait for it below is that short.
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PG")}, "PGUSER": server.user,
-           "PGPASSWORD": server.password, "PGBACKUP_POLICY": policy_json}
+           "PGPASSWORD": server.password, "PGBACKUP_POLICY": policy_json, "PGBACKUP_S3_MAX_ATTEMPTS": "2",
+           "PGBACKUP_WAL_RECEIVER_STATUS_INTERVAL": "1"}
     storage = S3Storage(bucket.spec())  # straight to moto: what storage really holds, outage or not
     archive = WalArchive(storage)
 
@@ -258,7 +253,9 @@ def test_a_full_spool_pauses_receiving_and_resumes_when_storage_is_back(
     s3_env(monkeypatch)
     bucket = make_bucket(moto_server.endpoint)
     proxy = Outage(moto_server.port)
-    archive = WalArchive(S3Storage(bucket.spec(endpoint=proxy.endpoint)))
+    # an upload fails at once in the outage (not after boto3's 8 attempts), and is retried at most 2 s apart, so
+    # the wait for the outage's end is short
+    archive = WalArchive(S3Storage(bucket.spec(endpoint=proxy.endpoint), max_attempts=2))
     direct = WalArchive(S3Storage(bucket.spec()))
     slot = "pgbackup_test_spool_full"
     server.query("CHECKPOINT")  # the new slot starts here: little to catch up on
@@ -267,7 +264,7 @@ def test_a_full_spool_pauses_receiving_and_resumes_when_storage_is_back(
     tracker = WalStateTracker(conn_params(server), direct, slot=slot)
     running = Running(WalStreamer(conn_params(server), find_tools(15), archive, slot=slot, directory=tmp_path / "wal",
                                   partial_interval=0.5, poll_interval=0.1, status_interval=1, spool_limit=limit,
-                                  observer=tracker))
+                                  observer=tracker, backoff_max=2))
     streamer = running.streamer
 
     def archived() -> list[str]:
@@ -285,6 +282,9 @@ def test_a_full_spool_pauses_receiving_and_resumes_when_storage_is_back(
         while streamer.receiver is not None:  # WAL written at a pace the loop sees (it polls, it cannot prevent)
             assert len(outage) < 8, "receiving did not pause"
             outage.append(switch_wal(server))
+            # a record in the next segment: its .partial starts now, not with the server's next routine record
+            # (up to 15 s later), and the loop below sees it
+            server.query("INSERT INTO filler (pad) VALUES ('next segment')")
             wait_until(lambda: streamer.receiver is None or outage[-1] in os.listdir(tmp_path / "wal"),
                        f"{outage[-1]} in the spool")
             # the marker, the outage's segments and the new .partial: the loop has seen the newest segment

@@ -27,7 +27,8 @@ from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.slots import default_slot_name, receiver_slot_name
-from pgbackup.runner.wal.stream import WalStreamer
+from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.wal.stream import WalStreamer, receiver_status_interval
 from tests.fixtures.postgres import PgFactory, PgServer, backup_policy
 from tests.fixtures.s3 import S3Bucket
 from tests.runner.wal_support import (
@@ -217,3 +218,11 @@ def test_pitr_from_the_streamed_archive_reaches_into_the_shipped_partial(
 
     assert report.plan.uses_partial and report.plan.wal_to.endswith(".partial")
     assert report.row_counts == {"streamed_t1": {"public.t": 4}}
+
+
+def test_the_receivers_status_interval_is_ten_seconds_unless_set_and_a_bad_value_says_what_to_do() -> None:
+    assert receiver_status_interval({}) == 10
+    assert receiver_status_interval({"PGBACKUP_WAL_RECEIVER_STATUS_INTERVAL": "1"}) == 1
+    for bad in ("0", "1.5", "soon"):
+        with pytest.raises(UsageError, match=f"PGBACKUP_WAL_RECEIVER_STATUS_INTERVAL={bad!r} is not a positive"):
+            receiver_status_interval({"PGBACKUP_WAL_RECEIVER_STATUS_INTERVAL": bad})

@@ -20,7 +20,7 @@ from pgbackup.runner.wal.archive import archive_for_policy
 from pgbackup.runner.wal.status import WalStateTracker
 from pgbackup.runner.wal.status_server import StatusServer, status_port
 from pgbackup.runner.wal.slots import default_slot_name
-from pgbackup.runner.wal.stream import WalStreamer, spool_limit
+from pgbackup.runner.wal.stream import WalStreamer, receiver_status_interval, spool_limit
 
 
 def cmd_wal_fetch(policy: PolicyConfig, args: argparse.Namespace) -> int:
@@ -45,7 +45,8 @@ def cmd_wal_stream(policy: PolicyConfig, args: argparse.Namespace) -> int:
             tools = find_tools(server_info(conn).major)
         streamer = WalStreamer(params, tools, archive, slot=slot, directory=scratch_dir() / "wal",
                                partial_interval=parse_duration(spec.wal.partial_upload_interval).total_seconds(),
-                               observer=tracker, spool_limit=spool_limit())
+                               status_interval=receiver_status_interval(), observer=tracker,
+                               spool_limit=spool_limit())
         try:
             streamer.run()
         except Terminated:  # the Deployment's pod is being replaced: what was complete has been shipped

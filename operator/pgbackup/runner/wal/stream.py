@@ -84,15 +84,33 @@ def spool_limit(environ: Mapping[str, str] | None = None) -> int | None:
     return int(text)
 
 
+ENV_RECEIVER_STATUS_INTERVAL = "PGBACKUP_WAL_RECEIVER_STATUS_INTERVAL"
+"""Seconds between pg_receivewal's status reports to the server (--status-interval); not set by the operator, for
+tests that wait for the receiver slot to move."""
+DEFAULT_STATUS_INTERVAL = 10
+
+
+def receiver_status_interval(environ: Mapping[str, str] | None = None) -> int:
+    """$PGBACKUP_WAL_RECEIVER_STATUS_INTERVAL, else DEFAULT_STATUS_INTERVAL."""
+    text = (os.environ if environ is None else environ).get(ENV_RECEIVER_STATUS_INTERVAL, "").strip()
+    if not text:
+        return DEFAULT_STATUS_INTERVAL
+    if not text.isdigit() or int(text) == 0:
+        raise UsageError(f"{ENV_RECEIVER_STATUS_INTERVAL}={text!r} is not a positive number of seconds; unset it "
+                         f"for the default ({DEFAULT_STATUS_INTERVAL})")
+    return int(text)
+
+
 class WalStreamer:
     """The streaming loop. `run(until=...)` returns when `until()` is true or `stop` is set; Terminated (SIGTERM)
     ends it too. `clock`/`sleep` are injectable so tests drive it for a bounded time."""
 
     def __init__(self, params: ConnParams, tools: PgTools, archive: PushesWal, *, slot: str, directory: Path,
                  partial_interval: float = 30.0, progress_interval: float = 30.0, poll_interval: float = 0.5,
-                 status_interval: int = 10, clock: Callable[[], float] = time.monotonic,
+                 status_interval: int = DEFAULT_STATUS_INTERVAL, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None, stop: threading.Event | None = None,
-                 observer: StreamObserver | None = None, spool_limit: int | None = None) -> None:
+                 observer: StreamObserver | None = None, spool_limit: int | None = None,
+                 backoff_max: float = _BACKOFF_MAX) -> None:
         self.params = params
         self.tools = tools
         self.archive = archive
@@ -108,6 +126,8 @@ class WalStreamer:
         self.progress_interval = progress_interval
         self.poll_interval = poll_interval
         self.status_interval = status_interval
+        self.backoff_max = backoff_max
+        """The longest wait before retrying a failed upload, a pg_receivewal restart or the slots."""
         self.clock = clock
         self.stop = stop or threading.Event()
         self._sleep = sleep or self.stop.wait
@@ -166,7 +186,7 @@ class WalStreamer:
                 log_warning("wal.stream.slot_unavailable", slot=self.slot, error=message, retry_in_seconds=backoff)
                 self.observer.problem("slot", message)
                 self._sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                backoff = min(backoff * 2, self.backoff_max)
                 continue
             self.observer.problem("slot", None)
             return True
@@ -190,7 +210,7 @@ class WalStreamer:
                 self.observer.problem("ship", None)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a storage outage
                 wait = self._ship_backoff
-                self._ship_backoff = min(wait * 2, _BACKOFF_MAX)
+                self._ship_backoff = min(wait * 2, self.backoff_max)
                 self._ship_retry_at = self.clock() + wait
                 self.state.ship_failures += 1
                 log_warning("wal.stream.ship_failed", error=exc, retry_in_seconds=wait,
@@ -219,7 +239,7 @@ class WalStreamer:
             self.state.receiver_exits.append(code)
             ran = now - self._receiver_started
             wait = 0.0 if ran >= _HEALTHY_AFTER else self._backoff
-            self._backoff = _BACKOFF_START if ran >= _HEALTHY_AFTER else min(self._backoff * 2, _BACKOFF_MAX)
+            self._backoff = _BACKOFF_START if ran >= _HEALTHY_AFTER else min(self._backoff * 2, self.backoff_max)
             self._restart_at = now + wait
             log_warning("wal.stream.receiver_exited", exit_code=code, ran_seconds=round(ran, 1),
                         restart_in_seconds=wait, stderr=self.params.scrub("\n".join(self._stderr[-8:])),
@@ -244,7 +264,7 @@ class WalStreamer:
             log_warning("wal.stream.slot_unavailable", slot=self.slot, error=message)
             self.observer.problem("slot", message)
             self._restart_at = self.clock() + self._backoff
-            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+            self._backoff = min(self._backoff * 2, self.backoff_max)
             return
         self.observer.problem("slot", None)
         self.receiver = subprocess.Popen(self.receiver_args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
