@@ -48,7 +48,7 @@ async def _trim_every(seconds: float) -> None:
 @kopf.on.startup()
 async def start_trimming(**_: Any) -> None:
     global _task
-    await stop_trimming()
+    await _stop()
     if _trim is None:
         logger.info("No malloc_trim in this C library: memory freed after a burst stays with the operator.")
         return
@@ -57,6 +57,10 @@ async def start_trimming(**_: Any) -> None:
 
 @kopf.on.cleanup()
 async def stop_trimming(**_: Any) -> None:
+    await _stop()
+
+
+async def _stop() -> None:
     global _task
     running, _task = _task, None
     if running is not None:
