@@ -91,3 +91,16 @@ def test_version_prints_the_package_version_without_a_cluster(tmp_path: Path) ->
                                "KUBECONFIG": str(tmp_path / "none")},
                           capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout) == (0, f"pgbackup-operator {version('pgbackup-operator')}\n"), done.stderr
+
+
+def test_the_operator_process_loads_no_runner_code_nor_its_libraries() -> None:
+    """boto3, psycopg and the runner are the backup Jobs' business: imported by the operator they would only cost
+    it memory (and start-up time) in every cluster."""
+    listed = subprocess.run(
+        [sys.executable, "-c", "import sys, pgbackup.handlers.main; print('\\n'.join(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True, timeout=50)
+    loaded = set(listed.stdout.split())
+    assert "pgbackup.handlers.main" in loaded
+    runner_libraries = {"boto3", "botocore", "s3transfer", "psycopg", "psycopg_pool"}
+    assert sorted(name for name in loaded
+                  if name.split(".")[0] in runner_libraries or name.startswith("pgbackup.runner")) == []

@@ -4,15 +4,18 @@ still recorded, by the operator's periodic reconcile, and nothing is recorded tw
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import kmock as kmocklib
+import kubernetes.client
 import pytest
 
 from pgbackup.api import BackupPolicyStatus, JobSummary
 from pgbackup.api.restore import RestoreResult
+from pgbackup.handlers import kube
 from pgbackup.handlers.once import forget, run_once
 from tests.handlers import test_restore as restores
 from tests.handlers.conftest import NAMESPACE, Cluster, Emulator, Operator, eventually
@@ -236,3 +239,37 @@ def test_concurrent_recorders_of_one_job_record_it_once() -> None:
     assert run_once("uid-2/recorded", lambda: False) is False  # nothing to record yet: a later call tries again
     assert run_once("uid-2/recorded", lambda: True) is True
     forget()
+
+
+class PagedApi:
+    """A list call of the Kubernetes client answered two items a page, with continue tokens, as an API server does
+    for `limit`; remembers each call's limit."""
+
+    def __init__(self, *_: Any) -> None:
+        self.limits: list[int] = []
+        self.items = [{"metadata": {"name": f"p{index}", "namespace": NAMESPACE}} for index in range(5)]
+
+    def page(self, *_: Any, limit: int, _preload_content: bool, _continue: str = "0", **__: Any) -> Any:
+        assert not _preload_content
+        self.limits.append(limit)
+        start = int(_continue)
+        rest = {"continue": str(start + 2)} if start + 2 < len(self.items) else {}
+        return type("Response", (), {"data": json.dumps({"items": self.items[start:start + 2], "metadata": rest})})
+
+    list_cluster_custom_object = list_namespaced_custom_object = page
+    list_cron_job_for_all_namespaces = list_namespaced_cron_job = page
+
+
+@pytest.mark.parametrize("namespaces", [(), (NAMESPACE,)])
+def test_policies_and_cronjobs_are_read_page_by_page(monkeypatch: pytest.MonkeyPatch,
+                                                      namespaces: tuple[str, ...]) -> None:
+    """The hourly check for missed backup runs reads every policy and CronJob: in pages, so that a large cluster's
+    are never all in the operator's memory at once."""
+    api = PagedApi()
+    monkeypatch.setattr(kube, "client", lambda: None)
+    monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", lambda _: api)
+    monkeypatch.setattr(kubernetes.client, "BatchV1Api", lambda _: api)
+    expected = [f"p{index}" for index in range(5)]
+    assert [p["metadata"]["name"] for p in kube.list_policies(namespaces, chunk=2)] == expected
+    assert [c["metadata"]["name"] for c in kube.list_cronjobs_selected("x=y", namespaces, chunk=2)] == expected
+    assert api.limits == [2] * 6

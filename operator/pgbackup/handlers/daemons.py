@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from pgbackup.api.base import GROUP
 from pgbackup.handlers import kube
-from pgbackup.handlers.common import plain
+from pgbackup.handlers.common import trimmed
 
 WORKERS = 8
 """Visits (status writes, WAL streamer polls) in flight at once."""
@@ -81,27 +81,19 @@ class _Loop:
 _loop: _Loop | None = None
 
 
-def _trimmed(body: kopf.Body) -> PolicyBody:
-    """What the walks, Events and notifications need; not kopf's annotations or managedFields."""
-    meta = body.get("metadata") or {}
-    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-            "metadata": {key: meta.get(key) for key in ("name", "namespace", "uid", "generation", "resourceVersion")},
-            "spec": plain(body.get("spec") or {}), "status": plain(body.get("status") or {})}
-
-
 @kopf.index(GROUP, kube.POLICIES)
 async def policy_bodies(name: str, namespace: str | None, body: kopf.Body, meta: kopf.Meta,
                         **_: Any) -> dict[PolicyKey, PolicyBody]:
     """Index: (namespace, name) -> the policy as the watch stream last delivered it (async: no thread hop)."""
-    key, trimmed = (namespace or "", name), _trimmed(body)
+    key, kept = (namespace or "", name), trimmed(body)
     running = _loop
     if running is not None and running.kopf_context is None:
         running.kopf_context = contextvars.copy_context()
     if running is not None and running.generations.get(key) != meta.get("generation"):
         running.generations[key] = meta.get("generation")
-        running.fresh[key] = trimmed
+        running.fresh[key] = kept
         running.wake.set()
-    return {key: trimmed}
+    return {key: kept}
 
 
 # kopf passes an index to a handler as the keyword argument of its name, but its handler protocols (ActivityFn,

@@ -200,19 +200,10 @@ def list_jobs_selected(selector: str, namespaces: tuple[str, ...] = (), chunk: i
     large cluster is never held in memory at once."""
     batch = kubernetes.client.BatchV1Api(client())
     for namespace in namespaces or (None,):
-        token: str | None = None
-        while True:
-            extra: dict[str, Any] = {"_continue": token} if token else {}
-            if namespace is None:
-                page = _json(batch.list_job_for_all_namespaces(label_selector=selector, limit=chunk,
-                                                               _preload_content=False, **extra))
-            else:
-                page = _json(batch.list_namespaced_job(namespace, label_selector=selector, limit=chunk,
-                                                       _preload_content=False, **extra))
-            yield from page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue") or None
-            if not token:
-                break
+        if namespace is None:
+            yield from _chunked(batch.list_job_for_all_namespaces, label_selector=selector, limit=chunk)
+        else:
+            yield from _chunked(batch.list_namespaced_job, namespace, label_selector=selector, limit=chunk)
 
 
 def job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
@@ -239,17 +230,27 @@ def create_event(obj: dict[str, Any], type: str, reason: str, message: str) -> N
     }, _preload_content=False)
 
 
-def list_cronjobs_selected(selector: str, namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """CronJobs matching a label selector, in every namespace (or only in `namespaces`)."""
+def list_cronjobs_selected(selector: str, namespaces: tuple[str, ...] = (), chunk: int = 200) -> Iterator[dict[str, Any]]:
+    """CronJobs matching a label selector, in every namespace (or only in `namespaces`), read in chunks so that
+    every CronJob of a large cluster is never held in memory at once."""
     batch = kubernetes.client.BatchV1Api(client())
-    items: list[dict[str, Any]] = []
     for namespace in namespaces or (None,):
         if namespace is None:
-            page = _json(batch.list_cron_job_for_all_namespaces(label_selector=selector, _preload_content=False))
+            yield from _chunked(batch.list_cron_job_for_all_namespaces, label_selector=selector, limit=chunk)
         else:
-            page = _json(batch.list_namespaced_cron_job(namespace, label_selector=selector, _preload_content=False))
-        items.extend(page.get("items") or [])
-    return items
+            yield from _chunked(batch.list_namespaced_cron_job, namespace, label_selector=selector, limit=chunk)
+
+
+def _chunked(list_call: Callable[..., Any], *args: Any, **query: Any) -> Iterator[dict[str, Any]]:
+    """The items of a list call, page by page (query's `limit`), following the server's continue token."""
+    token: str | None = None
+    while True:
+        extra: dict[str, Any] = {"_continue": token} if token else {}
+        page = _json(list_call(*args, _preload_content=False, **query, **extra))
+        yield from page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue") or None
+        if not token:
+            return
 
 
 # ------------------------------------------------------------------ WAL streamer Deployment and Service
@@ -335,17 +336,15 @@ def get_policy(namespace: str, name: str) -> dict[str, Any] | None:
     return _get_custom(POLICIES, namespace, name)
 
 
-def list_policies(namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def list_policies(namespaces: tuple[str, ...] = (), chunk: int = 200) -> Iterator[dict[str, Any]]:
+    """Every BackupPolicy (or those in `namespaces`), read in chunks like list_jobs_selected."""
     custom = kubernetes.client.CustomObjectsApi(client())
-    items: list[dict[str, Any]] = []
     for namespace in namespaces or (None,):
         if namespace is None:
-            page = _json(custom.list_cluster_custom_object(GROUP, VERSION, POLICIES, _preload_content=False))
+            yield from _chunked(custom.list_cluster_custom_object, GROUP, VERSION, POLICIES, limit=chunk)
         else:
-            page = _json(custom.list_namespaced_custom_object(GROUP, VERSION, namespace, POLICIES,
-                                                              _preload_content=False))
-        items.extend(page.get("items") or [])
-    return items
+            yield from _chunked(custom.list_namespaced_custom_object, GROUP, VERSION, namespace, POLICIES,
+                                limit=chunk)
 
 
 def update_policy_status(namespace: str, name: str, changes: StatusChanges,

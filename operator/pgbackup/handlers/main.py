@@ -18,6 +18,7 @@ import kopf
 import kubernetes.config
 
 import pgbackup.handlers.jobs  # noqa: F401  (registers handlers)
+import pgbackup.handlers.memory  # noqa: F401
 import pgbackup.handlers.metrics  # noqa: F401
 import pgbackup.handlers.policy  # noqa: F401
 import pgbackup.handlers.recording  # noqa: F401

@@ -30,7 +30,7 @@ from pgbackup.builders.metrics import (
     restore_request_samples,
 )
 from pgbackup.handlers import config, kube
-from pgbackup.handlers.common import plain
+from pgbackup.handlers.common import trimmed
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -106,12 +106,12 @@ _thread: threading.Thread | None = None
 
 @kopf.on.event(GROUP, kube.POLICIES)
 async def index_policy(type: str | None, body: kopf.Body, **_: Any) -> None:
-    policies.apply(type, plain(body))
+    policies.apply(type, trimmed(body))
 
 
 @kopf.on.event(GROUP, kube.RESTORES)
 async def index_restore_request(type: str | None, body: kopf.Body, **_: Any) -> None:
-    restore_requests.apply(type, plain(body))
+    restore_requests.apply(type, trimmed(body))
 
 
 @kopf.on.startup()

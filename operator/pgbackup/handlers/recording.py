@@ -122,6 +122,12 @@ RECORDERS: dict[str, Callable[[dict[str, Any], kopf.Logger], bool]] = {
 """Recorder of each Job component (app.kubernetes.io/component)."""
 
 
+def _run_times(cronjob: dict[str, Any]) -> dict[str, Any]:
+    """The part of a CronJob that catalog_sync.missed_run reads."""
+    status = cronjob.get("status") or {}
+    return {"status": {key: status[key] for key in ("lastScheduleTime", "lastSuccessfulTime") if key in status}}
+
+
 class Reconciler:
     """One pass over the operator's unrecorded Jobs; remembers what was pending at the previous pass."""
 
@@ -152,7 +158,10 @@ class Reconciler:
     def sync_missed_runs(self, unrecorded_backups: set[tuple[str, str]]) -> int:
         """A catalog-sync Job for each policy whose CronJob's last successful run is not in status and has no
         Job left to record; the number of Jobs created."""
-        cronjobs = {(c["metadata"].get("namespace"), c["metadata"].get("name")): c
+        # Only what missed_run reads is kept of each CronJob, and the policies are looked at one by one as they are
+        # read: with every CronJob and every policy in memory in full at once, this hourly pass set the RSS of an
+        # operator with 1,000 policies.
+        cronjobs = {(c["metadata"].get("namespace"), c["metadata"].get("name")): _run_times(c)
                     for c in kube.list_cronjobs_selected(BACKUP_CRONJOBS, self.namespaces)}
         created = 0
         for policy in kube.list_policies(self.namespaces):
