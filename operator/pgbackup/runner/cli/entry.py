@@ -11,10 +11,12 @@ import sys
 from collections.abc import Sequence
 
 from pgbackup.runner.cli import walpush
+from pgbackup.runner.common.memory import return_large_buffers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    return_large_buffers()
     if args[:1] == ["wal-push"]:
         return walpush.main(args[1:])
     # A function-level import for start-up time, not to dodge a cycle: the full command line imports every
