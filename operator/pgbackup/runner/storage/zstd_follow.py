@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from typing import IO, cast
 
 import zstandard
 
@@ -52,7 +53,8 @@ def follow_zstd(chunks: Iterable[bytes], on_raw: Callable[[bytes], None], *, pie
     """
     source = iter(chunks)
     tee = _Tee(source)
-    decompressed = zstandard.ZstdDecompressor().read_to_iter(tee, read_size=read_size, write_size=piece)
+    # read_to_iter only calls read(size): any object with that will do
+    decompressed = zstandard.ZstdDecompressor().read_to_iter(cast(IO[bytes], tee), read_size=read_size, write_size=piece)
     try:
         for raw in decompressed:
             on_raw(raw)
