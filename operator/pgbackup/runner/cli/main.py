@@ -10,7 +10,6 @@ programs, writes a Failed summary with reason Terminated) and exits with 1. A re
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import select
 import signal
@@ -21,6 +20,7 @@ from pgbackup.api import jobenv
 from pgbackup.runner.catalog.catalog import BackupNotFound
 from pgbackup.runner.cli.parser import build_parser
 from pgbackup.runner.cli.failures import report_failure
+from pgbackup.runner.cli.walpush import cmd_wal_push
 from pgbackup.runner.common.config import PolicyConfig, load_policy
 from pgbackup.runner.common.errors import RunnerError
 from pgbackup.runner.common.log import log_error
@@ -28,23 +28,36 @@ from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.common.termination import Terminated, terminate_gracefully
 from pgbackup.runner.common.timestamps import utc_now
 
-_CATALOG = "pgbackup.runner.cli.catalog"
-COMMANDS = {"backup": ("pgbackup.runner.cli.backup", "cmd_backup"), "list": (_CATALOG, "cmd_list"),
-            "catalog-summary": (_CATALOG, "cmd_catalog_summary"), "show": (_CATALOG, "cmd_show"),
-            "check": (_CATALOG, "cmd_check"), "retention": (_CATALOG, "cmd_retention"),
-            "restore": ("pgbackup.runner.cli.restore", "cmd_restore"), "verify": ("pgbackup.runner.cli.verify", "cmd_verify"),
-            "import": (_CATALOG, "cmd_import"), "wal-push": ("pgbackup.runner.cli.walpush", "cmd_wal_push"),
-            "wal-fetch": ("pgbackup.runner.cli.wal", "cmd_wal_fetch"),
-            "wal-stream": ("pgbackup.runner.cli.wal", "cmd_wal_stream")}
-"""Each command's module and function, imported when that command runs: a backup Job does not pay for the
-restore, verify and WAL streaming code (about 0.1 s of CPU at every start on the 2-core bench machine)."""
+Command = Callable[[PolicyConfig, argparse.Namespace], int]
 
 
-def command(name: str) -> Callable[[PolicyConfig, argparse.Namespace], int]:
-    """The function that runs command `name` (its module imported now)."""
-    module, function = COMMANDS[name]
-    found: Callable[[PolicyConfig, argparse.Namespace], int] = getattr(importlib.import_module(module), function)
-    return found
+def command(name: str) -> Command:
+    """The function that runs command `name`. Function-level imports for start-up time (each listed in
+    tests/unit/test_runner_layout.py): a backup Job does not load restore, verify and WAL streaming code (about
+    0.1 s of CPU at every start on the 2-core bench machine)."""
+    if name == "backup":
+        from pgbackup.runner.cli.backup import cmd_backup
+        return cmd_backup
+    if name in ("list", "catalog-summary", "show", "check", "retention", "import"):
+        from pgbackup.runner.cli import catalog
+        return {"list": catalog.cmd_list, "catalog-summary": catalog.cmd_catalog_summary, "show": catalog.cmd_show,
+                "check": catalog.cmd_check, "retention": catalog.cmd_retention, "import": catalog.cmd_import}[name]
+    if name == "restore":
+        from pgbackup.runner.cli.restore import cmd_restore
+        return cmd_restore
+    if name == "verify":
+        from pgbackup.runner.cli.verify import cmd_verify
+        return cmd_verify
+    if name == "wal-push":
+        return cmd_wal_push
+    from pgbackup.runner.cli import wal
+    return {"wal-fetch": wal.cmd_wal_fetch, "wal-stream": wal.cmd_wal_stream}[name]
+
+
+def restore_request(args: argparse.Namespace) -> int:
+    """`pgbackup restore-request` (imported when run, as the commands above)."""
+    from pgbackup.runner.cli.restore import cmd_restore_request
+    return cmd_restore_request(args)
 
 # When the reader of stdout goes away (`pgbackup list | head -1`), the command ends quietly with 141 = 128 + SIGPIPE:
 # what coreutils, git and kubectl give, since SIGPIPE's default action ends them (Python ignores SIGPIPE, so we
@@ -102,8 +115,6 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "restore-request":  # the policy travels inside the request (PGBACKUP_RESTORE)
-        restore_request: Callable[[argparse.Namespace], int] = getattr(
-            importlib.import_module("pgbackup.runner.cli.restore"), "cmd_restore_request")
         return restore_request(args)
     try:
         try:
