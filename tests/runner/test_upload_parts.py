@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pgbackup.runner.storage.parts import PartUploads
+from pgbackup.runner.storage.parts import MIB, PART_MEMORY, PartUploads
 
 
 class Recorder:
@@ -62,3 +62,16 @@ def test_a_failed_part_stops_the_stream_at_the_next_part() -> None:
             parts.submit(number, b"x" * 16)
     parts.cancel()
     assert upload.on_wire == {}, "cancel() returns after the parts on the wire"
+
+
+def test_benchmark_sized_parts_keep_two_on_the_wire_within_the_default_budget() -> None:
+    # 16 MiB parts (the benchmark's partSizeMib): 2 uploading + 1 filling = 48 MiB, whatever the object's size;
+    # with pg_basebackup's own ~70 MiB beside it, a physical backup to S3 stays under 200 MiB
+    upload = Recorder()
+    parts = PartUploads(upload)
+    body = b"x" * (16 * MIB)
+    for number in range(1, 9):
+        parts.submit(number, body)
+    parts.results()
+    assert upload.most_parts == 2
+    assert upload.most_bytes + len(body) <= PART_MEMORY == 48 * MIB

@@ -27,8 +27,6 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-import zstandard
-
 from pgbackup.api.policy import Compression
 
 from pgbackup.runner.common.errors import RunnerError
@@ -39,6 +37,7 @@ from pgbackup.runner.postgres.facts import ServerInfo
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.postgres.tools import PgTools
 from pgbackup.runner.storage.pipeline import SUFFIXES, store_stream
+from pgbackup.runner.storage.zstd_follow import ZstdFollowError, follow_zstd
 from pgbackup.runner.wal.xlog import parse_lsn, wal_segment_name
 
 BASE_OBJECT = "base.tar"
@@ -118,29 +117,25 @@ class ScannedStream:
 
 
 class DecompressedScan:
-    """Passes pg_basebackup's zstd-compressed tar through unchanged while decompressing it alongside, so a
-    TarScanner can read along and the raw size is known; a stream that does not decode fails the backup."""
+    """Passes pg_basebackup's zstd-compressed tar through unchanged while decompressing it alongside (in bounded
+    pieces: storage.zstd_follow), so a TarScanner can read along and the raw size is known; a stream that does not
+    decode fails the backup."""
 
     def __init__(self, source: Iterable[bytes]) -> None:
         self.source = source
         self.scanner = TarScanner()
         self.raw_size = 0
-        self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+
+    def _raw(self, raw: bytes) -> None:
+        self.scanner.feed(raw)
+        self.raw_size += len(raw)
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.source:
-            try:
-                raw = self._decompressor.decompress(chunk)
-            except zstandard.ZstdError as exc:
-                raise RunnerError(f"pg_basebackup's zstd output does not decode ({exc}); nothing was kept",
-                                  reason="BackupFailed") from exc
-            if raw:
-                self.scanner.feed(raw)
-                self.raw_size += len(raw)
-            yield chunk
-        if not self._decompressor.eof:
-            raise RunnerError("pg_basebackup's zstd output ended in the middle of a frame; nothing was kept",
-                              reason="BackupFailed")
+        try:
+            yield from follow_zstd(self.source, self._raw)
+        except ZstdFollowError as exc:
+            raise RunnerError(f"pg_basebackup's zstd output is unusable: {exc}; nothing was kept",
+                              reason="BackupFailed") from exc
 
 
 def client_compression(tools: PgTools, compression: Compression) -> str | None:

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 MIB = 1024 * 1024
-PART_MEMORY = 64 * MIB
-"""Bytes of parts held at once: the ones uploading and the one filling (one part, when a part is larger)."""
+PART_MEMORY = 48 * MIB
+"""Bytes of parts held at once: the ones uploading and the one filling (one part, when a part is larger). With
+16 MiB parts, 2 on the wire and 1 filling: a physical backup to S3 (pg_basebackup compressing with 2 workers, ~70
+MiB, beside the runner) then stays under 200 MiB."""
 MAX_IN_FLIGHT = 4
 """Parts uploading at once, at most."""
 
