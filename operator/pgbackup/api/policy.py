@@ -526,6 +526,10 @@ class BackupRecord(StatusModel):
     """Backup id (UTC timestamp, e.g. 20261123T020000Z)."""
     method: Literal["logical", "physical"] | None = None
     """logical or physical."""
+    backup_type: Literal["full", "incr"] | None = None
+    """full, or incr: an incremental physical backup, restored through its chain (spec.physical.fullEvery)."""
+    incremental_of: str | None = None
+    """The backup an incremental builds on."""
     phase: Literal["Completed", "Failed"] = "Completed"
     """Completed or Failed."""
     started_at: datetime | None = None

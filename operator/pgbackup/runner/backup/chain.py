@@ -20,6 +20,7 @@ from pathlib import Path
 from pgbackup.api import jobenv
 from pgbackup.api.policy import BackupPolicySpec
 from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.chains import chain_ids
 from pgbackup.runner.catalog.manifest import BackupPurpose, Manifest
 from pgbackup.runner.common.errors import RunnerError
 from pgbackup.runner.common.log import log, log_warning
@@ -111,21 +112,6 @@ def _full_reason(catalog: Catalog, every: int, server: ServerInfo, *, force_full
         return (f"the backup_manifest of {parent.id} is encrypted and this run has no age identity to read it: "
                 f"set encryption.identitySecret for incremental backups of an encrypted policy")
     return parent
-
-
-def chain_ids(manifest: Manifest, by_id: Mapping[str, Manifest]) -> list[str]:
-    """The ids of `manifest`'s chain, root first, ending with `manifest` itself. A member missing from `by_id`
-    ends the walk there (its id is the first of the list)."""
-    ids = [manifest.id]
-    current: Manifest | None = manifest
-    while current is not None and current.incremental_of is not None:
-        parent_id = current.incremental_of
-        if parent_id in ids:  # a cycle can only come from edited manifests
-            raise RunnerError(f"the chain of backup {manifest.id} loops at {parent_id}; its manifests were edited",
-                              reason="ManifestInvalid")
-        ids.insert(0, parent_id)
-        current = by_id.get(parent_id)
-    return ids
 
 
 @contextmanager

@@ -172,6 +172,7 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
         return exit_code_for(exc), write_summary(summary, environ)
     manifest = outcome.manifest
     summary = JobSummary(kind="backup", phase="Completed", backup_id=manifest.id, method=manifest.method,
+                         backup_type=manifest.backup_type, incremental_of=manifest.incremental_of,
                          started_at=manifest.started_at, completed_at=manifest.completed_at,
                          size_bytes=manifest.size_bytes, duration_seconds=manifest.duration_seconds,
                          manifest=outcome.location, manifest_sha256=outcome.sha256)

@@ -293,7 +293,7 @@ def restore_to_point(catalog: Catalog, archive: WalArchive, target: PitrTarget, 
         datadir = workspace / "data"
     report = PitrReport(plan=plan, target=str(target_dir) if target_dir is not None else "")
     try:
-        restore_physical(catalog, plan.backup_id, datadir, identity)
+        restore_physical(catalog, plan.backup_id, datadir, identity, environ)
         auto_conf = datadir / "postgresql.auto.conf"
         original_auto = auto_conf.read_bytes() if auto_conf.exists() else None
         server = ThrowawayPostgres.from_data_dir(datadir, tools=tools, login_roles=login_roles,
