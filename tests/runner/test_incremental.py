@@ -268,14 +268,25 @@ def test_a_full_backup_with_the_reason_when_an_incremental_is_impossible(
     finally:
         server.query("ALTER SYSTEM SET summarize_wal = on")
         server.query("SELECT pg_reload_conf()")
+    stop = Catalog(FilesystemStorage(volume)).get(unsummarized).physical.stop_lsn  # type: ignore[union-attr]
+    server.query("CHECKPOINT")  # summaries end at a checkpoint's redo point
+    deadline = time.monotonic() + 30
+    while server.query(f"SELECT summarized_lsn < '{stop}' FROM pg_get_wal_summarizer_state()") == [(True,)]:
+        assert time.monotonic() < deadline, server.query("SELECT * FROM pg_get_wal_summarizer_state()")
+        time.sleep(0.05)  # past that backup (it would write the summaries again otherwise) ...
+    for summary in (server.datadir / "pg_wal" / "summaries").iterdir():  # ... then gone, as wal_summary_keep_time does
+        summary.unlink()
+    refused = _backup(chain_env.policy)  # no WAL summaries cover the time since the backup above began
     old = backup_policy(pg15, {"volume": {"claimName": "old"}}, method="physical", physical={"fullEvery": 3})
     runner_env(pg15, monkeypatch, tmp_path)
     old_ids = [_backup(old), _backup(old)]
 
     reasons = {backup_id: Catalog(FilesystemStorage(volume)).get(backup_id).physical.full_reason  # type: ignore[union-attr]
-               for backup_id in (forced, unsummarized)}
+               for backup_id in (forced, unsummarized, refused)}
     assert reasons[forced] == "a full backup was asked for (pgbackup backup --full)"
     assert "summarize_wal is off" in str(reasons[unsummarized])
+    assert str(reasons[refused]).startswith("the server refused an incremental backup: "), reasons[refused]
+    assert "WAL summaries are required" in str(reasons[refused])
     pg15_catalog = Catalog(FilesystemStorage(tmp_path / "volume"))
     for backup_id in old_ids:
         manifest = pg15_catalog.get(backup_id)
