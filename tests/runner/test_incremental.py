@@ -30,7 +30,7 @@ from pgbackup.runner.postgres.account import server_account
 from pgbackup.runner.postgres.instance import ThrowawayPostgres
 from pgbackup.runner.postgres.tools import server_installations
 from pgbackup.runner.restore.physical import restore_physical
-from pgbackup.runner.restore.pitr import PitrTarget, policy_server_env, restore_to_point, runner_program
+from pgbackup.runner.restore.pitr import PitrTarget, plan_pitr, policy_server_env, restore_to_point, runner_program
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.verify.run import verify_backup
 from pgbackup.runner.wal.archive import WalArchive
@@ -231,6 +231,10 @@ def test_a_missing_chain_member_fails_before_the_target_is_touched(chain_env: Ch
     assert "Nothing was restored or changed" in str(raised.value)
     assert list(target.iterdir()) == []
     assert [p.name for p in target.parent.iterdir()] == ["data"]
+    # point-in-time recovery to the end of the broken incremental starts from the older, whole chain instead
+    plan = plan_pitr(chain_env.catalog(volume), WalArchive(FilesystemStorage(volume)),
+                     PitrTarget(time=chain_env.catalog(volume).get(chain_env.ids[2]).completed_at))
+    assert plan.backup_id == chain_env.ids[0]
 
 
 def test_retention_keeps_every_backup_a_kept_incremental_builds_on(chain_env: Chain, tmp_path: Path,

@@ -42,6 +42,11 @@ def chain_of(manifest: Manifest, by_id: Mapping[str, Manifest]) -> list[Manifest
     return [manifest if backup_id == manifest.id else by_id[backup_id] for backup_id in ids]
 
 
+def chain_complete(manifest: Manifest, by_id: Mapping[str, Manifest]) -> bool:
+    """Whether every backup `manifest` builds on is in `by_id` (always for a full backup)."""
+    return all(backup_id == manifest.id or backup_id in by_id for backup_id in chain_ids(manifest, by_id))
+
+
 def dependencies(manifests: Mapping[str, Manifest], kept: set[str]) -> dict[str, str]:
     """Backups that a kept incremental builds on, each with the kept backup that needs it (the newest seen)."""
     needed: dict[str, str] = {}

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgbackup.runner.catalog.catalog import Catalog
-from pgbackup.runner.catalog.chains import chain_of
+from pgbackup.runner.catalog.chains import chain_complete, chain_of
 from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.config import scratch_dir
 from pgbackup.runner.common.errors import RunnerError
-from pgbackup.runner.common.log import log
+from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.postgres.account import chown_tree
 from pgbackup.runner.postgres.tools import major_of, server_tools
 from pgbackup.runner.restore.reading import extract_tar
@@ -47,6 +47,21 @@ class ExtractedChain:
 def chain_members(catalog: Catalog, manifest: Manifest) -> list[Manifest]:
     """`manifest`'s chain, root first (ChainIncomplete names a missing member before anything is read)."""
     return chain_of(manifest, {m.id: m for m in catalog.backups()})
+
+
+def newest_whole(eligible: list[Manifest], backups: list[Manifest]) -> Manifest:
+    """The newest eligible base backup whose chain is complete (an older one replays more WAL, but restores);
+    ChainIncomplete naming the missing backup when none is."""
+    by_id = {m.id: m for m in backups}
+    for base in eligible:
+        if chain_complete(base, by_id):
+            if base is not eligible[0]:
+                log_warning("pitr.chain_incomplete", skipped=eligible[0].id, base=base.id,
+                            hint=f"a backup of the chain of {eligible[0].id} is missing: recovery starts from the "
+                                 f"older {base.id} and replays more WAL")
+            return base
+    chain_of(eligible[0], by_id)  # raises, naming the missing member
+    return eligible[0]
 
 
 def _existing(path: Path) -> Path:
