@@ -296,3 +296,29 @@ def test_a_full_backup_with_the_reason_when_an_incremental_is_impossible(
         manifest = pg15_catalog.get(backup_id)
         assert manifest.backup_type == "full"
         assert "incremental backups need PostgreSQL 17" in str(manifest.physical.full_reason)  # type: ignore[union-attr]
+
+
+def test_an_encrypted_policy_takes_incrementals_only_with_the_identity(chain_env: Chain, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's backup_manifest is encrypted like every object: a run without the private key (the operator's
+    backup Jobs) takes a full backup and says why; with $PGBACKUP_AGE_IDENTITY_FILE it reads it and goes on."""
+    import pyrage
+
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "identity.txt"
+    key_file.write_text(str(identity) + "\n")
+    policy = {**chain_env.policy, "spec": {**chain_env.policy["spec"], "storage": {"volume": {"claimName": "enc"}},
+                                           "encryption": {"recipients": [str(identity.to_public())]}}}
+    monkeypatch.setenv("PGBACKUP_VOLUME_ROOT", str(tmp_path / "volume"))
+    (tmp_path / "volume").mkdir()
+    monkeypatch.delenv("PGBACKUP_AGE_IDENTITY_FILE", raising=False)
+
+    first = _backup(policy)
+    without = _backup(policy)
+    monkeypatch.setenv("PGBACKUP_AGE_IDENTITY_FILE", str(key_file))
+    with_key = _backup(policy)
+
+    catalog = Catalog(FilesystemStorage(tmp_path / "volume"))
+    assert catalog.get(first).backup_manifest_object().encrypted  # type: ignore[union-attr]
+    assert "encrypted and this run has no age identity" in str(catalog.get(without).physical.full_reason)  # type: ignore[union-attr]
+    assert catalog.get(with_key).incremental_of == without

@@ -61,20 +61,19 @@ def plan_chain(catalog: Catalog, spec: BackupPolicySpec, server: ServerInfo, *, 
     every = spec.physical.full_every
     if every is None or every == 1:
         return ChainPlan()
-    plan = ChainPlan()
-    reason = _full_reason(catalog, every, server, force_full=force_full, purpose=purpose, environ=environ)
-    if isinstance(reason, str):
-        log("backup.chain.full", reason=reason, full_every=every)
-        return plan.as_full(reason)
-    assert reason.physical is not None
-    plan = ChainPlan(parent=reason, length=reason.physical.chain_length + 1)
-    log("backup.chain.incremental", parent=reason.id, chain_root=plan.root, chain_length=plan.length,
+    found = _parent_or_reason(catalog, every, server, force_full=force_full, purpose=purpose, environ=environ)
+    if isinstance(found, str):
+        log("backup.chain.full", reason=found, full_every=every)
+        return ChainPlan().as_full(found)
+    assert found.physical is not None
+    plan = ChainPlan(parent=found, length=found.physical.chain_length + 1)
+    log("backup.chain.incremental", parent=found.id, chain_root=plan.root, chain_length=plan.length,
         full_every=every)
     return plan
 
 
-def _full_reason(catalog: Catalog, every: int, server: ServerInfo, *, force_full: bool, purpose: BackupPurpose,
-                 environ: Mapping[str, str]) -> str | Manifest:
+def _parent_or_reason(catalog: Catalog, every: int, server: ServerInfo, *, force_full: bool,
+                      purpose: BackupPurpose, environ: Mapping[str, str]) -> str | Manifest:
     """Why the backup must be full, or the parent it can be an incremental of."""
     if force_full:
         return "a full backup was asked for (pgbackup backup --full)"
@@ -109,8 +108,8 @@ def _full_reason(catalog: Catalog, every: int, server: ServerInfo, *, force_full
     if manifest_object is None:
         return f"the newest backup {parent.id} has no stored backup_manifest to take an incremental against"
     if manifest_object.encrypted and not environ.get(jobenv.ENV_AGE_IDENTITY_FILE):
-        return (f"the backup_manifest of {parent.id} is encrypted and this run has no age identity to read it: "
-                f"set encryption.identitySecret for incremental backups of an encrypted policy")
+        return (f"the backup_manifest of {parent.id} is encrypted and this run has no age identity to read it "
+                f"(${jobenv.ENV_AGE_IDENTITY_FILE}; the operator's backup Jobs hold only the public keys)")
     return parent
 
 

@@ -45,15 +45,3 @@ def chain_of(manifest: Manifest, by_id: Mapping[str, Manifest]) -> list[Manifest
 def chain_complete(manifest: Manifest, by_id: Mapping[str, Manifest]) -> bool:
     """Whether every backup `manifest` builds on is in `by_id` (always for a full backup)."""
     return all(backup_id == manifest.id or backup_id in by_id for backup_id in chain_ids(manifest, by_id))
-
-
-def dependencies(manifests: Mapping[str, Manifest], kept: set[str]) -> dict[str, str]:
-    """Backups that a kept incremental builds on, each with the kept backup that needs it (the newest seen)."""
-    needed: dict[str, str] = {}
-    for backup_id in kept:
-        manifest = manifests.get(backup_id)
-        if manifest is None:
-            continue
-        for member in chain_ids(manifest, manifests)[:-1]:
-            needed.setdefault(member, backup_id)
-    return needed
