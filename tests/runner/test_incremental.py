@@ -73,8 +73,8 @@ def _batches(server: PgServer | ThrowawayPostgres) -> dict[int, int]:
         return dict(conn.execute("SELECT batch, count(*) FROM t GROUP BY batch ORDER BY batch").fetchall())
 
 
-def _backup(policy: dict, **kwargs: object) -> str:
-    code, summary = backup_command(policy_from_document(policy, "test"), **kwargs)  # type: ignore[arg-type]
+def _backup(policy: dict) -> str:
+    code, summary = backup_command(policy_from_document(policy, "test"))
     assert code == 0, summary.error
     return str(summary.backup_id)
 
@@ -264,7 +264,8 @@ def test_a_full_backup_with_the_reason_when_an_incremental_is_impossible(
     volume = _volume_copy(chain_env, tmp_path, monkeypatch)
     server = chain_env.server
 
-    forced = _backup(chain_env.policy, force_full=True)  # `pgbackup backup --full`
+    assert cli.main(["backup", "--full"]) == 0  # the policy from $PGBACKUP_POLICY, as in a Job
+    forced = Catalog(FilesystemStorage(volume)).latest().id  # type: ignore[union-attr]
     server.query("ALTER SYSTEM SET summarize_wal = off")
     server.query("SELECT pg_reload_conf()")
     try:
