@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import pyrage
 import pytest
+import zstandard
 
 from pgbackup.api.policy import Retention, SqlCheck, VerifySpec
 from pgbackup.runner.backup.run import backup_command
@@ -176,6 +178,8 @@ def test_backups_form_chains_as_full_every_says(chain_env: Chain, capsys: pytest
     assert f"INCREMENTAL FROM LSN: {first.physical.start_lsn}" in second.physical.backup_label  # type: ignore[union-attr]
     assert second.size_bytes < full.size_bytes / 4  # the changed blocks and the backup's WAL, not the cluster
     assert all(m.backup_manifest_object() is not None for m in (full, first, second, again))
+    with chain_env.catalog().open_object(second, second.backup_manifest_object()) as stream:  # type: ignore[arg-type]
+        assert b'"Checksum-Algorithm": "CRC32C"' in stream.read()  # unencrypted policy: pg_basebackup's default
 
     assert cli.main(["list"]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
@@ -299,27 +303,55 @@ def test_a_full_backup_with_the_reason_when_an_incremental_is_impossible(
         assert "incremental backups need PostgreSQL 17" in str(manifest.physical.full_reason)  # type: ignore[union-attr]
 
 
-def test_an_encrypted_policy_takes_incrementals_only_with_the_identity(chain_env: Chain, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The parent's backup_manifest is encrypted like every object: a run without the private key (the operator's
-    backup Jobs) takes a full backup and says why; with $PGBACKUP_AGE_IDENTITY_FILE it reads it and goes on."""
-    import pyrage
-
+def test_an_encrypted_policy_takes_incrementals_with_only_the_public_key(
+        chain_env: Chain, tmp_path: Path, scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the operator's backup Jobs, the runs hold only the public key: an encrypted policy with fullEvery stores
+    its parent manifest unencrypted and without checksums, so the next backup is an incremental; the chain (base.tar
+    encrypted) restores with the identity, rows exact. A parent manifest encrypted earlier (before fullEvery was
+    set) makes one full backup that says why, unless the run holds the identity (a run by hand)."""
     identity = pyrage.x25519.Identity.generate()
     key_file = tmp_path / "identity.txt"
     key_file.write_text(str(identity) + "\n")
-    policy = {**chain_env.policy, "spec": {**chain_env.policy["spec"], "storage": {"volume": {"claimName": "enc"}},
-                                           "encryption": {"recipients": [str(identity.to_public())]}}}
-    monkeypatch.setenv("PGBACKUP_VOLUME_ROOT", str(tmp_path / "volume"))
-    (tmp_path / "volume").mkdir()
+    spec = {**chain_env.policy["spec"], "storage": {"volume": {"claimName": "enc"}},
+            "encryption": {"recipients": [str(identity.to_public())]}}
+    every_full = {**chain_env.policy, "spec": {**spec, "physical": {}}}
+    policy = {**chain_env.policy, "spec": spec}
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    monkeypatch.setenv("PGBACKUP_VOLUME_ROOT", str(volume))
     monkeypatch.delenv("PGBACKUP_AGE_IDENTITY_FILE", raising=False)
+    server = chain_env.server
+    server.query("CREATE TABLE enc (batch int NOT NULL)")
+    try:
+        server.query("INSERT INTO enc SELECT 0 FROM generate_series(1, 300)")
+        before = _backup(every_full)
+        first = _backup(policy)
+        server.query("INSERT INTO enc SELECT 1 FROM generate_series(1, 40)")
+        second = _backup(policy)
+        again = _backup(every_full)
+        monkeypatch.setenv("PGBACKUP_AGE_IDENTITY_FILE", str(key_file))  # a run by hand with the private key ...
+        keyed = _backup(policy)  # ... reads an encrypted parent manifest
+    finally:
+        server.query("DROP TABLE enc")
 
-    first = _backup(policy)
-    without = _backup(policy)
-    monkeypatch.setenv("PGBACKUP_AGE_IDENTITY_FILE", str(key_file))
-    with_key = _backup(policy)
+    catalog = Catalog(FilesystemStorage(volume))
+    old, full, incremental = (catalog.get(backup_id) for backup_id in (before, first, second))
+    assert old.backup_manifest_object().encrypted  # type: ignore[union-attr]  # no fullEvery: encrypted as before
+    assert "taken before encrypted policies stored it unencrypted" in str(full.physical.full_reason)  # type: ignore[union-attr]
+    assert (incremental.backup_type, incremental.incremental_of) == ("incr", first)
+    for manifest in (full, incremental):
+        stored = manifest.backup_manifest_object()
+        assert stored is not None and not stored.encrypted and stored.key == "backup_manifest.zst"
+        assert all(o.encrypted for o in manifest.objects if o is not stored)
+        text = zstandard.ZstdDecompressor().decompressobj().decompress((volume / manifest.id / stored.key).read_bytes())
+        assert b'"Path": "PG_VERSION"' in text and b'"Checksum"' not in text, text[:300]
 
-    catalog = Catalog(FilesystemStorage(tmp_path / "volume"))
-    assert catalog.get(first).backup_manifest_object().encrypted  # type: ignore[union-attr]
-    assert "encrypted and this run has no age identity" in str(catalog.get(without).physical.full_reason)  # type: ignore[union-attr]
-    assert catalog.get(with_key).incremental_of == without
+    assert catalog.get(keyed).incremental_of == again
+
+    monkeypatch.delenv("PGBACKUP_AGE_IDENTITY_FILE")
+    rows = SqlCheck(name="rows", database="postgres",
+                    sql="SELECT array_agg(batch || ':' || n ORDER BY batch) = '{0:300,1:40}' "
+                        "FROM (SELECT batch, count(*) AS n FROM enc GROUP BY batch) AS b")
+    outcome = verify_backup(catalog, second, VerifySpec(enabled=True, checks=[rows]), identity=str(identity),
+                            scratch_dir=scratch, environ={"PGUSER": server.user}, write=False)
+    assert (outcome.record.phase, outcome.record.reason) == ("Passed", "RestoreVerified"), outcome.record.message

@@ -5,6 +5,12 @@ A chain is one full backup followed by at most spec.physical.fullEvery - 1 incre
 before it. An incremental that is impossible (older server, summarize_wal off, no usable parent, an encrypted
 parent manifest without the identity to read it, the server refusing it) becomes a full backup with the reason
 recorded: a backup never fails because it could not be incremental.
+
+Encrypted policies: the operator's backup Jobs hold only the public keys, so they could not read an encrypted
+parent manifest. Such a policy's physical backups are therefore taken with `--manifest-checksums=NONE` and their
+separate backup_manifest object is stored unencrypted (compressed and SHA-256-checked as every object): without
+checksums it holds file paths, sizes, modification times and WAL ranges, nothing derived from the data. base.tar
+(whose own copy of the manifest is the same) stays encrypted.
 """
 
 from __future__ import annotations
@@ -53,6 +59,13 @@ class ChainPlan:
 
     def as_full(self, reason: str) -> ChainPlan:
         return replace(self, parent=None, length=1, full_reason=reason)
+
+
+def plain_parent_manifest(spec: BackupPolicySpec, server: ServerInfo) -> bool:
+    """Whether this policy's physical backups store their backup_manifest unencrypted and without checksums: an
+    encrypted policy that takes incrementals, on a server that can."""
+    every = spec.physical.full_every
+    return spec.encryption is not None and every is not None and every > 1 and server.major >= INCREMENTAL_MAJOR
 
 
 def plan_chain(catalog: Catalog, spec: BackupPolicySpec, server: ServerInfo, *, force_full: bool,
@@ -108,8 +121,9 @@ def _parent_or_reason(catalog: Catalog, every: int, server: ServerInfo, *, force
     if manifest_object is None:
         return f"the newest backup {parent.id} has no stored backup_manifest to take an incremental against"
     if manifest_object.encrypted and not environ.get(jobenv.ENV_AGE_IDENTITY_FILE):
-        return (f"the backup_manifest of {parent.id} is encrypted and this run has no age identity to read it "
-                f"(${jobenv.ENV_AGE_IDENTITY_FILE}; the operator's backup Jobs hold only the public keys)")
+        return (f"the backup_manifest of {parent.id} is encrypted (it was taken before encrypted policies stored it "
+                f"unencrypted) and this run has no age identity to read it (${jobenv.ENV_AGE_IDENTITY_FILE}; the "
+                f"operator's backup Jobs hold only the public keys): this backup starts a new chain")
     return parent
 
 

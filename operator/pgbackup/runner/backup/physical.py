@@ -10,7 +10,8 @@ tablespace fits in a stdout tar; clusters with extra tablespaces are refused wit
 start/stop LSN, timeline and backup_label are read from the tar stream as it passes (backup_label member)
 and from pg_basebackup's verbose output (end point). pg_basebackup's backup_manifest (injected into the stdout
 tar) is spooled as it passes and stored as an object of its own: the next run's `--incremental` is taken against
-it without reading the parent's base.tar.
+it without reading the parent's base.tar. For an encrypted policy with incrementals that object is stored
+unencrypted and written with `--manifest-checksums=NONE` (see pgbackup.runner.backup.chain).
 
 Who compresses: with zstd and a pg_basebackup that can (PostgreSQL 15+ built with zstd), pg_basebackup itself
 (`-Z client-zstd:level=N,workers=T`): its C compressor runs without the pipe carrying the raw tar and without
@@ -242,14 +243,17 @@ def parse_facts(backup_label: str, stderr: str, segment_size: int) -> PhysicalFa
 
 
 def run_physical(params: ConnParams, tools: PgTools, server: ServerInfo, target: StreamTarget, *,
-                 incremental_of: Path | None = None, spool_dir: Path | None = None
+                 incremental_of: Path | None = None, spool_dir: Path | None = None, plain_manifest: bool = False
                  ) -> tuple[list[DumpedObject], PhysicalFacts]:
     """Stream the whole cluster (plus the WAL making it consistent) as one tar object, and store its
-    backup_manifest beside it. `incremental_of`: the parent's backup_manifest, for `pg_basebackup --incremental`."""
+    backup_manifest beside it. `incremental_of`: the parent's backup_manifest, for `pg_basebackup --incremental`.
+    `plain_manifest`: the manifest is written without file checksums and its separate object is stored
+    unencrypted, so that a later run holding only public keys can take an incremental against it."""
     by_client = client_compression(tools, target.compression)
     args = [tools.path("pg_basebackup"), "-D", "-", "-Ft", "-X", "fetch", "-c", "fast", "--no-password", "-v",
             "-l", "pgbackup", *(["-Z", by_client] if by_client else []),
-            *([f"--incremental={incremental_of}"] if incremental_of is not None else [])]
+            *([f"--incremental={incremental_of}"] if incremental_of is not None else []),
+            *(["--manifest-checksums=NONE"] if plain_manifest else [])]
     what = f"pg_basebackup from {params.describe()}"
     hint = ("check that the user has the REPLICATION attribute, pg_hba.conf allows a 'replication' connection, "
             "max_wal_senders > 0, the cluster has no extra tablespaces, and wal_keep_size covers the backup")
@@ -280,9 +284,10 @@ def run_physical(params: ConnParams, tools: PgTools, server: ServerInfo, target:
             facts = replace(facts, system_identifier=_system_identifier(file.read(4096)))
             file.seek(0)
             kept = store_stream(file, target.storage, target.key_for(BACKUP_MANIFEST_OBJECT),
-                                compression=target.compression, recipients=tuple(target.recipients))
+                                compression=target.compression,
+                                recipients=() if plain_manifest else tuple(target.recipients))
             objects.append(DumpedObject(stored=kept, name=BACKUP_MANIFEST_OBJECT, kind="other"))
-            log("basebackup.manifest_stored", key=kept.key, raw_size=size)
+            log("basebackup.manifest_stored", key=kept.key, raw_size=size, encrypted=kept.encrypted)
     finally:
         scanner.close()
     log("basebackup.done", key=stored.key, size=stored.size, start_lsn=facts.start_lsn, stop_lsn=facts.stop_lsn)

@@ -18,7 +18,13 @@ from datetime import datetime
 from pgbackup import installed_version
 from pgbackup.api import jobenv
 from pgbackup.api.summary import MAX_STORED_BACKUPS, JobSummary
-from pgbackup.runner.backup.chain import ChainPlan, parent_manifest_file, plan_chain, refused_incremental
+from pgbackup.runner.backup.chain import (
+    ChainPlan,
+    parent_manifest_file,
+    plain_parent_manifest,
+    plan_chain,
+    refused_incremental,
+)
 from pgbackup.runner.backup.copies import sync_copies
 from pgbackup.runner.backup.housekeeping import clean_leftovers, run_retention_after_backup, unfinished_grace
 from pgbackup.runner.backup.logical import DumpedObject, StreamTarget, run_logical
@@ -94,7 +100,8 @@ def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, claim: BackupClaim,
                                   properties=d.properties) for d in result.databases]
         tool_versions.update({"pg_dump": tools.version, "pg_dumpall": tools.version})
     else:
-        dumped, facts, chain = _physical(catalog, params, tools, server, target, chain, environ)
+        dumped, facts, chain = _physical(catalog, params, tools, server, target, chain, environ,
+                                         plain_manifest=plain_parent_manifest(spec, server))
         physical = PhysicalInfo(start_lsn=facts.start_lsn, stop_lsn=facts.stop_lsn, timeline=facts.timeline,
                                 start_wal_segment=facts.start_wal_segment, stop_wal_segment=facts.stop_wal_segment,
                                 backup_label=facts.backup_label,
@@ -138,12 +145,14 @@ def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, claim: BackupClaim,
 
 
 def _physical(catalog: Catalog, params: ConnParams, tools: PgTools, server: ServerInfo, target: StreamTarget,
-              chain: ChainPlan, environ: Mapping[str, str]) -> tuple[list[DumpedObject], PhysicalFacts, ChainPlan]:
+              chain: ChainPlan, environ: Mapping[str, str], *, plain_manifest: bool
+              ) -> tuple[list[DumpedObject], PhysicalFacts, ChainPlan]:
     """pg_basebackup, incremental when `chain` has a parent; a refused incremental is taken again as a full backup."""
     scratch = scratch_dir(environ)
     with parent_manifest_file(catalog, chain, scratch, environ) as (chain, parent_file):
         try:
-            objects, facts = run_physical(params, tools, server, target, incremental_of=parent_file, spool_dir=scratch)
+            objects, facts = run_physical(params, tools, server, target, incremental_of=parent_file, spool_dir=scratch,
+                                          plain_manifest=plain_manifest)
             return objects, facts, chain
         except RunnerError as exc:
             reason = refused_incremental(exc) if parent_file is not None else None
@@ -151,7 +160,7 @@ def _physical(catalog: Catalog, params: ConnParams, tools: PgTools, server: Serv
                 raise
     log_warning("backup.chain.full", reason=reason, hint="the backup is taken again as a full backup")
     chain = chain.as_full(reason)
-    objects, facts = run_physical(params, tools, server, target, spool_dir=scratch)
+    objects, facts = run_physical(params, tools, server, target, spool_dir=scratch, plain_manifest=plain_manifest)
     return objects, facts, chain
 
 
