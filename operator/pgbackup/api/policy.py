@@ -227,7 +227,9 @@ class PhysicalOptions(ApiModel):
     Needs PostgreSQL 17+ with `summarize_wal = on` on the source; when an incremental is not possible (older
     server, summarize_wal off, no earlier full backup, ...) the backup is taken as a full backup, and the run's
     log and the manifest (physical.full_reason) say why: a backup never fails for that. Restores combine the
-    chain with pg_combinebackup; retention keeps every backup a kept incremental builds on."""
+    chain with pg_combinebackup; retention keeps every backup a kept incremental builds on. With encryption, each
+    physical backup's backup_manifest object (the next incremental's parent) is stored unencrypted and without
+    file checksums, as the backup Jobs hold no private key (see docs/security.md)."""
 
 
 class WalSpec(ApiModel):
