@@ -121,8 +121,8 @@ def _parent_or_reason(catalog: Catalog, every: int, server: ServerInfo, *, force
     if manifest_object is None:
         return f"the newest backup {parent.id} has no stored backup_manifest to take an incremental against"
     if manifest_object.encrypted and not environ.get(jobenv.ENV_AGE_IDENTITY_FILE):
-        return (f"the backup_manifest of {parent.id} is encrypted (it was taken before encrypted policies stored it "
-                f"unencrypted) and this run has no age identity to read it (${jobenv.ENV_AGE_IDENTITY_FILE}; the "
+        return (f"the backup_manifest of {parent.id} is encrypted (taken while fullEvery was unset, or by an older "
+                f"runner) and this run has no age identity to read it (${jobenv.ENV_AGE_IDENTITY_FILE}; the "
                 f"operator's backup Jobs hold only the public keys): this backup starts a new chain")
     return parent
 
