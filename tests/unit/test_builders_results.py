@@ -45,6 +45,16 @@ def test_completed_job_with_summary_records_backup_and_condition() -> None:
     BackupPolicyStatus.model_validate(patch)  # schema-clean
 
 
+def test_an_incremental_backup_is_recorded_with_its_type_and_parent() -> None:
+    result = read_result(job("Complete"), [pod(summary("20261124T020000Z", method="physical", backup_type="incr",
+                                                       incremental_of="20261123T020000Z"))])
+    assert result is not None
+    patch = record_result({}, result, 3, NOW)
+    assert patch["backups"][0]["backupType"] == "incr"
+    assert patch["backups"][0]["incrementalOf"] == "20261123T020000Z"
+    BackupPolicyStatus.model_validate(patch)  # schema-clean
+
+
 def test_backups_are_newest_first_deduplicated_and_capped() -> None:
     status: dict[str, Any] = {}
     for day in range(1, 26):

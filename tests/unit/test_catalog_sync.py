@@ -43,3 +43,12 @@ def test_storage_older_than_status_only_prunes_backups() -> None:
     patch, message = record_catalog(status, summary, "sync", 1, "2026-11-24T03:00:00Z")
     assert message is None and "lastBackup" not in patch and "conditions" not in patch
     assert patch["backups"] == [{"id": "20261123T020000Z"}]
+
+
+def test_a_backup_found_in_storage_keeps_its_type() -> None:
+    summary = JobSummary(kind="catalog", phase="Completed", backup_id="20261124T020000Z", method="physical",
+                         backup_type="incr", incremental_of="20261123T020000Z", completed_at="2026-11-24T02:03:00Z",
+                         stored_backups=["20261124T020000Z", "20261123T020000Z"])
+    patch, _ = record_catalog({}, summary, "sync", 1, "2026-11-24T03:00:00Z")
+    assert patch["backups"][0]["backupType"] == "incr"
+    assert patch["backups"][0]["incrementalOf"] == "20261123T020000Z"

@@ -50,6 +50,10 @@ class JobSummary(StatusModel):
     """The backup taken, restored or verified."""
     method: Literal["logical", "physical"] | None = None
     """Backup method."""
+    backup_type: Literal["full", "incr"] | None = None
+    """Backup Jobs: 'incr' for an incremental physical backup (spec.physical.fullEvery), else 'full'."""
+    incremental_of: str | None = None
+    """Backup Jobs: the backup an incremental builds on."""
     started_at: datetime | None = None
     """When the work started."""
     completed_at: datetime | None = None

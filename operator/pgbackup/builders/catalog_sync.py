@@ -84,7 +84,8 @@ def record_catalog(status: dict[str, Any], summary: JobSummary, job_name: str, g
     newest = summary.backup_id
     completed = summary.completed_at.isoformat().replace("+00:00", "Z") if summary.completed_at else None
     if newest and not any(b.get("id") == newest for b in backups):
-        record = {"id": newest, "method": summary.method, "phase": "Completed", "completedAt": completed,
+        record = {"id": newest, "method": summary.method, "backupType": summary.backup_type,
+                  "incrementalOf": summary.incremental_of, "phase": "Completed", "completedAt": completed,
                   "sizeBytes": summary.size_bytes, "durationSeconds": summary.duration_seconds, "jobName": job_name}
         backups.append({key: value for key, value in record.items() if value is not None})
     backups.sort(key=lambda b: str(b.get("id") or ""), reverse=True)

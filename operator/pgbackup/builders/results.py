@@ -166,8 +166,8 @@ def record_result(status: dict[str, Any], result: BackupResult, generation: int 
     backups = list(status.get("backups") or [])
     if summary is not None and summary.backup_id:
         record = summary.model_dump(mode="json", by_alias=True, exclude_none=True,
-                                    include={"method", "phase", "started_at", "completed_at", "size_bytes",
-                                             "duration_seconds", "manifest"})
+                                    include={"method", "backup_type", "incremental_of", "phase", "started_at",
+                                             "completed_at", "size_bytes", "duration_seconds", "manifest"})
         record.update({"id": summary.backup_id, "phase": result.phase, "jobName": result.job_name})
         if summary.manifest_sha256:
             record["sha256"] = summary.manifest_sha256

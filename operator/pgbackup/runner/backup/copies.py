@@ -82,7 +82,8 @@ def plan_copy(primary: list[Manifest], in_copy: list[Manifest], copy: CopySpec, 
               max_catch_up: int = MAX_CATCH_UP_PER_RUN) -> CopyPlan:
     """Primary backups not in the copy that the copy's retention would keep once they are there."""
     present = {m.id for m in in_copy}
-    refs = [BackupRef(m.id, m.completed_at, False, True, m.purpose) for m in [*in_copy, *(m for m in primary if m.id not in present)]]
+    refs = [BackupRef(m.id, m.completed_at, False, True, m.purpose, m.incremental_of)
+            for m in [*in_copy, *(m for m in primary if m.id not in present)]]
     keep = {d.id for d in plan_retention(refs, copy.retention, now) if d.keep}
     wanted = [m for m in primary if m.id not in present and m.id in keep]  # primary lists newest first
     return CopyPlan(wanted=wanted, this_run=wanted[:max_catch_up])

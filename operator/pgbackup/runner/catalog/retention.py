@@ -10,6 +10,10 @@ on-demand). Other purposes have fixed rules of their own, so they never take the
 - pre-restore safety backups are kept for SAFETY_KEEP_DAYS days, and the newest one always (the undo of the
   latest overwrite restore stays available however long ago it was);
 - imported dumps are never deleted by retention (they were registered by hand; delete them by hand).
+
+Chains of incremental physical backups stay whole: a backup that a kept incremental builds on (its parent, the
+parent's parent, .. the full backup) is kept too, with the reason naming the incremental. So a chain's full
+backup is deleted only when no backup of its chain is kept, and then with all of them.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class BackupRef:
     succeeded: bool = True
     purpose: str = "scheduled"
     """Manifest.purpose: only 'scheduled' and 'on-demand' backups count for the policy's rules."""
+    parent: str | None = None
+    """The backup an incremental physical backup builds on (Manifest.incremental_of)."""
 
 
 @dataclass
@@ -50,6 +56,7 @@ NEWEST_VERIFIED = "newest verified backup (never deleted)"
 SAFETY_KEEP_DAYS = 7
 NEWEST_SAFETY = "newest pre-restore safety backup (never deleted)"
 IMPORTED = "imported dump (never deleted by retention)"
+BASE_OF = "in the chain of the kept incremental backup"
 
 
 def _order(ref: BackupRef) -> tuple[datetime, tuple[str, int]]:
@@ -118,6 +125,7 @@ def plan_retention(backups: Sequence[BackupRef], rules: Retention, now: datetime
             if as_utc(now) - as_utc(ref.completed_at) < limit:
                 reasons[ref.id].append(f"maxAge {rules.max_age}: younger than that")
 
+    _keep_chains(everything, reasons)
     decisions = []
     for ref in everything:
         kept_by = reasons[ref.id]
@@ -131,6 +139,19 @@ def plan_retention(backups: Sequence[BackupRef], rules: Retention, now: datetime
         else:
             decisions.append(RetentionDecision(ref.id, False, ["no retention rule keeps it"]))
     return decisions
+
+
+def _keep_chains(newest_first: Sequence[BackupRef], reasons: dict[str, list[str]]) -> None:
+    """Every backup a kept incremental builds on is kept (newest first: each ancestor names its nearest kept
+    descendant)."""
+    parents = {ref.id: ref.parent for ref in newest_first}
+    for ref in newest_first:
+        if not reasons[ref.id] or ref.parent is None:
+            continue
+        parent: str | None = ref.parent
+        while parent is not None and parent in reasons and not any(r.startswith(BASE_OF) for r in reasons[parent]):
+            reasons[parent].append(f"{BASE_OF} {ref.id}")
+            parent = parents.get(parent)
 
 
 def _keep_other_purposes(newest_first: Sequence[BackupRef], reasons: dict[str, list[str]], now: datetime) -> None:
@@ -162,7 +183,8 @@ def prune_backups(catalog: Catalog, rules: Retention, now: datetime, *, dry_run:
     backup directories serves both this and the WAL retention after it."""
     scan = catalog.scan()
     location = catalog.location_backups(scan)
-    refs = [BackupRef(m.id, m.completed_at, m.verified, True, m.purpose) for m in location if catalog.owns(m)]
+    refs = [BackupRef(m.id, m.completed_at, m.verified, True, m.purpose, m.incremental_of)
+            for m in location if catalog.owns(m)]
     decisions = plan_retention(refs, rules, now)
     deleted: set[str] = set()
     for decision in decisions:

@@ -36,6 +36,15 @@ def verified_label(manifest: Manifest) -> str:
     return manifest.verification or "not yet"
 
 
+def chain_label(manifest: Manifest) -> str:
+    """The CHAIN column: the chain's full backup and the position in it ('20261201T020000Z #3'), '-' when the backup
+    is in no chain (logical backups, physical ones taken before chains were recorded)."""
+    info = manifest.physical
+    if info is None or info.chain_root is None:
+        return "-"
+    return f"{info.chain_root} #{info.chain_length}"
+
+
 def open_catalog(policy: PolicyConfig, from_copy: str | None = None) -> Catalog:
     """The policy's catalog in its primary storage, or in the copy named `from_copy`."""
     return Catalog(open_source_storage(policy, from_copy), policy)
@@ -64,11 +73,12 @@ def cmd_list(policy: PolicyConfig, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json.loads(m.model_dump_json()) for m in backups], indent=2))
         return jobenv.EXIT_OK
-    print(f"{'ID':<22} {'METHOD':<9} {'PURPOSE':<11} {'COMPLETED (UTC)':<20} {'SIZE':>10} {'DURATION':>9} VERIFIED")
+    print(f"{'ID':<22} {'METHOD':<9} {'PURPOSE':<11} {'TYPE':<5} {'CHAIN (FULL #N)':<25} {'COMPLETED (UTC)':<20} "
+          f"{'SIZE':>10} {'DURATION':>9} VERIFIED")
     for m in backups:
         completed = m.completed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{m.id:<22} {m.method:<9} {m.purpose:<11} {completed:<20} {human_size(m.size_bytes):>10} "
-              f"{m.duration_seconds:>8.1f}s {verified_label(m)}")
+        print(f"{m.id:<22} {m.method:<9} {m.purpose:<11} {m.backup_type:<5} {chain_label(m):<25} {completed:<20} "
+              f"{human_size(m.size_bytes):>10} {m.duration_seconds:>8.1f}s {verified_label(m)}")
     return jobenv.EXIT_OK
 
 
@@ -87,7 +97,8 @@ def cmd_catalog_summary(policy: PolicyConfig, args: argparse.Namespace) -> int:
         m.id for m in backups][:MAX_STORED_BACKUPS])
     if newest is not None:
         summary = summary.model_copy(update={
-            "backup_id": newest.id, "method": newest.method, "completed_at": newest.completed_at,
+            "backup_id": newest.id, "method": newest.method, "backup_type": newest.backup_type,
+            "incremental_of": newest.incremental_of, "completed_at": newest.completed_at,
             "size_bytes": newest.size_bytes, "duration_seconds": newest.duration_seconds})
     print(write_summary(summary).to_termination_message())
     return jobenv.EXIT_OK

@@ -33,6 +33,7 @@ from pgbackup.runner.postgres.facts import count_rows, list_databases, server_in
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.postgres.privileges import require_createdb
 from pgbackup.runner.postgres.tools import find_tools, major_of, server_tools
+from pgbackup.runner.restore.chain import newest_whole
 from pgbackup.runner.restore.physical import restore_physical
 from pgbackup.runner.wal.archive import WalArchive
 from pgbackup.runner.wal.listing import ArchivedSegment
@@ -122,14 +123,15 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _bases(catalog: Catalog) -> list[Manifest]:
-    bases = [m for m in catalog.backups() if m.method == "physical" and m.physical is not None]
+def _bases(backups: list[Manifest]) -> list[Manifest]:
+    bases = [m for m in backups if m.method == "physical" and m.physical is not None]
     return sorted(bases, key=lambda m: m.completed_at, reverse=True)
 
 
 def plan_pitr(catalog: Catalog, archive: WalArchive, target: PitrTarget) -> PitrPlan:
     """Which base backup and WAL reach `target`, or PitrOutOfRange naming the recoverable window."""
-    bases = _bases(catalog)
+    backups = catalog.backups()
+    bases = _bases(backups)
     where = catalog.storage.url
     if not bases:
         raise PitrOutOfRange(f"the catalog at {where} holds no physical base backup: point-in-time recovery starts "
@@ -149,7 +151,7 @@ def plan_pitr(catalog: Catalog, archive: WalArchive, target: PitrTarget) -> Pitr
             raise PitrOutOfRange(f"target {target.describe()} is before the first recoverable point "
                                  f"{oldest.physical.stop_lsn} (the end of the oldest base backup {oldest.id}, "
                                  f"{_when(oldest.completed_at)}); choose a later target")
-    base = eligible[0]
+    base = newest_whole(eligible, backups)
     info = base.physical
     assert info is not None
     size = segment_size_of(base)
@@ -293,7 +295,7 @@ def restore_to_point(catalog: Catalog, archive: WalArchive, target: PitrTarget, 
         datadir = workspace / "data"
     report = PitrReport(plan=plan, target=str(target_dir) if target_dir is not None else "")
     try:
-        restore_physical(catalog, plan.backup_id, datadir, identity)
+        restore_physical(catalog, plan.backup_id, datadir, identity, environ)
         auto_conf = datadir / "postgresql.auto.conf"
         original_auto = auto_conf.read_bytes() if auto_conf.exists() else None
         server = ThrowawayPostgres.from_data_dir(datadir, tools=tools, login_roles=login_roles,

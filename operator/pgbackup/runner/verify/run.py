@@ -170,7 +170,7 @@ def _verify_physical(catalog: Catalog, manifest: Manifest, spec: VerifySpec, ide
     try:
         clock = time.monotonic()
         try:
-            datadir = restore_physical(catalog, manifest.id, workdir / "data", identity)
+            datadir = restore_physical(catalog, manifest.id, workdir / "data", identity, environ)
             server = ThrowawayPostgres.from_data_dir(datadir, tools=tools, environ=environ,
                                                      login_roles=[environ.get(jobenv.ENV_DB_USER) or "postgres"])
             server.start()
