@@ -42,7 +42,9 @@ def test_physical_round_trip(sample_db: tuple[PgServer, str], pg_factory: PgFact
     assert physical is not None and physical.timeline == 1
     assert parse_lsn(physical.stop_lsn) > parse_lsn(physical.start_lsn)
     assert f"START WAL LOCATION: {physical.start_lsn} (file {physical.start_wal_segment})" in physical.backup_label
-    assert [o.key for o in manifest.objects] == ["base.tar.zst"]
+    assert [o.key for o in manifest.objects] == ["base.tar.zst", "backup_manifest.zst"]
+    assert physical.incremental_of is None and physical.chain_root == manifest.id and physical.chain_length == 1
+    assert physical.full_reason is None  # fullEvery unset: every backup is full, nothing to explain
     assert manifest.tools["pg_basebackup"].startswith(server.version)
 
     datadir = pg_factory.new_datadir("restored")
@@ -107,19 +109,25 @@ def test_a_failed_physical_restore_leaves_no_data_directory_behind(
         assert f"the partly restored data directory {target} was removed, and {target.parent} with it" in err
 
 
-def test_tar_scanner_finds_members_across_chunk_boundaries() -> None:
+def test_tar_scanner_finds_members_across_chunk_boundaries(tmp_path: Path) -> None:
+    big_manifest = b'{"PostgreSQL-Backup-Manifest-Version": 2, "System-Identifier": 42, ' + b"f" * (3 << 20) + b"}"
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        for name, data in [("base/1/1234", b"x" * 5000), ("backup_label", b"START TIMELINE: 1\n"), ("z", b"")]:
+        for name, data in [("base/1/1234", b"x" * 5000), ("backup_label", b"START TIMELINE: 1\n"), ("z", b""),
+                           ("backup_manifest", big_manifest)]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     data = buffer.getvalue()
-    for chunk_size in (1, 7, 512, 4096, len(data)):
-        scanner = TarScanner()
+    for chunk_size in (7, 512, 4096, len(data)):
+        scanner = TarScanner(spool_dir=tmp_path)
         for start in range(0, len(data), chunk_size):
             scanner.feed(data[start:start + chunk_size])
         assert scanner.members == {"backup_label": b"START TIMELINE: 1\n"}
+        # backup_manifest (3 MiB here: more than the 1 MiB a captured member may have) is spooled whole
+        file, size = scanner.spooled["backup_manifest"]
+        assert size == len(big_manifest) and file.read() == big_manifest
+        scanner.close()
 
 
 def test_wal_segment_names_match_postgresql() -> None:
@@ -145,7 +153,8 @@ def test_physical_round_trip_to_s3_encrypted(sample_db: tuple[PgServer, str], pg
     assert code == 0, summary.error
     assert s3_bucket.incomplete_uploads() == []  # type: ignore[attr-defined]
     catalog = Catalog(open_storage(policy.spec.storage))
-    assert [o.key for o in catalog.get(str(summary.backup_id)).objects] == ["base.tar.zst.age"]
+    assert [o.key for o in catalog.get(str(summary.backup_id)).objects] == ["base.tar.zst.age",
+                                                                                 "backup_manifest.zst.age"]
     datadir = pg_factory.new_datadir("restored-s3")
     restore_physical(catalog, str(summary.backup_id), datadir, str(identity))
     restored = pg_factory.adopt(start_cluster_from(server, datadir))
@@ -168,8 +177,9 @@ def test_pg_basebackup_compresses_the_tar_itself_and_the_object_decodes_with_zst
                if '"basebackup.start"' in line]
     assert [e["compression"] for e in started] == ["client-zstd:level=5"]  # compressed in C, as asked
     manifest = Catalog(FilesystemStorage(tmp_path / "volume")).get(str(summary.backup_id))
-    (entry,) = manifest.objects
+    entry, backup_manifest = manifest.objects
     assert (entry.key, entry.compression) == ("base.tar.zst", "zstd")
+    assert backup_manifest.key == "backup_manifest.zst"  # also in the tar; stored apart for the next incremental
     stored = tmp_path / "volume" / str(summary.backup_id) / "base.tar.zst"
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == entry.sha256
     # the emergency path without any code of ours: `zstd -d` gives the tar, of the recorded raw size

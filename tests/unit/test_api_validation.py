@@ -127,6 +127,9 @@ def test_the_valid_examples_are_valid() -> None:
     ("logical", {"jobs": 4}, "logical", "needs logical.format 'directory'"),
     ("logical", {"format": "directory", "jobs": 33}, "logical.jobs", "less than or equal to 32"),
     ("logical.format", "plain", "logical.format", "'custom' or 'directory'"),
+    # physical
+    ("physical", {"fullEvery": 0}, "physical.fullEvery", "greater than or equal to 1"),
+    ("physical", {"fullEvery": 7}, "", "physical.fullEvery needs method 'physical'"),  # the method is logical here
     # wal
     ("wal.slotName", "Orders-Slot", "wal.slotName", "should match pattern"),
     ("wal.partialUploadInterval", "soon", "wal.partialUploadInterval", "should match pattern"),

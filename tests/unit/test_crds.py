@@ -398,6 +398,8 @@ CEL_CASES = [
     ("BackupPolicy", "logical", {"jobs": 4, "format": "directory"}),
     ("BackupPolicy", "logical", {"format": "directory"}),
     ("BackupPolicy", "logical", {}),
+    ("BackupPolicy", "physical", {"fullEvery": 7}),  # valid_policy's method is logical
+    ("BackupPolicy", "physical", {}),
     ("BackupPolicy", "copies", [{"name": "dr", "s3": {"bucket": "dr-backups"}, "retention": {"keepLast": 3}}]),
     ("BackupPolicy", "copies", [{"name": "dr", "volume": {"claimName": "pvc"}, "retention": {"daily": 7}}]),
     ("BackupPolicy", "copies", [{"name": "dr", "s3": {"bucket": "dr-backups"}, "volume": {"claimName": "pvc"},

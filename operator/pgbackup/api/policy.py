@@ -218,6 +218,18 @@ class LogicalOptions(ApiModel):
         return self
 
 
+class PhysicalOptions(ApiModel):
+    """Options of the physical method (pg_basebackup of the whole cluster)."""
+
+    full_every: int | None = Field(default=None, ge=1, le=1000)
+    """Incremental backups: a chain is one full backup followed by at most fullEvery-1 incremental backups
+    (`pg_basebackup --incremental`), then the next backup is full again. Unset (or 1): every backup is full.
+    Needs PostgreSQL 17+ with `summarize_wal = on` on the source; when an incremental is not possible (older
+    server, summarize_wal off, no earlier full backup, ...) the backup is taken as a full backup, and the run's
+    log and the manifest (physical.full_reason) say why: a backup never fails for that. Restores combine the
+    chain with pg_combinebackup; retention keeps every backup a kept incremental builds on."""
+
+
 class WalSpec(ApiModel):
     """Continuous WAL archiving for point-in-time recovery."""
 
@@ -406,6 +418,12 @@ def _with_default_prefix(s3: S3Storage | None, namespace: str, policy: str) -> S
 class BackupPolicySpec(ApiModel):
     """What to back up, when, where to, for how long, and how to prove it restores."""
 
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {"rule": "!has(self.physical) || !has(self.physical.fullEvery) || "
+                 "(has(self.method) && self.method == 'physical')",
+         "message": "physical.fullEvery needs method 'physical' (incremental backups are pg_basebackup's)"},
+    ]}}
+
     database: DatabaseSpec
     """The PostgreSQL server to back up."""
     schedule: CronSchedule
@@ -418,6 +436,8 @@ class BackupPolicySpec(ApiModel):
     """logical: pg_dump per database plus globals; physical: pg_basebackup of the whole cluster."""
     logical: LogicalOptions = Field(default_factory=LogicalOptions)
     """Options of the logical method."""
+    physical: PhysicalOptions = Field(default_factory=PhysicalOptions)
+    """Options of the physical method."""
     storage: Storage
     """Where backups are stored."""
     compression: Compression = Field(default_factory=Compression)
@@ -442,6 +462,12 @@ class BackupPolicySpec(ApiModel):
     volumes: list[AppVolume] = Field(default_factory=list, max_length=20)
     """Application PersistentVolumeClaims to copy into every backup after the databases (tar, same
     compression, encryption and checksums); each claim at most once."""
+
+    @model_validator(mode="after")
+    def _full_every_is_physical(self) -> BackupPolicySpec:
+        if self.physical.full_every is not None and self.method != "physical":
+            raise ValueError("physical.fullEvery needs method 'physical' (incremental backups are pg_basebackup's)")
+        return self
 
     @model_validator(mode="after")
     def _volumes_once(self) -> BackupPolicySpec:

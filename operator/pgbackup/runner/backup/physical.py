@@ -8,7 +8,9 @@ continuous WAL archiving, spec.wal) must cover the backup's duration on busy ser
 tablespace fits in a stdout tar; clusters with extra tablespaces are refused with a clear error.
 
 start/stop LSN, timeline and backup_label are read from the tar stream as it passes (backup_label member)
-and from pg_basebackup's verbose output (end point).
+and from pg_basebackup's verbose output (end point). pg_basebackup's backup_manifest (injected into the stdout
+tar) is spooled as it passes and stored as an object of its own: the next run's `--incremental` is taken against
+it without reading the parent's base.tar.
 
 Who compresses: with zstd and a pg_basebackup that can (PostgreSQL 15+ built with zstd), pg_basebackup itself
 (`-Z client-zstd:level=N,workers=T`): its C compressor runs without the pipe carrying the raw tar and without
@@ -24,8 +26,11 @@ import functools
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO
 
 import zstandard
 
@@ -34,6 +39,7 @@ from pgbackup.api.policy import Compression
 from pgbackup.runner.common.errors import RunnerError
 from pgbackup.runner.common.log import Progress, log
 from pgbackup.runner.backup.logical import DumpedObject, StreamTarget
+from pgbackup.runner.catalog.manifest import BACKUP_MANIFEST_OBJECT
 from pgbackup.runner.postgres.children import ChildOutput
 from pgbackup.runner.postgres.facts import ServerInfo
 from pgbackup.runner.postgres.pg import ConnParams
@@ -46,18 +52,29 @@ CLIENT_ZSTD_MAJOR = 15
 """pg_basebackup compresses with zstd itself from this major on (-Z client-zstd:...)."""
 BLOCK = 512
 _CAPTURED = {"backup_label", "./backup_label", "tablespace_map", "./tablespace_map"}
+_SPOOLED = {BACKUP_MANIFEST_OBJECT, f"./{BACKUP_MANIFEST_OBJECT}"}
+SPOOL_IN_MEMORY = 1 << 20
+"""A spooled member (backup_manifest: ~100 bytes per file of the cluster) stays in memory up to this size, then
+goes to a temporary file in the scratch directory."""
 
 
 class TarScanner:
-    """Follows a tar stream's headers as chunks pass and keeps the contents of a few small members."""
+    """Follows a tar stream's headers as chunks pass; keeps the contents of a few small members (in memory, up to
+    `limit` each) and spools the `spooled` ones (any size) into temporary files."""
 
-    def __init__(self, wanted: set[str] = _CAPTURED, limit: int = 1 << 20) -> None:
+    def __init__(self, wanted: set[str] = _CAPTURED, limit: int = 1 << 20, *, spooled: set[str] = _SPOOLED,
+                 spool_dir: Path | None = None) -> None:
         self.wanted = wanted
         self.limit = limit
         self.members: dict[str, bytes] = {}
+        self.spooled_names = spooled
+        self.spool_dir = spool_dir
+        self.spooled: dict[str, tuple[IO[bytes], int]] = {}
+        """Spooled member name -> (file positioned at 0, size)."""
         self._header = bytearray()
         self._skip = 0  # bytes of member data (+padding) still to pass
         self._capture: tuple[str, int, bytearray] | None = None
+        self._spool: tuple[str, int, IO[bytes]] | None = None
         self._ended = False
 
     def feed(self, chunk: bytes) -> None:
@@ -68,11 +85,16 @@ class TarScanner:
                 if self._capture is not None:
                     name, size, buffer = self._capture
                     buffer += view[: max(0, min(size - len(buffer), take))]
+                if self._spool is not None:
+                    name, size, file = self._spool
+                    file.write(view[: max(0, min(size - file.tell(), take))])
                 self._skip -= take
                 view = view[take:]
                 if not self._skip and self._capture is not None:
                     self.members[self._capture[0].removeprefix("./")] = bytes(self._capture[2])
                     self._capture = None
+                if not self._skip and self._spool is not None:
+                    self._finish_spool()
                 continue
             need = BLOCK - len(self._header)
             self._header += view[:need]
@@ -90,11 +112,36 @@ class TarScanner:
             name = f"{prefix}/{name}"
         size = _tar_number(header[124:136])
         self._skip = (size + BLOCK - 1) // BLOCK * BLOCK
-        if name in self.wanted and size <= self.limit and header[156:157] in (b"0", b"\0"):
+        regular = header[156:157] in (b"0", b"\0")
+        if name in self.wanted and size <= self.limit and regular:
             self._capture = (name, size, bytearray())
             if size == 0:
                 self.members[name.removeprefix("./")] = b""
                 self._capture = None
+        elif name in self.spooled_names and regular:
+            self._spool = (name, size, tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY,
+                                                                    dir=str(self.spool_dir) if self.spool_dir else None))
+            if size == 0:
+                self._finish_spool()
+
+    def _finish_spool(self) -> None:
+        assert self._spool is not None
+        name, size, file = self._spool
+        file.seek(0)
+        previous = self.spooled.pop(name.removeprefix("./"), None)
+        if previous is not None:
+            previous[0].close()
+        self.spooled[name.removeprefix("./")] = (file, size)
+        self._spool = None
+
+    def close(self) -> None:
+        """Remove the spooled members' temporary files."""
+        for file, _ in self.spooled.values():
+            file.close()
+        self.spooled.clear()
+        if self._spool is not None:
+            self._spool[2].close()
+            self._spool = None
 
 
 def _tar_number(field: bytes) -> int:
@@ -107,9 +154,9 @@ def _tar_number(field: bytes) -> int:
 class ScannedStream:
     """Passes chunks through while a TarScanner reads along."""
 
-    def __init__(self, source: Iterable[bytes]) -> None:
+    def __init__(self, source: Iterable[bytes], spool_dir: Path | None = None) -> None:
         self.source = source
-        self.scanner = TarScanner()
+        self.scanner = TarScanner(spool_dir=spool_dir)
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.source:
@@ -121,9 +168,9 @@ class DecompressedScan:
     """Passes pg_basebackup's zstd-compressed tar through unchanged while decompressing it alongside, so a
     TarScanner can read along and the raw size is known; a stream that does not decode fails the backup."""
 
-    def __init__(self, source: Iterable[bytes]) -> None:
+    def __init__(self, source: Iterable[bytes], spool_dir: Path | None = None) -> None:
         self.source = source
-        self.scanner = TarScanner()
+        self.scanner = TarScanner(spool_dir=spool_dir)
         self.raw_size = 0
         self._decompressor = zstandard.ZstdDecompressor().decompressobj()
 
@@ -175,6 +222,7 @@ class PhysicalFacts:
     start_wal_segment: str
     stop_wal_segment: str
     backup_label: str
+    system_identifier: str | None = None
 
 
 def parse_facts(backup_label: str, stderr: str, segment_size: int) -> PhysicalFacts:
@@ -193,33 +241,55 @@ def parse_facts(backup_label: str, stderr: str, segment_size: int) -> PhysicalFa
                          backup_label=backup_label)
 
 
-def run_physical(params: ConnParams, tools: PgTools, server: ServerInfo, target: StreamTarget
-                 ) -> tuple[DumpedObject, PhysicalFacts]:
-    """Stream the whole cluster (plus the WAL making it consistent) as one tar object."""
+def run_physical(params: ConnParams, tools: PgTools, server: ServerInfo, target: StreamTarget, *,
+                 incremental_of: Path | None = None, spool_dir: Path | None = None
+                 ) -> tuple[list[DumpedObject], PhysicalFacts]:
+    """Stream the whole cluster (plus the WAL making it consistent) as one tar object, and store its
+    backup_manifest beside it. `incremental_of`: the parent's backup_manifest, for `pg_basebackup --incremental`."""
     by_client = client_compression(tools, target.compression)
     args = [tools.path("pg_basebackup"), "-D", "-", "-Ft", "-X", "fetch", "-c", "fast", "--no-password", "-v",
-            "-l", "pgbackup", *(["-Z", by_client] if by_client else [])]
+            "-l", "pgbackup", *(["-Z", by_client] if by_client else []),
+            *([f"--incremental={incremental_of}"] if incremental_of is not None else [])]
     what = f"pg_basebackup from {params.describe()}"
     hint = ("check that the user has the REPLICATION attribute, pg_hba.conf allows a 'replication' connection, "
             "max_wal_senders > 0, the cluster has no extra tablespaces, and wal_keep_size covers the backup")
-    log("basebackup.start", server_version=server.version,
+    log("basebackup.start", server_version=server.version, incremental=incremental_of is not None,
         compression=by_client or f"{target.compression.algorithm} in the runner")
     source = ChildOutput(args, env=params.child_env(), what=what, hint=hint, scrub=(params.password or "",))
+    passing: DecompressedScan | ScannedStream
     with source, Progress("basebackup") as progress:
         if by_client:  # stored as it comes: the key and the manifest entry of a runner-compressed zstd object
-            passing = DecompressedScan(source)
+            passing = DecompressedScan(source, spool_dir)
             stored = store_stream(passing, target.storage, target.key_for(BASE_OBJECT + SUFFIXES["zstd"]),
                                   compression=Compression(algorithm="none"), recipients=tuple(target.recipients),
                                   progress=progress)
             stored = replace(stored, compression="zstd", raw_size=passing.raw_size)
-            scanner = passing.scanner
         else:
-            scanned = ScannedStream(source)
-            stored = store_stream(scanned, target.storage, target.key_for(BASE_OBJECT),
+            passing = ScannedStream(source, spool_dir)
+            stored = store_stream(passing, target.storage, target.key_for(BASE_OBJECT),
                                   compression=target.compression, recipients=tuple(target.recipients),
                                   progress=progress)
-            scanner = scanned.scanner
-    label = scanner.members.get("backup_label", b"").decode(errors="replace")
-    facts = parse_facts(label, source.stderr_text(), server.wal_segment_size)
+    scanner = passing.scanner
+    try:
+        label = scanner.members.get("backup_label", b"").decode(errors="replace")
+        facts = parse_facts(label, source.stderr_text(), server.wal_segment_size)
+        objects = [DumpedObject(stored=stored, name=BASE_OBJECT, kind="base")]
+        spooled = scanner.spooled.get(BACKUP_MANIFEST_OBJECT)
+        if spooled is not None:
+            file, size = spooled
+            facts = replace(facts, system_identifier=_system_identifier(file.read(4096)))
+            file.seek(0)
+            kept = store_stream(file, target.storage, target.key_for(BACKUP_MANIFEST_OBJECT),
+                                compression=target.compression, recipients=tuple(target.recipients))
+            objects.append(DumpedObject(stored=kept, name=BACKUP_MANIFEST_OBJECT, kind="other"))
+            log("basebackup.manifest_stored", key=kept.key, raw_size=size)
+    finally:
+        scanner.close()
     log("basebackup.done", key=stored.key, size=stored.size, start_lsn=facts.start_lsn, stop_lsn=facts.stop_lsn)
-    return DumpedObject(stored=stored, name=BASE_OBJECT, kind="base"), facts
+    return objects, facts
+
+
+def _system_identifier(head: bytes) -> str | None:
+    """The System-Identifier of a backup_manifest (PostgreSQL 17+ write it near the top)."""
+    match = re.search(rb'"System-Identifier"\s*:\s*(\d+)', head)
+    return match.group(1).decode() if match else None

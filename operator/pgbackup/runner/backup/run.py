@@ -18,10 +18,11 @@ from datetime import datetime
 from pgbackup import installed_version
 from pgbackup.api import jobenv
 from pgbackup.api.summary import MAX_STORED_BACKUPS, JobSummary
+from pgbackup.runner.backup.chain import ChainPlan, parent_manifest_file, plan_chain, refused_incremental
 from pgbackup.runner.backup.copies import sync_copies
 from pgbackup.runner.backup.housekeeping import clean_leftovers, run_retention_after_backup, unfinished_grace
 from pgbackup.runner.backup.logical import DumpedObject, StreamTarget, run_logical
-from pgbackup.runner.backup.physical import run_physical
+from pgbackup.runner.backup.physical import PhysicalFacts, run_physical
 from pgbackup.runner.backup.volumes import backup_volumes
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.claim import BackupClaim, claim_backup_id
@@ -48,7 +49,7 @@ class BackupOutcome:
 
 
 def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str, str] | None = None,
-                purpose: BackupPurpose = "scheduled") -> BackupOutcome:
+                purpose: BackupPurpose = "scheduled", force_full: bool = False) -> BackupOutcome:
     """Run one backup of `policy` into `storage`; its claim is the first thing written, the manifest the last."""
     environ = os.environ if environ is None else environ
     spec = policy.spec
@@ -59,14 +60,18 @@ def take_backup(policy: PolicyConfig, storage: Storage, *, environ: Mapping[str,
         server = server_info(conn)
     tools = find_tools(server.major, environ)
     catalog = Catalog(storage, policy)
+    chain = ChainPlan()
+    if spec.method == "physical":
+        chain = plan_chain(catalog, spec, server, force_full=force_full, purpose=purpose, environ=environ)
     claim = claim_backup_id(storage, started_at, environ=environ, owner=catalog.owner)
     with claim.held():  # a failure removes what this run wrote, the claim last
-        return _copy_and_commit(policy, catalog, claim, params, server, tools, started_at, clock, environ, purpose)
+        return _copy_and_commit(policy, catalog, claim, params, server, tools, started_at, clock, environ, purpose,
+                                chain)
 
 
 def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, claim: BackupClaim, params: ConnParams,
                      server: ServerInfo, tools: PgTools, started_at: datetime, clock: float,
-                     environ: Mapping[str, str], purpose: BackupPurpose) -> BackupOutcome:
+                     environ: Mapping[str, str], purpose: BackupPurpose, chain: ChainPlan) -> BackupOutcome:
     """The copy under a claimed id, then the manifest (only while the claim's lease is held)."""
     spec, storage = policy.spec, catalog.storage
     backup_id = claim.backup_id
@@ -89,11 +94,14 @@ def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, claim: BackupClaim,
                                   properties=d.properties) for d in result.databases]
         tool_versions.update({"pg_dump": tools.version, "pg_dumpall": tools.version})
     else:
-        base, facts = run_physical(params, tools, server, target)
-        dumped = [base]
+        dumped, facts, chain = _physical(catalog, params, tools, server, target, chain, environ)
         physical = PhysicalInfo(start_lsn=facts.start_lsn, stop_lsn=facts.stop_lsn, timeline=facts.timeline,
                                 start_wal_segment=facts.start_wal_segment, stop_wal_segment=facts.stop_wal_segment,
-                                backup_label=facts.backup_label)
+                                backup_label=facts.backup_label,
+                                system_identifier=facts.system_identifier or server.system_identifier,
+                                incremental_of=chain.parent.id if chain.parent else None,
+                                chain_root=chain.root or backup_id, chain_length=chain.length,
+                                full_reason=chain.full_reason)
         tool_versions["pg_basebackup"] = tools.version
 
     volumes = backup_volumes(spec.volumes, storage, target.key_for, spec.compression, recipients, environ)
@@ -123,12 +131,32 @@ def _copy_and_commit(policy: PolicyConfig, catalog: Catalog, claim: BackupClaim,
     claim.ensure_held()
     location, sha256 = catalog.write_manifest(manifest)
     log("backup.done", backup_id=backup_id, manifest=location, size_bytes=manifest.size_bytes,
-        raw_size_bytes=manifest.raw_size_bytes, duration_seconds=manifest.duration_seconds)
+        raw_size_bytes=manifest.raw_size_bytes, duration_seconds=manifest.duration_seconds,
+        type=manifest.backup_type, **({"incremental_of": physical.incremental_of, "chain_root": physical.chain_root,
+                                       "chain_length": physical.chain_length} if physical else {}))
     return BackupOutcome(manifest=manifest, location=location, sha256=sha256)
 
 
+def _physical(catalog: Catalog, params: ConnParams, tools: PgTools, server: ServerInfo, target: StreamTarget,
+              chain: ChainPlan, environ: Mapping[str, str]) -> tuple[list[DumpedObject], PhysicalFacts, ChainPlan]:
+    """pg_basebackup, incremental when `chain` has a parent; a refused incremental is taken again as a full backup."""
+    scratch = scratch_dir(environ)
+    with parent_manifest_file(catalog, chain, scratch, environ) as (chain, parent_file):
+        try:
+            objects, facts = run_physical(params, tools, server, target, incremental_of=parent_file, spool_dir=scratch)
+            return objects, facts, chain
+        except RunnerError as exc:
+            reason = refused_incremental(exc) if parent_file is not None else None
+            if reason is None:
+                raise
+    log_warning("backup.chain.full", reason=reason, hint="the backup is taken again as a full backup")
+    chain = chain.as_full(reason)
+    objects, facts = run_physical(params, tools, server, target, spool_dir=scratch)
+    return objects, facts, chain
+
+
 def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
-                   environ: Mapping[str, str] | None = None) -> tuple[int, JobSummary]:
+                   environ: Mapping[str, str] | None = None, force_full: bool = False) -> tuple[int, JobSummary]:
     """`pgbackup backup`: the backup, its summary (always), then retention (after success only)."""
     environ = os.environ if environ is None else environ
     start_run()
@@ -137,7 +165,7 @@ def backup_command(policy: PolicyConfig, *, storage: Storage | None = None,
         purpose = backup_purpose(environ)
         storage = storage or open_policy_storage(policy, environ)
         clean_leftovers(policy, storage, before_backup=True)  # room for this backup on a volume a dead run filled
-        outcome = take_backup(policy, storage, environ=environ, purpose=purpose)
+        outcome = take_backup(policy, storage, environ=environ, purpose=purpose, force_full=force_full)
     except (Exception, Terminated) as exc:  # noqa: BLE001 - every failure ends as a Failed summary and an exit code
         summary = failure_summary("backup", exc, started_at, policy.spec.method)
         log_error("backup.failed", reason=summary.reason, error=summary.error)

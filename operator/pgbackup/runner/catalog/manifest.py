@@ -129,8 +129,13 @@ class DatabaseInfo(_Model):
     """Owner, encoding and locale, privileges, settings, comment (None in backups taken before they were recorded)."""
 
 
+BACKUP_MANIFEST_OBJECT = "backup_manifest"
+"""pg_basebackup's own backup_manifest, stored beside base.tar (kind 'other'): an incremental backup of the next
+run is taken against it (`pg_basebackup --incremental`)."""
+
+
 class PhysicalInfo(_Model):
-    """What pg_basebackup reported."""
+    """What pg_basebackup reported, and where the backup stands in its chain of incremental backups."""
 
     start_lsn: str
     stop_lsn: str
@@ -138,6 +143,21 @@ class PhysicalInfo(_Model):
     start_wal_segment: str | None = None
     stop_wal_segment: str | None = None
     backup_label: str = ""
+    system_identifier: str | None = None
+    """The cluster's system identifier (from pg_basebackup's backup_manifest; None before PostgreSQL 13 manifests
+    carried it, and in backups taken before it was recorded)."""
+    incremental_of: str | None = None
+    """The backup this one is an incremental of (its parent); None for a full backup."""
+    chain_root: str | None = None
+    """The full backup the chain starts with (its own id for a full backup; None in backups taken before chains)."""
+    chain_length: int = Field(default=1, ge=1)
+    """Position in the chain: 1 for the full backup, 2 for its first incremental, ..."""
+    full_reason: str | None = None
+    """Why a full backup was taken although spec.physical.fullEvery asked for an incremental (None otherwise)."""
+
+    @property
+    def incremental(self) -> bool:
+        return self.incremental_of is not None
 
 
 class Manifest(_Model):
@@ -213,6 +233,22 @@ class Manifest(_Model):
 
     def object_by_kind(self, kind: ObjectKind) -> list[ManifestObject]:
         return [o for o in self.objects if o.kind == kind]
+
+    @property
+    def backup_type(self) -> Literal["full", "incr"]:
+        """'incr' for an incremental physical backup (restored through its chain), else 'full'."""
+        return "incr" if self.physical is not None and self.physical.incremental else "full"
+
+    @property
+    def incremental_of(self) -> str | None:
+        """The parent of an incremental physical backup, else None."""
+        return self.physical.incremental_of if self.physical is not None else None
+
+    def backup_manifest_object(self) -> ManifestObject | None:
+        """The stored copy of pg_basebackup's backup_manifest (physical backups from PostgreSQL 13 on, taken by a
+        runner that stores it), else None."""
+        return next((o for o in self.objects if o.kind == "other"
+                     and o.key.split(".", 1)[0] == BACKUP_MANIFEST_OBJECT), None)
 
 
 def _as_datetime(value: Any) -> datetime:

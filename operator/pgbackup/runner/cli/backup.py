@@ -9,6 +9,6 @@ from pgbackup.runner.common.config import PolicyConfig
 
 
 def cmd_backup(policy: PolicyConfig, args: argparse.Namespace) -> int:
-    code, summary = backup_command(policy)
+    code, summary = backup_command(policy, force_full=bool(getattr(args, "full", False)))
     print(summary.to_termination_message())
     return code

@@ -57,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--policy", metavar="FILE", help=f"policy YAML/JSON (default: ${jobenv.ENV_POLICY})")
         return sub
 
-    command("backup", "take a backup as the policy says, write the summary, then apply retention")
+    backup = command("backup", "take a backup as the policy says, write the summary, then apply retention")
+    backup.add_argument("--full", action="store_true",
+                        help="take a full physical backup even when spec.physical.fullEvery would make it incremental "
+                             "(it starts a new chain)")
     listing = command("list", "list the catalog: id, method, time, size, verified (passed, failed or not yet)")
     listing.add_argument("--json", action="store_true", help="print the manifests as JSON")
     listing.add_argument("--copy", metavar="NAME", help="list the catalog of this copy (spec.copies[].name)")

@@ -19,6 +19,10 @@ class ServerInfo:
     version: str
     version_num: int
     wal_segment_size: int
+    summarize_wal: bool = False
+    """summarize_wal = on (PostgreSQL 17+): the server can take incremental backups."""
+    system_identifier: str | None = None
+    """pg_control_system()'s system_identifier (None when the user may not call it)."""
 
     @property
     def major(self) -> int:
@@ -28,10 +32,14 @@ class ServerInfo:
 def server_info(conn: psycopg.Connection) -> ServerInfo:
     row = conn.execute(
         "SELECT current_setting('server_version'), current_setting('server_version_num')::int,"
-        " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
+        " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
+        " coalesce(current_setting('summarize_wal', true), 'off'),"
+        " CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')"
+        " THEN (SELECT system_identifier::text FROM pg_control_system()) END"
     ).fetchone()
     assert row is not None
-    return ServerInfo(version=row[0], version_num=row[1], wal_segment_size=int(row[2]))
+    return ServerInfo(version=row[0], version_num=row[1], wal_segment_size=int(row[2]), summarize_wal=row[3] == "on",
+                      system_identifier=row[4])
 
 
 def list_databases(conn: psycopg.Connection) -> list[str]:
