@@ -143,7 +143,7 @@ def runner_incr(candidate: Candidate) -> Step:
 
 
 PAIRS = (
-    Pair("basebackup", "pg_basebackup -Ft, then --incremental=<full's manifest>", PG18,
+    Pair("basebackup", "pg_basebackup -Ft, then --incremental (the full's backup_manifest)", PG18,
          basebackup_full, basebackup_incr),
     Pair("pgbackrest", f"pgBackRest --type=full, then --type=incr (posix repo, zst:3, process-max={JOBS})",
          PGBACKREST_SERVER, pgbackrest_posix_full, pgbackrest_posix_incr),

@@ -52,8 +52,8 @@ def test_pg_basebackup_incremental_stores_less_than_its_full(bench_run: Any) -> 
     row = rows_by_id(doc)["basebackup"]
     assert_incremental_is_smaller(row)
     assert row["server"].startswith("18.")
-    assert f"| {row['full']['wall_s']:.1f} |" in next(line for line in run.stdout.splitlines()
-                                                     if line.startswith("| pg_basebackup -Ft"))
+    [line] = [line for line in run.stdout.splitlines() if line.startswith(f"| {row['label']} |")]
+    assert f"| {row['full']['wall_s']:.1f} |" in line and f"| {row['x_size']:.3f} |" in line
 
 
 def test_pgbackrest_incr_on_the_same_change(bench_run: Any) -> None:
