@@ -48,7 +48,7 @@ e2e: deps tools  ## e2e suite against KUBECONFIG; creates a kind cluster where D
 image:  ## build the operator/runner image (needs a Docker engine)
 	docker build -t $(IMAGE) .
 
-bench: deps  ## the runner vs pg_dump | gzip + upload, pgBackRest, barman-cloud (bench/; BENCH_ARGS='--scale 5 --json F --only ids')
+bench: deps  ## the runner vs pg_dump | gzip + upload, pgBackRest, barman-cloud (bench/; BENCH_ARGS='--scale 5 --json F --only ids'; --rpo; --incremental)
 	$(PY) -m bench $(BENCH_ARGS)
 
 bench-shared: deps  ## the same runner candidates in the team's harness (BENCH_DIR, default ../shared/bench)

