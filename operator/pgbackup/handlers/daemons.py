@@ -28,8 +28,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from pgbackup.api.base import GROUP
-from pgbackup.handlers import kube
-from pgbackup.handlers.common import trimmed
+from pgbackup.handlers import kube, remembered
 
 WORKERS = 8
 """Visits (status writes, WAL streamer polls) in flight at once."""
@@ -85,7 +84,7 @@ _loop: _Loop | None = None
 async def policy_bodies(name: str, namespace: str | None, body: kopf.Body, meta: kopf.Meta,
                         **_: Any) -> dict[PolicyKey, PolicyBody]:
     """Index: (namespace, name) -> the policy as the watch stream last delivered it (async: no thread hop)."""
-    key, kept = (namespace or "", name), trimmed(body)
+    key, kept = (namespace or "", name), remembered.policies.keep(body)
     running = _loop
     if running is not None and running.kopf_context is None:
         running.kopf_context = contextvars.copy_context()

@@ -29,39 +29,9 @@ from pgbackup.builders.metrics import (
     policy_samples,
     restore_request_samples,
 )
-from pgbackup.handlers import config, kube
-from pgbackup.handlers.common import trimmed
+from pgbackup.handlers import config, kube, remembered
 
-Key = tuple[str, str]  # (namespace, name)
-
-
-class _Index:
-    """The newest body of each watched object of one kind; written by kopf's event handlers, read by scrapes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._bodies: dict[Key, dict[str, Any]] = {}
-
-    def apply(self, event_type: str | None, body: dict[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-        with self._lock:
-            if event_type == "DELETED":
-                self._bodies.pop(key, None)
-            else:
-                self._bodies[key] = body
-
-    def bodies(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._bodies.values())
-
-    def clear(self) -> None:
-        with self._lock:
-            self._bodies.clear()
-
-
-policies = _Index()
-restore_requests = _Index()
+policies, restore_requests = remembered.policies, remembered.restore_requests
 
 
 class StatusCollector(Collector):
@@ -106,12 +76,12 @@ _thread: threading.Thread | None = None
 
 @kopf.on.event(GROUP, kube.POLICIES)
 async def index_policy(type: str | None, body: kopf.Body, **_: Any) -> None:
-    policies.apply(type, trimmed(body))
+    policies.apply(type, body)
 
 
 @kopf.on.event(GROUP, kube.RESTORES)
 async def index_restore_request(type: str | None, body: kopf.Body, **_: Any) -> None:
-    restore_requests.apply(type, trimmed(body))
+    restore_requests.apply(type, body)
 
 
 @kopf.on.startup()
