@@ -104,7 +104,7 @@ def archiving(monkeypatch: pytest.MonkeyPatch) -> Iterator[Archiving]:
 def _base_backup_then_switch(archiving: Archiving) -> str:
     backup_id = backup(archiving.policy)
     (segment,) = archiving.server.query("SELECT pg_walfile_name(pg_switch_wal())")[0]
-    archiving.wait_archived(segment)
+    archiving.server.wait_archived(segment)
     return backup_id
 
 

@@ -130,22 +130,12 @@ def chain() -> Iterator[Chain]:
             _insert(server, 3, 7)
             second = _backup(policy)
             stop = Catalog(FilesystemStorage(volume)).get(second).physical.stop_wal_segment  # type: ignore[union-attr]
-            _wait_archived(server, str(stop))  # the WAL up to the second incremental (and past the target)
+            server.wait_archived(str(stop))  # the WAL up to the second incremental (and past the target)
             again = _backup(policy)
             yield Chain(server, policy, volume, env, [full, first, second, again], between)
     finally:
         server.close()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait_archived(server: PgServer, segment: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ((last,),) = server.query("SELECT last_archived_wal FROM pg_stat_archiver")
-        if last is not None and last >= segment:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{segment} was not archived within {timeout}s\n{server.instance.log_tail()}")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -322,18 +321,6 @@ def archiving_server() -> Iterator[tuple[PgServer, Path, Path]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def wait_archived(server: PgServer, name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ((last, failed, failed_wal),) = server.query(
-            "SELECT last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver")
-        if last is not None and last >= name:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"PostgreSQL did not archive {name} within {timeout}s (failed {failed}: {failed_wal}); "
-                f"server log:\n{server.instance.log_tail(40)}")
-
-
 def switch_wal(server: PgServer, rows: int = 100) -> str:
     server.query(f"CREATE TABLE IF NOT EXISTS t (i int); INSERT INTO t SELECT generate_series(1, {rows})")
     ((name,),) = server.query("SELECT pg_walfile_name(pg_switch_wal())")
@@ -351,7 +338,7 @@ def test_real_archive_command_pushes_every_segment(archiving_server: tuple[PgSer
     archive = WalArchive(storage)
     outcome = take_backup(policy, storage)  # a real base backup: pg_basebackup, then .backup label archived
     switched = [switch_wal(server) for _ in range(4)]
-    wait_archived(server, switched[-1])
+    server.wait_archived(switched[-1])
 
     archived = {s.name: s for s in archive.segments()}
     assert set(switched) <= set(archived)
