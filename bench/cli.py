@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 from bench import anchors, candidates, dataset, incremental, incremental_report, rpo
-from bench.context import Context, Tool, ToolUnavailable
+from bench.context import Context, Tool, ToolUnavailable, leave_workdir, new_workdir
 from bench.install import ensure_tools, say
 from bench.postgres import Postgres, SetupError, newest_bindir, server_account
 from bench.report import BASELINES, MIB, Row, render, to_json
@@ -136,10 +135,7 @@ def run_tool(ctx: Context, tool: Tool) -> Row:
 def run(args: argparse.Namespace, meta: dict[str, Any], rows: list[Row]) -> None:
     if not args.no_install:
         meta["install_problems"] = ensure_tools()
-    workdir = Path(tempfile.mkdtemp(prefix="pgbackup-bench-", dir=args.workdir))
-    workdir.chmod(0o755)  # the server's account must reach its data directory
-    (workdir / "logs").mkdir(mode=0o777)
-    (workdir / "logs").chmod(0o777)
+    workdir = new_workdir("pgbackup-bench-", args.workdir)
     pg: Postgres | None = None
     s3 = S3Server(workdir)
     try:
@@ -161,10 +157,7 @@ def run(args: argparse.Namespace, meta: dict[str, Any], rows: list[Row]) -> None
         if pg is not None:
             pg.stop()
         s3.stop()
-        if args.keep:
-            say(f"kept {workdir} (data directory and one log per tool in logs/)")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        leave_workdir(workdir, args.keep, " (data directory and one log per tool in logs/)")
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:

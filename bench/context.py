@@ -5,15 +5,35 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.dataset import Dataset
+from bench.install import say
 from bench.postgres import Postgres
 from bench.procs import measure
 from bench.report import Row
 from bench.s3 import CREDENTIALS, S3Server
+
+
+def new_workdir(prefix: str, parent: str | None) -> Path:
+    """A new working directory (under `parent`) with a logs/ folder, both reachable by the servers' account."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    workdir.chmod(0o755)  # the servers' account must reach their data directories
+    (workdir / "logs").mkdir(mode=0o777)
+    (workdir / "logs").chmod(0o777)
+    return workdir
+
+
+def leave_workdir(workdir: Path, keep: bool, kept_note: str = "") -> None:
+    """At the end of a run: remove the working directory, or with --keep say where it is."""
+    if keep:
+        say(f"kept {workdir}{kept_note}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class ToolUnavailable(Exception):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from typing import Any
 from bench import dataset
 from bench.anchors import pgbackrest_cmd, pgbackrest_config, pgbackrest_full
 from bench.candidates import Candidate, runner, runner_env
-from bench.context import Context, ToolUnavailable, dir_bytes
+from bench.context import Context, ToolUnavailable, dir_bytes, leave_workdir, new_workdir
 from bench.incremental_report import IncrRow
 from bench.install import say
 from bench.postgres import Postgres, SetupError, newest_bindir, pgserver_bindir, server_account
@@ -228,10 +227,7 @@ def _step(ctx: Context, row: IncrRow, step: Row, run: Step) -> None:
 
 
 def run(args: Any, meta: dict[str, Any], rows: list[IncrRow]) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="pgbackup-incr-", dir=args.workdir))
-    workdir.chmod(0o755)  # the servers' account must reach their data directories
-    (workdir / "logs").mkdir(mode=0o777)
-    (workdir / "logs").chmod(0o777)
+    workdir = new_workdir("pgbackup-incr-", args.workdir)
     s3 = S3Server(workdir)
     servers: list[Postgres] = []
     try:
@@ -268,7 +264,4 @@ def run(args: Any, meta: dict[str, Any], rows: list[IncrRow]) -> None:
         for pg in servers:
             pg.stop()
         s3.stop()
-        if args.keep:
-            say(f"kept {workdir} (per server: data directory and one log per tool in logs/)")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        leave_workdir(workdir, args.keep, " (per server: data directory and one log per tool in logs/)")

@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ import pgbackup
 
 from bench.archives import PgbackrestReader, PgbackupReader
 from bench.candidates import runner
+from bench.context import leave_workdir, new_workdir
 from bench.install import say
 from bench.lag import Sample, lags, percentile
 from bench.postgres import Postgres, free_port, newest_bindir, server_account
@@ -309,10 +309,7 @@ def to_json(meta: dict[str, Any], rows: list[RpoRow]) -> dict[str, Any]:
 
 def run(args: Any, meta: dict[str, Any], rows: list[RpoRow]) -> None:
     """Set up the server (pgbench tables at --scale) and moto, measure every selected mode into `rows`."""
-    workdir = Path(tempfile.mkdtemp(prefix="pgbackup-rpo-", dir=args.workdir))
-    workdir.chmod(0o755)  # the server's account must reach its data directory
-    (workdir / "logs").mkdir(mode=0o777)
-    (workdir / "logs").chmod(0o777)
+    workdir = new_workdir("pgbackup-rpo-", args.workdir)
     pg: Postgres | None = None
     s3 = S3Server(workdir)
     os.environ.update(CREDENTIALS)  # the archive readers (the runner's S3 storage) take moto's from the environment
@@ -342,7 +339,4 @@ def run(args: Any, meta: dict[str, Any], rows: list[RpoRow]) -> None:
         if pg is not None:
             pg.stop()
         s3.stop()
-        if args.keep:
-            say(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        leave_workdir(workdir, args.keep)
