@@ -25,7 +25,7 @@ import psycopg
 from pgbackup.runner.common.errors import RunnerError, program_ended
 from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.postgres.account import chown_tree, make_workspace, passwd_wrapper_env, reachable, server_account
-from pgbackup.runner.postgres.pg import ConnParams
+from pgbackup.runner.postgres.pg import ConnParams, environ_without_libpq
 from pgbackup.runner.postgres.server_settings import (
     BASE_SETTINGS,
     REPLICATION_SETTINGS,
@@ -171,7 +171,7 @@ class ThrowawayPostgres:
         extra: dict[str, object] = {}
         if self.account is not None:
             extra = {"user": self.account[0], "group": self.account[1], "extra_groups": []}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env = environ_without_libpq()
         env["LC_ALL"] = env.get("LC_ALL") or "C.UTF-8"
         env.update(self.server_env)
         env.update(self._server_account_env())

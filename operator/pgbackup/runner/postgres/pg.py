@@ -121,3 +121,9 @@ class ConnParams:
         if dbname is not None:
             env["PGDATABASE"] = dbname
         return env
+
+
+def environ_without_libpq() -> dict[str, str]:
+    """This process's environment without libpq's PG* variables, for server programs that must not pick up the
+    connection settings meant for the database being backed up."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}

@@ -27,6 +27,7 @@ from pgbackup.runner.common.config import scratch_dir
 from pgbackup.runner.common.errors import RunnerError
 from pgbackup.runner.common.log import log, log_warning
 from pgbackup.runner.postgres.account import chown_tree
+from pgbackup.runner.postgres.pg import environ_without_libpq
 from pgbackup.runner.postgres.tools import major_of, server_tools
 from pgbackup.runner.restore.reading import extract_tar
 
@@ -116,7 +117,7 @@ def combine(chain: ExtractedChain, target_dir: Path, environ: Mapping[str, str])
             *[str(d) for d in chain.directories]]
     log("restore.chain.combine", backup_id=newest.id, chain=[m.id for m in chain.members],
         mode="link" if link else "copy")
-    result = subprocess.run(args, capture_output=True, text=True, env={**_clean_env(), "LC_ALL": "C"}, check=False)
+    result = subprocess.run(args, capture_output=True, text=True, env={**environ_without_libpq(), "LC_ALL": "C"}, check=False)
     if result.returncode != 0:
         raise RunnerError(f"pg_combinebackup could not combine the chain of backup {newest.id} "
                           f"({' -> '.join(m.id for m in chain.members)}): {result.stderr.strip()[-800:]}",
@@ -125,7 +126,3 @@ def combine(chain: ExtractedChain, target_dir: Path, environ: Mapping[str, str])
     if os.geteuid() == 0:  # as a full restore: the files belong to whom they belonged to in the backup
         chown_tree(target_dir, (owner.st_uid, owner.st_gid))
     os.chmod(target_dir, 0o700)
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
