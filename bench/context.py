@@ -20,7 +20,10 @@ from bench.s3 import CREDENTIALS, S3Server
 
 
 def new_workdir(prefix: str, parent: str | None) -> Path:
-    """A new working directory (under `parent`) with a logs/ folder, both reachable by the servers' account."""
+    """A new working directory (under `parent`, made when missing) with a logs/ folder, both reachable by the
+    servers' account."""
+    if parent is not None:
+        Path(parent).mkdir(mode=0o755, parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     workdir.chmod(0o755)  # the servers' account must reach their data directories
     (workdir / "logs").mkdir(mode=0o777)
