@@ -18,7 +18,7 @@ from pgbackup.runner.common.errors import StorageError
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.restore.logical import restore_backup
 from pgbackup.runner.restore.reading import BackupDamaged
-from pgbackup.runner.restore.staging import ScratchFull
+from pgbackup.runner.restore.staging import ScratchFull, staged_object
 from pgbackup.runner.storage.fs import FilesystemStorage
 from pgbackup.runner.storage.s3 import S3Storage
 from tests.fixtures.postgres import PgServer, backup_policy, load_sample, runner_env, table_digest
@@ -146,3 +146,18 @@ def test_a_directory_dump_that_does_not_fit_in_scratch_is_refused_before_downloa
 
     assert list(scratch.iterdir()) == []
     assert not pg15.query("SELECT datname FROM pg_database WHERE datname LIKE '%no_room_fd%'")
+
+
+def test_a_scratch_too_small_for_the_staged_dump_fails_with_scratch_full_and_leaves_nothing(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_volume: Path) -> None:
+    _, catalog, backup_id = volume_backup(pg15, tmp_path, monkeypatch)
+    manifest = catalog.get(backup_id)
+    (obj,) = [o for o in manifest.objects if o.kind == "database"]
+    filler = tiny_volume / "other-files"
+    filler.write_bytes(b"x" * (2 * 1024 * 1024 - obj.raw_size // 2))  # leaves half the dump's size free
+
+    with pytest.raises(ScratchFull, match="filled the scratch space"):
+        with staged_object(catalog, manifest, obj, None, tiny_volume):
+            pytest.fail("a dump larger than scratch was handed out")
+
+    assert list(tiny_volume.iterdir()) == [filler]

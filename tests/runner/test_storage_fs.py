@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,22 +74,6 @@ def test_factory_puts_volume_backups_under_the_policy_path(tmp_path: Path, monke
 
 
 # --- disk full ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_volume(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs (needs root and mount rights)."""
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("disk-full test on tmpfs needs root; the RLIMIT_FSIZE variant covers the rest")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def test_disk_full_fails_cleanly_and_removes_the_temp_file(tiny_volume: Path) -> None:

