@@ -24,7 +24,7 @@ from pgbackup.api.policy import Retention, SqlCheck, VerifySpec
 from pgbackup.runner.backup.run import backup_command
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.chains import ChainIncomplete
-from pgbackup.runner.catalog.manifest import Manifest
+from pgbackup.runner.catalog.manifest import MANIFEST_NAME, Manifest
 from pgbackup.runner.catalog.retention import BASE_OF, BackupRef, plan_retention, prune_backups
 from pgbackup.runner.cli import main as cli
 from pgbackup.runner.common.config import policy_from_document
@@ -208,6 +208,31 @@ def test_pitr_recovers_through_a_chain(chain_env: Chain, pg_factory: PgFactory) 
         assert _batches(recovered) == {0: 2000, 1: 10, 2: 5}
     finally:
         recovered.stop()
+
+
+class _ManifestReads(FilesystemStorage):
+    """The chain's volume, noting whose manifests are read."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.manifests_read: list[str] = []
+
+    def get_bytes(self, key: str) -> bytes:
+        if key.endswith(f"/{MANIFEST_NAME}"):
+            self.manifests_read.append(key.split("/")[0])
+        return super().get_bytes(key)
+
+
+def test_restoring_an_incremental_reads_only_the_manifests_of_its_chain(chain_env: Chain,
+                                                                       pg_factory: PgFactory) -> None:
+    """One read per chain member (on S3 one GET each), not one per backup of the policy."""
+    storage = _ManifestReads(chain_env.volume)
+    target = pg_factory.new_datadir("incremental-reads")
+
+    restore_physical(Catalog(storage), chain_env.ids[2], target)
+
+    assert sorted(set(storage.manifests_read)) == sorted(chain_env.ids[:3])  # not the later full backup
+    assert (target / "PG_VERSION").is_file()
 
 
 def test_a_missing_chain_member_fails_before_the_target_is_touched(chain_env: Chain, pg_factory: PgFactory,

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog
 from pgbackup.runner.catalog.chains import chain_complete, chain_of
 from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.config import scratch_dir
@@ -46,8 +46,17 @@ class ExtractedChain:
 
 
 def chain_members(catalog: Catalog, manifest: Manifest) -> list[Manifest]:
-    """`manifest`'s chain, root first (ChainIncomplete names a missing member before anything is read)."""
-    return chain_of(manifest, {m.id: m for m in catalog.backups()})
+    """`manifest`'s chain, root first (ChainIncomplete names a missing member before anything is read). Only the
+    members' manifests are read, parent by parent, not the whole catalog: one read per member on S3."""
+    by_id: dict[str, Manifest] = {}
+    current = manifest
+    while (parent_id := current.incremental_of) is not None and parent_id not in by_id and parent_id != manifest.id:
+        try:
+            current = catalog.get(parent_id)
+        except BackupNotFound:
+            break  # chain_of names it as missing
+        by_id[parent_id] = current
+    return chain_of(manifest, by_id)
 
 
 def newest_whole(eligible: list[Manifest], backups: list[Manifest]) -> Manifest:
