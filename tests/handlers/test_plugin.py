@@ -146,11 +146,34 @@ async def test_list_prints_the_catalog(cluster: Cluster, plugin: Plugin) -> None
     code, out, err = await plugin("list", "orders")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "METHOD", "PHASE", "COMPLETED", "SIZE", "VERIFICATION"]
+    assert lines[0].split() == ["ID", "METHOD", "TYPE", "PHASE", "COMPLETED", "SIZE", "VERIFICATION"]
     assert [line.split()[0] for line in lines[1:]] == [BACKUP_ID, "20261122T020000Z"]
     assert lines[1].split()[-1] == "Passed"
     code, out, _ = await plugin("list", "orders", "-o", "json")
     assert [b["id"] for b in json.loads(out)] == [BACKUP_ID, "20261122T020000Z"]
+
+
+async def test_list_shows_which_backups_are_incremental_and_what_they_build_on(cluster: Cluster,
+                                                                              plugin: Plugin) -> None:
+    status = healthy_status()
+    status["backups"] = [
+        {"id": "20261123T020000Z", "method": "physical", "backupType": "incr", "incrementalOf": "20261122T020000Z",
+         "phase": "Completed", "completedAt": "2026-11-23T02:01:00Z", "sizeBytes": 4 * 1024 * 1024},
+        {"id": "20261122T020000Z", "method": "physical", "backupType": "full", "phase": "Completed",
+         "completedAt": "2026-11-22T02:05:00Z", "sizeBytes": 190 * 1024 * 1024}]
+    await policy_with_status(cluster, "orders", status)
+
+    code, out, err = await plugin("list", "orders")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [row[:3] for row in rows] == [["20261123T020000Z", "physical", "incr"],
+                                         ["20261122T020000Z", "physical", "full"]]
+    code, out, err = await plugin("list", "orders", "-o", "wide")
+    assert code == 0, err
+    header, incremental, full = out.splitlines()
+    column = header.index("INCREMENTAL OF")
+    assert incremental[column:].split()[0] == "20261122T020000Z"
+    assert full[column:].split()[0] == "-"
 
 
 async def test_unknown_policy_is_an_error_that_says_what_to_do(emulator: Any, plugin: Plugin) -> None:

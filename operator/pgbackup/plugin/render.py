@@ -170,6 +170,8 @@ def catalog_rows(policy: Mapping[str, Any]) -> list[dict[str, Any]]:
         rows.append({
             "id": record.get("id", NONE),
             "method": record.get("method") or NONE,
+            "type": record.get("backupType") or NONE,
+            "incremental_of": record.get("incrementalOf") or NONE,
             "phase": record.get("phase") or "Completed",
             "completed": record.get("completedAt") or NONE,
             "size": size(record.get("sizeBytes")),
@@ -181,13 +183,15 @@ def catalog_rows(policy: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-CATALOG_COLUMNS = [("ID", "id"), ("METHOD", "method"), ("PHASE", "phase"), ("COMPLETED", "completed"),
-                   ("SIZE", "size"), ("VERIFICATION", "verification")]
-CATALOG_WIDE_COLUMNS = [("DURATION", "duration"), ("JOB", "job"), ("MANIFEST", "manifest")]
+CATALOG_COLUMNS = [("ID", "id"), ("METHOD", "method"), ("TYPE", "type"), ("PHASE", "phase"),
+                   ("COMPLETED", "completed"), ("SIZE", "size"), ("VERIFICATION", "verification")]
+CATALOG_WIDE_COLUMNS = [("INCREMENTAL OF", "incremental_of"), ("DURATION", "duration"), ("JOB", "job"),
+                        ("MANIFEST", "manifest")]
 
 
 def catalog(policy: Mapping[str, Any], wide: bool = False) -> str:
-    """The backups of a policy as a table (-o wide: with duration, Job and manifest)."""
+    """The backups of a policy as a table (TYPE: full or incr; -o wide: with the backup an incremental builds on,
+    duration, Job and manifest)."""
     rows = catalog_rows(policy)
     if not rows:
         name = (policy.get("metadata") or {}).get("name", "?")
