@@ -79,8 +79,11 @@ def test_a_custom_dump_from_s3_is_restored_by_parallel_jobs_with_the_same_rows(
 
     assert report.ok and report.tables
     assert table_digest(pg15, "parallel_fc") == table_digest(pg15, db)
-    (parallel,) = events(capsys.readouterr().err, "restore.parallel")
+    err = capsys.readouterr().err
+    (parallel,) = events(err, "restore.parallel")
     assert parallel["jobs"] == 2
+    (offsets,) = events(err, "restore.offsets_filled_in")  # pg_restore -j seeks to each table's data
+    assert offsets["blocks"] == len(report.tables)
     assert list(scratch.iterdir()) == []
 
 

@@ -23,6 +23,7 @@ from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.postgres.tools import PgTools
 from pgbackup.runner.postgres.privileges import require_createdb
 from pgbackup.runner.restore.ddl import RestoreSpace
+from pgbackup.runner.restore.dump_offsets import ZeroRuns, fill_in_offsets
 from pgbackup.runner.restore.ownership import Ownership
 from pgbackup.runner.restore.reading import tools_for, damage_reported, extract_tar, pick_database, run_with_stdin
 from pgbackup.runner.restore.staging import ScratchFull, scratch_room, staged_object
@@ -205,13 +206,16 @@ def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestO
 def _restore_custom(catalog: Catalog, manifest: Manifest, obj: ManifestObject, base: list[str], env: Mapping[str, str],
                     identity: str | None, jobs: int, scratch: Path | None, scratch_limit: int | None
                     ) -> tuple[int, str, int]:
-    """A custom-format dump: with jobs > 1 staged in scratch (downloaded and verified first) and restored by
-    `pg_restore -j jobs` from the file, when scratch has room for it; else streamed into one pg_restore."""
+    """A custom-format dump: with jobs > 1 staged in scratch (downloaded and verified first, its data offsets filled
+    in) and restored by `pg_restore -j jobs` from the file, when scratch has room for it; else streamed into one
+    pg_restore."""
     if jobs > 1:
         room = scratch_room(scratch, scratch_limit)
         if room.fits(obj.raw_size):
             try:
-                with staged_object(catalog, manifest, obj, identity, room.directory) as path:
+                runs = ZeroRuns()
+                with staged_object(catalog, manifest, obj, identity, room.directory, observe=runs.feed) as path:
+                    fill_in_offsets(path, runs)  # written to a pipe, the dump has none: each job would search
                     log("restore.parallel", database=obj.database, jobs=jobs, staged_bytes=obj.raw_size)
                     done = subprocess.run([*base, "-j", str(jobs), str(path)], env=dict(env), capture_output=True,
                                           text=True)

@@ -1,0 +1,264 @@
+"""Giving a staged custom-format dump the data offsets a streamed one lacks.
+
+`pg_dump -Fc` writing to a pipe (as every logical backup does: the pipeline compresses and uploads its stdout)
+cannot go back and record in its table of contents where each table's data starts. `pg_restore -j N` then has
+every worker read through the file from the top to find the data it needs, and schedules the tables in TOC order
+instead of largest first. Once the dump is staged in a file, this module finds the data blocks and writes their
+offsets into the TOC, exactly as `pg_dump -Fc -f FILE` would have: the parallel restore seeks straight to each
+table's data, biggest table first.
+
+The layout read here is PostgreSQL's custom archive format (src/bin/pg_dump/pg_backup_archiver.c: ReadHead,
+ReadToc, ReadOffset; pg_backup_custom.c: the data blocks), versions 1.12 (PostgreSQL 9.0) to 1.16. Anything
+unexpected (another version, a block that is not where the TOC says, a compressed dump) leaves the file as it
+was: pg_restore then reads it as before, only slower.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pgbackup.runner.common.log import log
+
+MAGIC = b"PGDMP"
+FORMAT_CUSTOM = 1
+BLOCK_DATA = 1
+BLOCK_LARGE_OBJECTS = 3
+OFFSET_NOT_SET = 1
+OFFSET_SET = 2
+OFFSET_NO_DATA = 3
+INT_SIZE = 4
+"""sizeof(int) of the machine pg_dump ran on: 4 on every platform PostgreSQL supports."""
+BLOCK_END = b"\0" * (1 + INT_SIZE)
+"""A zero length (sign byte and int): the end of a data block, the only such run of zero bytes in COPY text."""
+OLDEST = (1, 12)
+"""The oldest version read here (PostgreSQL 9.0): sections, tablespaces and dependencies are all present."""
+NEWEST = (1, 16)
+"""The newest version whose TOC layout is known here (PostgreSQL 17 and 18)."""
+TOC_READ_LIMIT = 64 * 1024 * 1024
+"""At most this much of the file is read for the header and TOC (a schema of some 100,000 objects)."""
+_NOT_ZERO = re.compile(rb"[^\0]")
+
+
+class NotApplicable(Exception):
+    """The file is not a dump whose offsets can be filled in here; the reason says why."""
+
+
+class EndsEarly(NotApplicable):
+    """The bytes read end inside the header or TOC."""
+
+
+@dataclass
+class ZeroRuns:
+    """The runs of at least len(BLOCK_END) zero bytes in a file, noted while it is written (chunk by chunk, in
+    the staging writer's thread, so that finding the data blocks needs no second pass over the file)."""
+
+    limit: int = 100_000
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    overflow: bool = False
+    _offset: int = 0
+    _trailing: int = 0
+    """Zero bytes at the end of what was fed so far."""
+
+    def feed(self, chunk: bytes) -> None:
+        base = self._offset
+        first = _NOT_ZERO.search(chunk)
+        lead = first.start() if first else len(chunk)
+        if self._trailing + lead >= len(BLOCK_END):  # a run across the border, or one the chunk starts with
+            self._note(base - self._trailing, base + lead)
+        position = chunk.find(BLOCK_END, lead)
+        while position >= 0 and not self.overflow:
+            stop = _NOT_ZERO.search(chunk, position + len(BLOCK_END))
+            end = stop.start() if stop else len(chunk)
+            self._note(base + position, base + end)
+            position = chunk.find(BLOCK_END, end)
+        if lead == len(chunk):
+            self._trailing += len(chunk)
+        else:
+            last = chunk[-8:]
+            tail = len(last) - len(last.rstrip(b"\0"))
+            self._trailing = tail if tail < len(last) else len(chunk) - len(chunk.rstrip(b"\0"))
+        self._offset += len(chunk)
+
+    def _note(self, start: int, end: int) -> None:
+        if self.ends and start <= self.ends[-1]:  # the run continues from the chunk before
+            self.ends[-1] = max(self.ends[-1], end)
+            return
+        if len(self.starts) >= self.limit:
+            self.overflow = True
+            return
+        self.starts.append(start)
+        self.ends.append(end)
+
+    def block_end_at_or_after(self, position: int) -> int | None:
+        """Where the first run of len(BLOCK_END) zero bytes at or after `position` starts."""
+        index = bisect.bisect_right(self.ends, position)
+        while index < len(self.starts):
+            start = max(self.starts[index], position)
+            if self.ends[index] - start >= len(BLOCK_END):
+                return start
+            index += 1
+        return None
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    dump_id: int
+    data_state: int
+    offset_at: int
+    """Where the entry's offset field (flag byte, then the offset) is in the file."""
+
+
+@dataclass(frozen=True)
+class Toc:
+    version: tuple[int, int, int]
+    off_size: int
+    entries: list[TocEntry]
+    end: int
+    """Where the TOC ends and the first data block starts."""
+
+
+class _Reader:
+    """Reads the archive's bytes, ints and strings from `position` on (pg_backup_archiver.c: ReadInt, ReadStr)."""
+
+    def __init__(self, read_at: Callable[[int, int], bytes], position: int = 0) -> None:
+        self._read_at = read_at
+        self.pos = position
+
+    def take(self, n: int) -> bytes:
+        chunk = self._read_at(self.pos, n) if n >= 0 else b""
+        if len(chunk) != n:
+            raise EndsEarly(f"the archive ends early at {self.pos}")
+        self.pos += n
+        return chunk
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def int(self) -> int:
+        sign = self.byte()
+        value = int.from_bytes(self.take(INT_SIZE), "little")
+        return -value if sign else value
+
+    def str(self) -> bytes | None:
+        length = self.int()
+        return None if length < 0 else self.take(length)
+
+
+def read_toc(head: bytes) -> Toc:
+    """The header and TOC of a custom-format dump from its first bytes (NotApplicable when it is not one whose
+    offsets can be filled in here)."""
+    reader = _Reader(lambda position, n: head[position:position + n])
+    if reader.take(5) != MAGIC:
+        raise NotApplicable("not a custom-format dump")
+    major, minor = reader.byte(), reader.byte()
+    version = (major, minor, reader.byte())
+    if not OLDEST <= version[:2] <= NEWEST:
+        raise NotApplicable(f"archive version {major}.{minor} is not one this runner knows")
+    if reader.byte() != INT_SIZE:
+        raise NotApplicable("the dump was made on a machine with another integer size")
+    off_size = reader.byte()
+    if reader.byte() != FORMAT_CUSTOM:
+        raise NotApplicable("not a custom-format dump")
+    compressed = reader.byte() != 0 if version[:2] >= (1, 15) else reader.int() != 0  # algorithm, or gzip level
+    if compressed:
+        raise NotApplicable("the dump's data is compressed by pg_dump")
+    for _ in range(7):  # the creation time
+        reader.int()
+    for _ in range(3):  # database name, server and pg_dump versions
+        reader.str()
+    entries = []
+    for _ in range(reader.int()):
+        dump_id = reader.int()
+        reader.int()  # had a data dumper
+        for _ in range(4):  # table OID, OID, tag, desc
+            reader.str()
+        reader.int()  # section
+        for _ in range(6 if version[:2] >= (1, 14) else 5):  # defn, drop, copy, namespace, tablespace, table AM
+            reader.str()
+        if version[:2] >= (1, 16):
+            reader.int()  # relkind
+        reader.str()  # owner
+        reader.str()  # "false": WITH OIDS
+        while reader.str() is not None:  # dependencies
+            pass
+        offset_at = reader.pos
+        state = reader.byte()
+        if state not in (OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA):
+            raise NotApplicable(f"unexpected data offset flag {state} in entry {dump_id}")
+        reader.take(off_size)
+        entries.append(TocEntry(dump_id, state, offset_at))
+    return Toc(version, off_size, entries, reader.pos)
+
+
+def data_offsets(read_at: Callable[[int, int], bytes], size: int, toc: Toc, runs: ZeroRuns) -> dict[int, int]:
+    """Where each entry's data block starts, checked: the blocks follow the TOC one after the other, in the order
+    of its entries with data, each starting with its entry's id, and the last one ends the file."""
+    if runs.overflow:
+        raise NotApplicable("too many runs of zero bytes to tell the data blocks apart")
+    offsets: dict[int, int] = {}
+    reader = _Reader(read_at, toc.end)
+    for dump_id in (entry.dump_id for entry in toc.entries if entry.data_state == OFFSET_NOT_SET):
+        start = reader.pos
+        kind, found = reader.byte(), reader.int()
+        if kind not in (BLOCK_DATA, BLOCK_LARGE_OBJECTS) or found != dump_id:
+            raise NotApplicable(f"the data of entry {dump_id} is not at {start}")
+        offsets[dump_id] = start
+        if kind == BLOCK_DATA:  # COPY text: no zero byte in it, in chunks each after its length
+            end = runs.block_end_at_or_after(reader.pos)
+            if end is None:
+                raise NotApplicable(f"the data block at {start} has no end")
+            reader.pos = end + len(BLOCK_END)
+        else:  # large objects, binary: an OID, its chunks and a zero length, each; a zero OID ends the block
+            while reader.int() != 0:
+                while (length := reader.int()) != 0:
+                    reader.pos += length
+    if reader.pos != size:
+        raise NotApplicable(f"the data blocks end at {reader.pos}, the file at {size}")
+    return offsets
+
+
+def fill_in_offsets(path: Path, runs: ZeroRuns) -> bool:
+    """Write the data offsets into the TOC of the custom-format dump at `path` when it has none (it was written
+    to a pipe); `runs`: its runs of zero bytes, noted while it was staged. True when it now has them; the file
+    is left unchanged when anything is not as expected."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            toc = _read_toc_of(fd, size)
+            if not any(entry.data_state == OFFSET_NOT_SET for entry in toc.entries):
+                return False
+            offsets = data_offsets(lambda position, n: os.pread(fd, n, position), size, toc, runs)
+        except NotApplicable as exc:
+            log("restore.offsets_unknown", reason=str(exc))
+            return False
+        _write_offsets(fd, toc.entries, offsets, toc.off_size)
+    finally:
+        os.close(fd)
+    log("restore.offsets_filled_in", blocks=len(offsets))
+    return True
+
+
+def _read_toc_of(fd: int, size: int) -> Toc:
+    """The TOC, reading the file's first MiB, and more only when the TOC is longer."""
+    length = 1024 * 1024
+    while True:
+        head = os.pread(fd, min(size, length), 0)
+        try:
+            return read_toc(head)
+        except EndsEarly:
+            if len(head) >= min(size, TOC_READ_LIMIT):
+                raise
+            length *= 4
+
+
+def _write_offsets(fd: int, entries: Sequence[TocEntry], offsets: dict[int, int], off_size: int) -> None:
+    for entry in entries:
+        if entry.dump_id in offsets:
+            os.pwrite(fd, bytes([OFFSET_SET]) + offsets[entry.dump_id].to_bytes(off_size, "little"), entry.offset_at)
