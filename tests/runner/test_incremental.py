@@ -256,6 +256,30 @@ def test_a_missing_chain_member_fails_before_the_target_is_touched(chain_env: Ch
     assert plan.backup_id == chain_env.ids[0]
 
 
+def test_check_of_an_incremental_checks_every_backup_it_builds_on(chain_env: Chain, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    full, first, second, _ = chain_env.ids
+    assert cli.main(["check", second]) == 0
+    out = capsys.readouterr().out
+    assert f"which builds on backup {first}: all" in out and f"which builds on backup {full}: all" in out
+
+    volume = _volume_copy(chain_env, tmp_path, monkeypatch)
+    base = chain_env.catalog(volume).get(full).object_by_kind("base")[0]
+    stored = volume / full / base.key
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    assert cli.main(["check", second]) == 1
+    out = capsys.readouterr().out
+    assert f"which builds on backup {full}: 1 of" in out and f"{base.key}: corrupt" in out
+
+    shutil.rmtree(volume / first)
+    assert cli.main(["check", second, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["chain"], report["chain_missing"]) == (False, [], f"backup {first}: missing (deleted)")
+
+
 def test_retention_keeps_every_backup_a_kept_incremental_builds_on(chain_env: Chain, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     full, first, second, again = chain_env.ids

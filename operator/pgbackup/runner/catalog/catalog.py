@@ -234,6 +234,13 @@ class Catalog:
     def ids(self) -> list[str]:
         return [m.id for m in self.backups()]
 
+    def find(self, backup_id: str) -> Manifest | None:
+        """get(), or None when the policy has no such backup."""
+        try:
+            return self.get(backup_id)
+        except BackupNotFound:
+            return None
+
     def get(self, backup_id: str) -> Manifest:
         """The manifest of a complete backup of the policy; BackupNotFound lists the nearest ids."""
         try:

@@ -3,7 +3,7 @@ pgbackup.runner.backup.chain). Restores need every member; retention keeps every
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.errors import RunnerError
@@ -18,16 +18,7 @@ class ChainIncomplete(RunnerError):
 def chain_ids(manifest: Manifest, by_id: Mapping[str, Manifest]) -> list[str]:
     """The ids of `manifest`'s chain, root first, ending with `manifest` itself. The walk stops at a member
     missing from `by_id` (its id is then the first of the list)."""
-    ids = [manifest.id]
-    current: Manifest | None = manifest
-    while current is not None and current.incremental_of is not None:
-        parent_id = current.incremental_of
-        if parent_id in ids:  # only edited manifests loop
-            raise RunnerError(f"the chain of backup {manifest.id} loops at {parent_id}: its manifests were edited",
-                              reason="ManifestInvalid")
-        ids.insert(0, parent_id)
-        current = by_id.get(parent_id)
-    return ids
+    return [backup_id for backup_id, _ in reversed(list(parents(manifest, by_id.get)))] + [manifest.id]
 
 
 def chain_of(manifest: Manifest, by_id: Mapping[str, Manifest]) -> list[Manifest]:
@@ -45,3 +36,20 @@ def chain_of(manifest: Manifest, by_id: Mapping[str, Manifest]) -> list[Manifest
 def chain_complete(manifest: Manifest, by_id: Mapping[str, Manifest]) -> bool:
     """Whether every backup `manifest` builds on is in `by_id` (always for a full backup)."""
     return all(backup_id == manifest.id or backup_id in by_id for backup_id in chain_ids(manifest, by_id))
+
+
+def parents(manifest: Manifest, get: Callable[[str], Manifest | None]) -> Iterator[tuple[str, Manifest | None]]:
+    """The backups `manifest` builds on, its parent first, each read with `get`: (id, manifest), or (id, None) for a
+    missing one, which ends the walk. Reads only the chain's manifests, not the whole catalog."""
+    seen = [manifest.id]
+    current = manifest
+    while (parent_id := current.incremental_of) is not None:
+        if parent_id in seen:  # only edited manifests loop
+            raise RunnerError(f"the chain of backup {manifest.id} loops at {parent_id}: its manifests were edited",
+                              reason="ManifestInvalid")
+        seen.append(parent_id)
+        parent = get(parent_id)
+        yield parent_id, parent
+        if parent is None:
+            return
+        current = parent

@@ -12,10 +12,12 @@ from pgbackup.api import jobenv
 from pgbackup.api.summary import MAX_STORED_BACKUPS, JobSummary
 from pgbackup.runner.backup.housekeeping import apply_retention, unfinished_grace
 from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.chains import parents
+from pgbackup.runner.catalog.check import CheckReport
 from pgbackup.runner.catalog.importer import import_dump
 from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.config import PolicyConfig
-from pgbackup.runner.common.errors import UsageError
+from pgbackup.runner.common.errors import StorageError, UsageError
 from pgbackup.runner.common.retries import start_run
 from pgbackup.runner.common.summary import failure_summary, write_summary
 from pgbackup.runner.common.timestamps import utc_now
@@ -111,14 +113,49 @@ def cmd_show(policy: PolicyConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_check(policy: PolicyConfig, args: argparse.Namespace) -> int:
+    """Every object of the backup and, for an incremental, of every backup it builds on (a restore needs them
+    all): exit 1 when any is damaged or a member of the chain is missing."""
     catalog = open_catalog(policy, args.copy)
     report = catalog.check(resolve_backup_id(catalog, args.backup_id, "to check"))
+    chain, missing = _check_chain(catalog, report.backup_id)
+    ok = report.ok and missing is None and all(member.ok for member in chain)
     if args.json:
-        print(json.dumps({"backup_id": report.backup_id, "ok": report.ok,
-                          "objects": [vars(o) for o in report.objects]}, indent=2))
+        print(json.dumps({"backup_id": report.backup_id, "ok": ok, "objects": [vars(o) for o in report.objects],
+                          "chain": [{"backup_id": m.backup_id, "ok": m.ok, "objects": [vars(o) for o in m.objects]}
+                                    for m in chain],
+                          "chain_missing": missing}, indent=2))
     else:
         print(report.summary())
-    return jobenv.EXIT_OK if report.ok else jobenv.EXIT_FAILED
+        for member in chain:
+            print(f"which builds on {member.summary()}")
+        if missing is not None:
+            print(f"which builds on {missing}; this incremental backup cannot be restored: restore a full one "
+                  f"(`pgbackup list` shows them as type 'full')")
+    return jobenv.EXIT_OK if ok else jobenv.EXIT_FAILED
+
+
+def _check_chain(catalog: Catalog, backup_id: str) -> tuple[list[CheckReport], str | None]:
+    """The check of each backup an incremental builds on, parent first, and what is wrong with the first member
+    that cannot be read (None when every one can)."""
+    try:
+        manifest = catalog.find(backup_id)
+    except StorageError:  # its manifest changed or cannot be read: the backup's own report says so
+        return [], None
+    problems: list[str] = []
+
+    def read(parent_id: str) -> Manifest | None:
+        try:
+            parent = catalog.find(parent_id)
+        except StorageError as exc:
+            problems.append(f"backup {parent_id}: its manifest cannot be read ({exc})")
+            return None
+        if parent is None:
+            problems.append(f"backup {parent_id}: missing (deleted)")
+        return parent
+
+    reports = [catalog.check(parent_id) for parent_id, parent in (parents(manifest, read) if manifest else [])
+               if parent is not None]
+    return reports, problems[0] if problems else None
 
 
 def cmd_retention(policy: PolicyConfig, args: argparse.Namespace) -> int:

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgbackup.runner.catalog.catalog import BackupNotFound, Catalog
-from pgbackup.runner.catalog.chains import chain_complete, chain_of
+from pgbackup.runner.catalog.catalog import Catalog
+from pgbackup.runner.catalog.chains import chain_complete, chain_of, parents
 from pgbackup.runner.catalog.manifest import Manifest
 from pgbackup.runner.common.config import scratch_dir
 from pgbackup.runner.common.errors import RunnerError
@@ -47,16 +47,9 @@ class ExtractedChain:
 
 def chain_members(catalog: Catalog, manifest: Manifest) -> list[Manifest]:
     """`manifest`'s chain, root first (ChainIncomplete names a missing member before anything is read). Only the
-    members' manifests are read, parent by parent, not the whole catalog: one read per member on S3."""
-    by_id: dict[str, Manifest] = {}
-    current = manifest
-    while (parent_id := current.incremental_of) is not None and parent_id not in by_id and parent_id != manifest.id:
-        try:
-            current = catalog.get(parent_id)
-        except BackupNotFound:
-            break  # chain_of names it as missing
-        by_id[parent_id] = current
-    return chain_of(manifest, by_id)
+    members' manifests are read, one per member, not the whole catalog."""
+    return chain_of(manifest, {backup_id: parent for backup_id, parent in parents(manifest, catalog.find)
+                               if parent is not None})
 
 
 def newest_whole(eligible: list[Manifest], backups: list[Manifest]) -> Manifest:
