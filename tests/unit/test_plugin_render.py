@@ -101,9 +101,9 @@ def test_a_new_policy_without_status_needs_attention_and_shows_dashes() -> None:
 def test_catalog_lists_backups_newest_first_with_verification() -> None:
     text = render.catalog(healthy_policy())
     header, first, second = text.splitlines()
-    assert header.split() == ["ID", "METHOD", "PHASE", "COMPLETED", "SIZE", "VERIFICATION"]
-    assert first.split() == ["20261123T020000Z", "logical", "Completed", "2026-11-23T02:05:00Z", "3.0", "MiB",
-                             "Passed"]
+    assert header.split() == ["ID", "METHOD", "TYPE", "PHASE", "COMPLETED", "SIZE", "VERIFICATION"]
+    assert first.split() == ["20261123T020000Z", "logical", "-", "Completed", "2026-11-23T02:05:00Z", "3.0", "MiB",
+                             "Passed"]  # a status written before backupType was recorded: no type
     assert second.split()[0] == "20261122T020000Z" and second.endswith("Failed (RowCountMismatch)")
 
 
