@@ -135,27 +135,29 @@ def cmd_check(policy: PolicyConfig, args: argparse.Namespace) -> int:
 
 
 def _check_chain(catalog: Catalog, backup_id: str) -> tuple[list[CheckReport], str | None]:
-    """The check of each backup an incremental builds on, parent first, and what is wrong with the first member
-    that cannot be read (None when every one can)."""
+    """The check of each backup an incremental builds on, parent first, and what is wrong with the member that
+    cannot be read, which ends the walk (None when every one can)."""
     try:
         manifest = catalog.find(backup_id)
     except StorageError:  # its manifest changed or cannot be read: the backup's own report says so
         return [], None
-    problems: list[str] = []
+    if manifest is None:
+        return [], None
+    unreadable: str | None = None
 
     def read(parent_id: str) -> Manifest | None:
+        nonlocal unreadable
         try:
             parent = catalog.find(parent_id)
         except StorageError as exc:
-            problems.append(f"backup {parent_id}: its manifest cannot be read ({exc})")
+            unreadable = f"backup {parent_id}: its manifest cannot be read ({exc})"
             return None
         if parent is None:
-            problems.append(f"backup {parent_id}: missing (deleted)")
+            unreadable = f"backup {parent_id}: missing (deleted)"
         return parent
 
-    reports = [catalog.check(parent_id) for parent_id, parent in (parents(manifest, read) if manifest else [])
-               if parent is not None]
-    return reports, problems[0] if problems else None
+    reports = [catalog.check(parent_id) for parent_id, parent in parents(manifest, read) if parent is not None]
+    return reports, unreadable
 
 
 def cmd_retention(policy: PolicyConfig, args: argparse.Namespace) -> int:

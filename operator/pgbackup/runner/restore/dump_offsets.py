@@ -58,11 +58,11 @@ class ZeroRuns:
     the staging writer's thread, so that finding the data blocks needs no second pass over the file)."""
 
     limit: int = 100_000
-    starts: list[int] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
-    overflow: bool = False
-    _offset: int = 0
-    _trailing: int = 0
+    starts: list[int] = field(default_factory=list, init=False)
+    ends: list[int] = field(default_factory=list, init=False)
+    overflow: bool = field(default=False, init=False)
+    _offset: int = field(default=0, init=False)
+    _trailing: int = field(default=0, init=False)
     """Zero bytes at the end of what was fed so far."""
 
     def feed(self, chunk: bytes) -> None:
@@ -80,9 +80,7 @@ class ZeroRuns:
         if lead == len(chunk):
             self._trailing += len(chunk)
         else:
-            last = chunk[-8:]
-            tail = len(last) - len(last.rstrip(b"\0"))
-            self._trailing = tail if tail < len(last) else len(chunk) - len(chunk.rstrip(b"\0"))
+            self._trailing = len(chunk) - len(chunk.rstrip(b"\0"))
         self._offset += len(chunk)
 
     def _note(self, start: int, end: int) -> None:
@@ -116,7 +114,6 @@ class TocEntry:
 
 @dataclass(frozen=True)
 class Toc:
-    version: tuple[int, int, int]
     off_size: int
     entries: list[TocEntry]
     end: int
@@ -193,7 +190,7 @@ def read_toc(head: bytes) -> Toc:
             raise NotApplicable(f"unexpected data offset flag {state} in entry {dump_id}")
         reader.take(off_size)
         entries.append(TocEntry(dump_id, state, offset_at))
-    return Toc(version, off_size, entries, reader.pos)
+    return Toc(off_size, entries, reader.pos)
 
 
 def data_offsets(read_at: Callable[[int, int], bytes], size: int, toc: Toc, runs: ZeroRuns) -> dict[int, int]:

@@ -119,7 +119,7 @@ def _stage(stream: BinaryIO, path: Path, size: int, on_chunk: Callable[[int], No
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         _reserve(fd, size)
-        writer = _FileWriter(fd, observe)
+        writer = _StagingWriter(fd, observe)
         try:
             while chunk := stream.read(CHUNK):
                 writer.put(chunk)
@@ -141,7 +141,7 @@ def _reserve(fd: int, size: int) -> None:
         # EOPNOTSUPP/EINVAL: the filesystem cannot reserve space; the writes find out instead
 
 
-class _FileWriter:
+class _StagingWriter:
     """Writes chunks handed over a bounded queue to a file descriptor, in a thread; its error (an OSError: a full
     disk) is raised to the reading thread at its next put() or at close()."""
 
