@@ -141,6 +141,8 @@ def test_directory_format_with_parallel_jobs(sample_db: tuple[PgServer, str], pg
     manifest = catalog.get(str(summary.backup_id))
     assert [o.key for o in manifest.objects] == [f"databases/{db}.dir.tar.gz"]
     assert list((tmp_path / "scratch").iterdir()) == []  # the dump directory was removed
+    pg_target.query(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{SAMPLE_ROLE}') THEN "
+                    f"CREATE ROLE {SAMPLE_ROLE} NOLOGIN; END IF; END $$")  # the backup has no globals
     report = restore_backup(catalog, manifest.id, conn_params(pg_target), "restored_dir", jobs=2)
     assert report.ok, report.mismatches
     assert_same_database(server, db, pg_target, "restored_dir")

@@ -10,6 +10,6 @@ from pgbackup.runner.common.memory import return_large_buffers
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
-def test_the_mmap_threshold_is_fixed_once_per_process_on_glibc() -> None:
+def test_the_mmap_and_trim_thresholds_are_fixed_once_per_process_on_glibc() -> None:
     assert return_large_buffers() is True
     assert return_large_buffers() is True  # cached: set once

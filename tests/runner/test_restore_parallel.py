@@ -1,6 +1,7 @@
-"""Parallel logical restores: a custom-format dump is staged in scratch and restored by `pg_restore -j N` when it
-fits, streamed with one job when it does not, and a failure while staging leaves nothing behind (no file in
-scratch, no database). Real PostgreSQL 15, the filesystem storage and moto S3.
+"""Parallel logical restores: a custom-format dump is staged in scratch and loaded by N jobs while it arrives when
+it fits (by `pg_restore -j N` from the staged file when it holds large objects), streamed with one job when it
+does not, and a failure while staging leaves nothing behind (no file in scratch, no database). Real PostgreSQL 15,
+the filesystem storage and moto S3.
 """
 
 from __future__ import annotations
@@ -82,8 +83,37 @@ def test_a_custom_dump_from_s3_is_restored_by_parallel_jobs_with_the_same_rows(
     err = capsys.readouterr().err
     (parallel,) = events(err, "restore.parallel")
     assert parallel["jobs"] == 2
+    assert parallel["loaded_while_staging"] is True  # each table loaded as soon as its rows arrived
+    assert parallel["pieces"] >= len([t for t in report.tables if t.actual])
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_dump_with_large_objects_is_staged_then_restored_by_pg_restore_j_with_its_offsets(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db = load_sample(pg15, "parallel_lo")
+    with pg15.connect(db) as conn:
+        if not conn.execute("SELECT 1 FROM pg_largeobject_metadata").fetchone():
+            conn.execute("SELECT lo_from_bytea(0, convert_to(repeat('large object', 1000), 'UTF8'))")
+    runner_env(pg15, monkeypatch, tmp_path)
+    document = backup_policy(pg15, {"volume": {"claimName": "backups"}}, databases=[db], logical={"globals": False})
+    code, summary = backup_command(policy_from_document(document, "test"))
+    assert code == 0, summary.error
+    catalog = Catalog(FilesystemStorage(tmp_path / "volume"))
+    capsys.readouterr()
+
+    report = restore_backup(catalog, str(summary.backup_id), params_for(pg15), "parallel_lo_fc", jobs=2,
+                            scratch=scratch)
+
+    assert report.ok
+    assert table_digest(pg15, "parallel_lo_fc") == table_digest(pg15, db)
+    objects = "SELECT string_agg(md5(lo_get(oid)), ',' ORDER BY oid) FROM pg_largeobject_metadata"
+    assert pg15.query(objects, "parallel_lo_fc") == pg15.query(objects, db)
+    err = capsys.readouterr().err
+    (parallel,) = events(err, "restore.parallel")
+    assert parallel["loaded_while_staging"] is False and "large objects" in parallel["reason"]
     (offsets,) = events(err, "restore.offsets_filled_in")  # pg_restore -j seeks to each table's data
-    assert offsets["blocks"] == len(report.tables)
+    assert offsets["blocks"] == len(report.tables) + 1  # and to the large objects'
     assert list(scratch.iterdir()) == []
 
 
@@ -121,7 +151,7 @@ def test_storage_failing_mid_download_leaves_no_file_and_no_database(
     assert not pg15.query("SELECT datname FROM pg_database WHERE datname LIKE '%broken_download%'")
 
 
-def test_a_damaged_dump_is_reported_before_pg_restore_runs_and_leaves_nothing(
+def test_a_damaged_dump_is_reported_and_leaves_nothing(
         pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:
     _, catalog, backup_id = volume_backup(pg15, tmp_path, monkeypatch)
     manifest = catalog.get(backup_id)

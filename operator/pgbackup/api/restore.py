@@ -150,10 +150,10 @@ class RestoreRequestSpec(ApiModel):
     checks: list[SqlCheck] = Field(default_factory=list, max_length=100)
     """SQL checks to run after the restore."""
     jobs: int = Field(default=2, ge=1, le=32)
-    """pg_restore parallel jobs (pg_restore -j). A custom-format dump is first downloaded into the Job's scratch
-    volume and restored from there in parallel when it fits (jobTemplate.scratchSizeLimit of the policy, and the
-    node's disk); otherwise it is streamed from storage with one job. A directory-format dump is always extracted
-    into scratch first. 1: always stream, no scratch needed for custom-format dumps."""
+    """pg_restore runs working side by side. A custom-format dump is staged in the Job's scratch volume when it
+    fits (jobTemplate.scratchSizeLimit of the policy, and the node's disk) and loaded while it arrives, big tables
+    split across the jobs; otherwise it is streamed from storage with one job. A directory-format dump is always
+    extracted into scratch first (pg_restore -j). 1: always stream, no scratch needed for custom-format dumps."""
     dry_run: bool = False
     """Resolve and report the plan, change nothing."""
     volumes: list[VolumeRestore] = Field(default_factory=list, max_length=20)

@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--target-port", type=int, help="its port (default: the policy's)")
     restore.add_argument("--globals", action="store_true", help="also replay roles and tablespaces (pg_dumpall globals)")
     restore.add_argument("--jobs", type=int, default=2,
-                         help="pg_restore -j: parallel restore (a custom-format dump is first staged in scratch when "
-                              "it fits, else streamed with one job)")
+                         help="pg_restore runs side by side (a custom-format dump is staged in scratch and loaded "
+                              "while it arrives when it fits, else streamed with one job)")
     restore.add_argument("--from-copy", metavar="NAME", help="read the backup from this copy (spec.copies[].name)")
     restore.add_argument("--identity-file", metavar="FILE",
                          help=f"age identity for encrypted backups (default: ${jobenv.ENV_AGE_IDENTITY_FILE})")

@@ -3,7 +3,7 @@ read in the snapshot pg_dump is given, while pg_dump runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,14 +75,23 @@ def _user_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
     return [(row[0], row[1]) for row in rows]
 
 
-def count_rows(conn: psycopg.Connection) -> dict[str, int]:
-    """Exact count(*) of every user table, keyed 'schema.table' (in the caller's snapshot)."""
+def count_rows(conn: psycopg.Connection, counted: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Exact count(*) of every user table, keyed 'schema.table' (in the caller's snapshot); the tables in
+    `counted` are not counted again (counted already, and unchanged since)."""
     counts: dict[str, int] = {}
     for schema, table in _user_tables(conn):
-        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        row = conn.execute(query).fetchone()
-        counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+        if counted is not None and f"{schema}.{table}" in counted:
+            counts[f"{schema}.{table}"] = counted[f"{schema}.{table}"]
+            continue
+        counts[f"{schema}.{table}"] = count_table(conn, schema, table)
     return counts
+
+
+def count_table(conn: psycopg.Connection, schema: str, table: str) -> int:
+    """Exact count(*) of one table."""
+    query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+    row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
 
 
 def database_facts(conn: psycopg.Connection, name: str) -> DatabaseFacts:

@@ -31,6 +31,9 @@ BLOCK_LARGE_OBJECTS = 3
 OFFSET_NOT_SET = 1
 OFFSET_SET = 2
 OFFSET_NO_DATA = 3
+SECTION_PRE_DATA = 2
+SECTION_DATA = 3
+SECTION_POST_DATA = 4
 INT_SIZE = 4
 """sizeof(int) of the machine pg_dump ran on: 4 on every platform PostgreSQL supports."""
 BLOCK_END = b"\0" * (1 + INT_SIZE)
@@ -110,6 +113,15 @@ class TocEntry:
     data_state: int
     offset_at: int
     """Where the entry's offset field (flag byte, then the offset) is in the file."""
+    desc: str = ""
+    """What the entry is: TABLE, TABLE DATA, INDEX, CONSTRAINT, ..."""
+    namespace: str = ""
+    tag: str = ""
+    """The object's name (a table's, for TABLE DATA)."""
+    section: int = 0
+    dependencies: tuple[int, ...] = ()
+    copies: bool = False
+    """Its data is COPY text (it has a COPY statement), not INSERT statements."""
 
 
 @dataclass(frozen=True)
@@ -173,24 +185,35 @@ def read_toc(head: bytes) -> Toc:
     for _ in range(reader.int()):
         dump_id = reader.int()
         reader.int()  # had a data dumper
-        for _ in range(4):  # table OID, OID, tag, desc
-            reader.str()
-        reader.int()  # section
-        for _ in range(6 if version[:2] >= (1, 14) else 5):  # defn, drop, copy, namespace, tablespace, table AM
+        reader.str()  # table OID
+        reader.str()  # OID
+        tag, desc = _text(reader.str()), _text(reader.str())
+        section = reader.int()
+        reader.str()  # definition
+        reader.str()  # drop statement
+        copy_statement = reader.str()
+        namespace = _text(reader.str())
+        for _ in range(2 if version[:2] >= (1, 14) else 1):  # tablespace, table access method
             reader.str()
         if version[:2] >= (1, 16):
             reader.int()  # relkind
         reader.str()  # owner
         reader.str()  # "false": WITH OIDS
-        while reader.str() is not None:  # dependencies
-            pass
+        dependencies = []
+        while (dependency := reader.str()) is not None:
+            dependencies.append(int(dependency))
         offset_at = reader.pos
         state = reader.byte()
         if state not in (OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA):
             raise NotApplicable(f"unexpected data offset flag {state} in entry {dump_id}")
         reader.take(off_size)
-        entries.append(TocEntry(dump_id, state, offset_at))
+        entries.append(TocEntry(dump_id, state, offset_at, desc, namespace, tag, section, tuple(dependencies),
+                                bool(copy_statement)))
     return Toc(off_size, entries, reader.pos)
+
+
+def _text(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8", "replace")
 
 
 def data_offsets(read_at: Callable[[int, int], bytes], size: int, toc: Toc, runs: ZeroRuns) -> dict[int, int]:

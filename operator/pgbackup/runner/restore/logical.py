@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +18,14 @@ from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
 from pgbackup.runner.common.errors import RunnerError, UsageError, program_ended
 from pgbackup.runner.common.log import log, log_warning
-from pgbackup.runner.postgres.facts import count_rows, server_info
+from pgbackup.runner.postgres.facts import count_rows, count_table, server_info
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.postgres.tools import PgTools
 from pgbackup.runner.postgres.privileges import require_createdb
 from pgbackup.runner.restore.ddl import RestoreSpace
-from pgbackup.runner.restore.dump_offsets import ZeroRuns, fill_in_offsets
+from pgbackup.runner.restore.dump_offsets import fill_in_offsets
+from pgbackup.runner.restore.parallel_load import ParallelLoad, PgRestoreFailed
+from pgbackup.runner.restore.pieces import LayoutUnexpected
 from pgbackup.runner.restore.ownership import Ownership
 from pgbackup.runner.restore.reading import tools_for, damage_reported, extract_tar, pick_database, run_with_stdin
 from pgbackup.runner.restore.staging import ScratchFull, scratch_room, staged_object
@@ -125,9 +127,10 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
             report.globals_restored = restore_globals(catalog, manifest, target, tools, identity)
         log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
             target=target.describe(), format=dump_format)
-        report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, target_database, identity,
-                                          dump_format, jobs, scratch, ownership, scratch_limit, stage)
-        actual = _rows(target, target_database)
+        report.bytes_read, counted = _restore_dump(catalog, manifest, obj, target, tools, target_database,
+                                                   identity, dump_format, jobs, scratch, ownership, scratch_limit,
+                                                   stage)
+        actual = _rows(target, target_database, counted)
     else:
         with RestoreSpace(target, server.version_num) as space:
             space.drop_leftovers(target_database)
@@ -137,9 +140,9 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
                              ) as temp:
                 log("restore.start", backup_id=backup_id, database=obj.database, target_database=target_database,
                     temporary_database=temp, target=target.describe(), format=dump_format)
-                report.bytes_read = _restore_dump(catalog, manifest, obj, target, tools, temp, identity, dump_format,
-                                                  jobs, scratch, ownership, scratch_limit, stage)
-                actual = _rows(target, temp)
+                report.bytes_read, counted = _restore_dump(catalog, manifest, obj, target, tools, temp, identity,
+                                                           dump_format, jobs, scratch, ownership, scratch_limit, stage)
+                actual = _rows(target, temp, counted)
     expected = info.row_counts if info else {}
     report.tables = [TableCheck(table, expected.get(table), actual.get(table), checked=not manifest.imported)
                      for table in sorted(set(expected) | set(actual))]
@@ -149,14 +152,23 @@ def restore_backup(catalog: Catalog, backup_id: str, target: ConnParams, target_
     return report
 
 
-def _rows(target: ConnParams, database: str) -> dict[str, int]:
+def _rows(target: ConnParams, database: str, counted: dict[str, int] | None = None) -> dict[str, int]:
+    """Every table's row count; those in `counted` were counted as soon as their data was in."""
     with target.connect(database) as conn:
-        return count_rows(conn)
+        return count_rows(conn, counted)
+
+
+def _counter(target: ConnParams, database: str) -> Callable[[str, str], int]:
+    def count(schema: str, table: str) -> int:
+        with target.connect(database) as conn:
+            return count_table(conn, schema, table)
+    return count
 
 
 def _restore_dump(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams, tools: PgTools,
                   database: str, identity: str | None, dump_format: str, jobs: int, scratch: Path | None,
-                  ownership: Ownership, scratch_limit: int | None, stage: bool) -> int:
+                  ownership: Ownership, scratch_limit: int | None, stage: bool) -> tuple[int, dict[str, int] | None]:
+    """Bytes of the dump restored, and the row counts of the tables counted on the way (None: none were)."""
     with damage_reported(catalog, manifest, obj, "nothing was restored (what this restore created is dropped)"):
         return _restore_dump_unchecked(catalog, manifest, obj, target, tools, database, identity, dump_format, jobs,
                                        scratch, ownership, scratch_limit, stage)
@@ -165,13 +177,15 @@ def _restore_dump(catalog: Catalog, manifest: Manifest, obj: ManifestObject, tar
 def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestObject, target: ConnParams,
                             tools: PgTools, database: str, identity: str | None, dump_format: str, jobs: int,
                             scratch: Path | None, ownership: Ownership, scratch_limit: int | None,
-                            stage: bool) -> int:
+                            stage: bool) -> tuple[int, dict[str, int] | None]:
     what = f"pg_restore of backup {manifest.id} database {obj.database!r} into {database!r} on {target.describe()}"
     base = [tools.path("pg_restore"), "--no-password", "--exit-on-error", *ownership.pg_restore_args(), "-d", database]
     env = target.child_env(database)
+    counted: dict[str, int] | None = None
     if dump_format == "custom":
-        returncode, stderr, written = _restore_custom(catalog, manifest, obj, base, env, identity,
-                                                      jobs if stage else 1, scratch, scratch_limit)
+        returncode, stderr, written, counted = _restore_custom(catalog, manifest, obj, base, env, identity,
+                                                               jobs if stage else 1, scratch, scratch_limit,
+                                                               _counter(target, database))
     elif dump_format == "plain":  # an imported `pg_dump | gzip` SQL script: psql replays it, stopping at the first error
         what = f"psql replay of backup {manifest.id} database {obj.database!r} into {database!r} on {target.describe()}"
         args = [tools.path("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-"]
@@ -200,33 +214,50 @@ def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestO
                           f"{ownership.missing_role_hint(stderr)}; the database this restore created was dropped, "
                           f"nothing else was changed",
                           reason="RestoreFailed")
-    return written
+    return written, counted
 
 
 def _restore_custom(catalog: Catalog, manifest: Manifest, obj: ManifestObject, base: list[str], env: Mapping[str, str],
-                    identity: str | None, jobs: int, scratch: Path | None, scratch_limit: int | None
-                    ) -> tuple[int, str, int]:
-    """A custom-format dump: with jobs > 1 staged in scratch (downloaded and verified first, its data offsets filled
-    in) and restored by `pg_restore -j jobs` from the file, when scratch has room for it; else streamed into one
-    pg_restore."""
+                    identity: str | None, jobs: int, scratch: Path | None, scratch_limit: int | None,
+                    count: Callable[[str, str], int]) -> tuple[int, str, int, dict[str, int] | None]:
+    """A custom-format dump: with jobs > 1 staged in scratch and restored by `jobs` pg_restore runs while it is
+    staged (pgbackup.runner.restore.parallel_load; the row counts of the tables it loaded are returned), or by
+    `pg_restore -j jobs` from the staged file (downloaded and verified first, its data offsets filled in) when
+    the dump is not one that loads so; when scratch has no room for it, streamed into one pg_restore."""
     if jobs > 1:
         room = scratch_room(scratch, scratch_limit)
         if room.fits(obj.raw_size):
+            load = ParallelLoad(room.directory, obj.raw_size, jobs, base, env, count)
             try:
-                runs = ZeroRuns()
-                with staged_object(catalog, manifest, obj, identity, room.directory, observe=runs.feed) as path:
-                    fill_in_offsets(path, runs)  # written to a pipe, the dump has none: each job would search
-                    log("restore.parallel", database=obj.database, jobs=jobs, staged_bytes=obj.raw_size)
+                with staged_object(catalog, manifest, obj, identity, room.directory, observe=load.feed,
+                                   opened=load.attach) as path:
+                    if not load.classic:
+                        log("restore.parallel", database=obj.database, jobs=jobs, staged_bytes=obj.raw_size,
+                            loaded_while_staging=True, pieces=load.pieces)
+                        return 0, "", obj.raw_size, load.finish(obj.raw_size)
+                    fill_in_offsets(path, load.runs)  # written to a pipe, the dump has none: each job would search
+                    log("restore.parallel", database=obj.database, jobs=jobs, staged_bytes=obj.raw_size,
+                        loaded_while_staging=False, reason=load.reason)
                     done = subprocess.run([*base, "-j", str(jobs), str(path)], env=dict(env), capture_output=True,
                                           text=True)
-                    return done.returncode, done.stderr, obj.raw_size
-            except ScratchFull as exc:  # nothing restored yet: stream instead
+                    return done.returncode, done.stderr, obj.raw_size, None
+            except PgRestoreFailed as exc:
+                return exc.returncode, exc.stderr, obj.raw_size, None
+            except LayoutUnexpected as exc:
+                raise RunnerError(f"database {obj.database!r} of backup {manifest.id}: its data is not laid out as "
+                                  f"its table of contents says ({exc}); restore it with jobs: 1, which streams it "
+                                  f"into one pg_restore", reason="RestoreFailed") from exc
+            except ScratchFull as exc:
+                if load.started:
+                    raise
                 log_warning("restore.streaming", database=obj.database, reason=str(exc))
+            finally:
+                load.close()
         else:
             log_warning("restore.streaming", database=obj.database, jobs=jobs,
                         reason=f"the dump ({obj.raw_size // (1024 * 1024)} MiB) does not fit in scratch "
                                f"({room.describe()}): restored from a stream, one table at a time")
-    return run_with_stdin(base, env, catalog, manifest, obj, identity, "restore")
+    return *run_with_stdin(base, env, catalog, manifest, obj, identity, "restore"), None
 
 
 def _has_no_tables(target: ConnParams, database: str) -> bool:

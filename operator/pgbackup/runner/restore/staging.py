@@ -87,17 +87,19 @@ def _used(directory: Path) -> int:
 
 @contextmanager
 def staged_object(catalog: Catalog, manifest: Manifest, obj: ManifestObject, identity: str | None,
-                  scratch: Path, observe: Callable[[bytes], None] | None = None) -> Iterator[Path]:
+                  scratch: Path, observe: Callable[[bytes], None] | None = None,
+                  opened: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """The original bytes of `obj` in a file under `scratch`, verified against the manifest (size, SHA-256) before
     it is handed out; the file and its directory are removed on leaving, on success and on every failure.
-    `observe` sees every chunk as it is written (in the writing thread)."""
+    `opened` is told the file's path once it exists; `observe` sees every chunk once it is written there (in the
+    writing thread; what it raises ends the staging)."""
     workdir = Path(tempfile.mkdtemp(prefix="pgbackup-restore-", dir=scratch))
     try:
         path = workdir / "dump"
         try:
             with Progress("download", obj.raw_size) as progress, \
                     catalog.open_object(manifest, obj, identity=identity) as stream:
-                _stage(stream, path, obj.raw_size, progress.add, observe)
+                _stage(stream, path, obj.raw_size, progress.add, observe, opened)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -112,13 +114,15 @@ def staged_object(catalog: Catalog, manifest: Manifest, obj: ManifestObject, ide
 
 
 def _stage(stream: BinaryIO, path: Path, size: int, on_chunk: Callable[[int], None],
-           observe: Callable[[bytes], None] | None) -> None:
+           observe: Callable[[bytes], None] | None, opened: Callable[[Path], None] | None = None) -> None:
     """Copy `stream` (download, checksum, decryption, decompression: this thread) into a new file at `path`
     (written by a thread of its own, so that writing overlaps decompressing: a third of the staging time of a
     950 MB dump). The file's `size` bytes are reserved first, so a scratch too small fails before the download."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         _reserve(fd, size)
+        if opened is not None:
+            opened(path)
         writer = _StagingWriter(fd, observe)
         try:
             while chunk := stream.read(CHUNK):
