@@ -80,10 +80,8 @@ def count_rows(conn: psycopg.Connection, counted: Mapping[str, int] | None = Non
     `counted` are not counted again (counted already, and unchanged since)."""
     counts: dict[str, int] = {}
     for schema, table in _user_tables(conn):
-        if counted is not None and f"{schema}.{table}" in counted:
-            counts[f"{schema}.{table}"] = counted[f"{schema}.{table}"]
-            continue
-        counts[f"{schema}.{table}"] = count_table(conn, schema, table)
+        key = f"{schema}.{table}"
+        counts[key] = counted[key] if counted is not None and key in counted else count_table(conn, schema, table)
     return counts
 
 

@@ -32,7 +32,6 @@ OFFSET_NOT_SET = 1
 OFFSET_SET = 2
 OFFSET_NO_DATA = 3
 SECTION_PRE_DATA = 2
-SECTION_DATA = 3
 SECTION_POST_DATA = 4
 INT_SIZE = 4
 """sizeof(int) of the machine pg_dump ran on: 4 on every platform PostgreSQL supports."""

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgbackup.runner.common.writes import write_all
 from pgbackup.runner.restore.dump_offsets import (BLOCK_END, OFFSET_NOT_SET, SECTION_POST_DATA, SECTION_PRE_DATA,
                                                   TocEntry, ZeroRuns)
 from pgbackup.runner.restore.pieces import DumpCutter, Layout, LayoutUnexpected, Piece
@@ -205,11 +206,11 @@ class ParallelLoad:
 
     def _load(self, piece: Piece) -> None:
         def feed(pipe: int) -> None:
-            _write_all(pipe, self._head() + piece.header)
+            write_all(pipe, self._head() + piece.header)
             position = piece.start
             while position < piece.end:
                 position += os.sendfile(pipe, self._fd, position, piece.end - position)
-            _write_all(pipe, BLOCK_END)
+            write_all(pipe, BLOCK_END)
 
         self._restore(["-L", str(self._lists / f"data-{piece.entry.dump_id}")], feed)
         with self._changed:
@@ -220,7 +221,7 @@ class ParallelLoad:
     def _settle_if_loaded(self, table: _Table) -> None:
         if table.staged and table.pieces_left == 0 and not table.settled:
             table.settled = True
-            self._tasks.appendleft(lambda: self._settle(table.entry))  # indexes first: they are the longest wait
+            self._tasks.appendleft(functools.partial(self._settle, table.entry))  # indexes first: the longest wait
             self._changed.notify_all()
 
     def _settle(self, entry: TocEntry) -> None:
@@ -237,7 +238,7 @@ class ParallelLoad:
         return self._layout.head
 
     def _head_only(self, pipe: int) -> None:
-        _write_all(pipe, self._head())
+        write_all(pipe, self._head())
 
     def _listing(self, name: str, ids: Sequence[int]) -> Path:
         """A pg_restore -L list, written once (lanes read it side by side)."""
@@ -305,9 +306,3 @@ class ParallelLoad:
             self._fd = -1
         self._cutter.close()
         shutil.rmtree(self._lists, ignore_errors=True)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

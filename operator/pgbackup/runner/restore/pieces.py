@@ -15,14 +15,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgbackup.runner.restore.dump_offsets import (BLOCK_DATA, BLOCK_END, OFFSET_NOT_SET, OFFSET_SET, TOC_READ_LIMIT,
-                                                  EndsEarly, NotApplicable, Toc, TocEntry, ZeroRuns, read_toc)
+from pgbackup.runner.restore.dump_offsets import (BLOCK_DATA, BLOCK_END, INT_SIZE, OFFSET_NOT_SET, OFFSET_SET,
+                                                  TOC_READ_LIMIT, EndsEarly, NotApplicable, Toc, TocEntry, ZeroRuns, read_toc)
 
 SEARCH_WINDOW = 4 * 1024 * 1024
 """How far past a piece's intended end its row boundary is looked for (and how much must be staged beyond it)."""
 _CHECKED_ROWS = 8
 """Rows checked after a candidate boundary."""
-_BLOCK_HEADER = 1 + 1 + 4
+_BLOCK_HEADER = 1 + 1 + INT_SIZE
 """Type byte, then the entry's id (sign byte and int)."""
 
 
@@ -35,10 +35,13 @@ class Piece:
     """Rows of one table's data block: the chunks between `start` and `end` in the staged file."""
 
     entry: TocEntry
-    header: bytes
-    """The block's header (its type and the entry's id), put before the chunks."""
     start: int
     end: int
+
+    @property
+    def header(self) -> bytes:
+        """The block's header (its type and the entry's id), put before the chunks."""
+        return _block_header(self.entry.dump_id)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,6 @@ class DumpCutter:
         """Where the next block starts (or the current one, while it is cut)."""
         self._cut: int | None = None
         """Where the current block's next piece starts; None between blocks."""
-        self._header = b""
 
     def attach(self, path: Path) -> None:
         self._path = path
@@ -132,15 +134,13 @@ class DumpCutter:
             if self._cut is None:
                 if self._written < self._position + _BLOCK_HEADER:
                     break
-                header = os.pread(self._fd, _BLOCK_HEADER, self._position)
-                if header[0] != BLOCK_DATA or header[1] != 0 or int.from_bytes(header[2:], "little") != entry.dump_id:
+                if os.pread(self._fd, _BLOCK_HEADER, self._position) != _block_header(entry.dump_id):
                     raise LayoutUnexpected(f"the data of entry {entry.dump_id} is not at {self._position}")
-                self._header = header
                 self._cut = self._position + _BLOCK_HEADER
             end = self.runs.block_end_at_or_after(self._cut)
             if end is not None:
                 if end > self._cut:
-                    pieces.append(Piece(entry, self._header, self._cut, end))
+                    pieces.append(Piece(entry, self._cut, end))
                 staged.append(entry)
                 self._next_block += 1
                 self._position, self._cut = end + len(BLOCK_END), None
@@ -151,7 +151,7 @@ class DumpCutter:
                 cut = self._row_boundary(self._cut + self._piece_size)
                 if cut is None:
                     break  # rows longer than the window: this block is not cut further
-                pieces.append(Piece(entry, self._header, self._cut, cut))
+                pieces.append(Piece(entry, self._cut, cut))
                 self._cut = cut
             break
         return pieces, staged
@@ -165,6 +165,11 @@ class DumpCutter:
                 return position + at + 1
             at = window.find(b"\n\0", at + 1)
         return None
+
+
+def _block_header(dump_id: int) -> bytes:
+    """A data block's header: its type, then the entry's id (a zero sign byte and the int)."""
+    return bytes([BLOCK_DATA, 0]) + dump_id.to_bytes(INT_SIZE, "little")
 
 
 def _rows_follow(window: bytes, at: int) -> bool:

@@ -24,6 +24,7 @@ from pgbackup.api.policy import BackupPolicySpec
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
 from pgbackup.runner.common.config import CHUNK
+from pgbackup.runner.common.writes import write_all
 from pgbackup.runner.common.errors import RunnerError
 from pgbackup.runner.common.log import Progress
 
@@ -165,9 +166,7 @@ class _StagingWriter:
             if self._error is not None:
                 continue  # drain, so that the reading thread never blocks on a full queue
             try:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self._fd, view):]
+                write_all(self._fd, chunk)
                 self._written += len(chunk)
                 if self._observe is not None:
                     self._observe(chunk)

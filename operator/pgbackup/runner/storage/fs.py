@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pgbackup.api import jobenv
+from pgbackup.runner.common.writes import write_all
 from pgbackup.runner.storage.base import ObjectInfo, ObjectNotFound, ObjectWriter, Storage, StorageError
 
 TEMP_MARKER = ".partial-"
@@ -59,11 +60,8 @@ class _FileWriter(ObjectWriter):
     def write(self, data: bytes) -> None:
         if self._fd is None:
             raise StorageError(f"write to {self._final} after commit/abort")
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            write_all(self._fd, data)
         except OSError as exc:
             self.abort()
             raise _explain(exc, "writing", self._final) from exc
@@ -190,9 +188,7 @@ class FilesystemStorage(Storage):
             raise _explain(exc, "creating", path) from exc
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
