@@ -105,7 +105,8 @@ def test_emergency_restore_by_hand_runs_as_documented(recipe_server: PgServer, t
         # the check in the recipe is real: a damaged object stops it before anything is restored
         server.query("DROP DATABASE orders_copy")
         damaged = work / "20261123T020000Z" / "databases" / "orders.dump.zst.age"
-        damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
+        content = damaged.read_bytes()
+        damaged.write_bytes(content[:-1] + bytes([content[-1] ^ 0xFF]))  # always a different last byte
         done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + recipe], cwd=work, env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode != 0 and "FAILED" in done.stdout + done.stderr
