@@ -129,3 +129,65 @@ def test_a_failing_pg_restore_stops_the_staging_and_leaves_no_session(
     assert "customers" in failed.value.stderr and "already exists" in failed.value.stderr
     assert not pg15.query(f"SELECT pid FROM pg_stat_activity WHERE datname = '{target}'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dump"], "the loader's own files are removed"
+
+
+
+REFUSE_ROWS = """
+CREATE FUNCTION refuse_rows() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE created record;
+BEGIN
+    FOR created IN SELECT object_identity FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT refused CHECK (false) NOT VALID', created.object_identity);
+    END LOOP;
+END $$;
+CREATE EVENT TRIGGER refuse_rows ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION refuse_rows();
+"""
+"""Every table the restore creates refuses rows."""
+READ_ONLY_AFTER_SCHEMA = """
+CREATE FUNCTION read_only_after_schema() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database());
+END $$;
+CREATE EVENT TRIGGER read_only_after_schema ON ddl_command_end WHEN TAG IN ('CREATE TABLE')
+    EXECUTE FUNCTION read_only_after_schema();
+"""
+"""Once the schema is created, new sessions are read-only: a piece's COPY fails as it starts, and its pg_restore
+exits while its input is still being written."""
+
+
+def big_source(server: PgServer) -> str:
+    """One table of about 50 MB: its pieces are far bigger than the socket buffer that feeds pg_restore."""
+    name = "pieces_big_source"
+    if not server.query(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+        server.query(f'CREATE DATABASE "{name}"')
+        server.query("CREATE TABLE events AS SELECT i AS id, repeat(md5(i::text), 4) AS body "
+                     "FROM generate_series(1, 300000) AS i", name)
+    return name
+
+
+def test_a_piece_whose_rows_are_refused_fails_the_load_with_what_pg_restore_said(
+        pg15: PgServer, tmp_path: Path) -> None:
+    target = new_database(pg15, "pieces_refused")
+    with pg15.connect(target) as conn:
+        conn.execute(REFUSE_ROWS)
+
+    with pytest.raises(PgRestoreFailed) as failed:
+        stage_and_load(pg15, piped_dump(pg15, big_source(pg15)), target, tmp_path, chunk=1 << 20)
+
+    assert "refused" in failed.value.stderr and "events" in failed.value.stderr, failed.value.stderr
+    assert not pg15.query(f"SELECT pid FROM pg_stat_activity WHERE datname = '{target}'")
+    assert pg15.query("SELECT count(*) FROM events", target) == [(0,)]
+
+
+def test_a_pg_restore_that_exits_while_its_piece_is_written_fails_the_load_with_what_it_said(
+        pg15: PgServer, tmp_path: Path) -> None:
+    target = new_database(pg15, "pieces_read_only")
+    with pg15.connect(target) as conn:
+        conn.execute(READ_ONLY_AFTER_SCHEMA)
+
+    with pytest.raises(PgRestoreFailed) as failed:
+        stage_and_load(pg15, piped_dump(pg15, big_source(pg15)), target, tmp_path, chunk=1 << 20)
+
+    assert "read-only transaction" in failed.value.stderr, failed.value.stderr
+    assert not pg15.query(f"SELECT pid FROM pg_stat_activity WHERE datname = '{target}'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump"], "the loader's own files are removed"

@@ -4,7 +4,7 @@
 the pace, one core busy) and builds a table's indexes only once its one COPY is done. Here the dump is loaded as it
 is staged: as soon as its TOC has arrived the schema is created; as the data arrives it is cut, at row boundaries,
 into pieces of some tens of MiB, each loaded by a `pg_restore -L` of its own that reads the TOC and that piece
-from a pipe, up to N at a time (several pieces of one table load side by side); once all of a table's data is in,
+from a socket, up to N at a time (several pieces of one table load side by side); once all of a table's data is in,
 its rows are counted and the indexes and constraints that need only that table are built, while the other
 tables load. What needs several tables (foreign keys, ...) and everything pg_restore restores after the data is
 left to one `pg_restore -j N` of the staged file at the end.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -32,6 +33,8 @@ from pgbackup.runner.restore.dump_offsets import (BLOCK_END, OFFSET_NOT_SET, SEC
 from pgbackup.runner.restore.pieces import DumpCutter, Layout, LayoutUnexpected, Piece
 
 MIN_PIECE = 16 * 1024 * 1024
+SOCKET_BUFFER = 4 * 1024 * 1024
+"""Asked for the socket feeding a pg_restore run; the kernel caps it at net.core.wmem_max."""
 PIECES_PER_JOB = 8
 """A dump is cut into about this many pieces per job: enough that the jobs end together, few enough that starting
 a pg_restore for each costs nothing."""
@@ -205,12 +208,12 @@ class ParallelLoad:
             self._schema_created = True
 
     def _load(self, piece: Piece) -> None:
-        def feed(pipe: int) -> None:
-            write_all(pipe, self._head() + piece.header)
+        def feed(into: int) -> None:
+            write_all(into, self._head() + piece.header)
             position = piece.start
             while position < piece.end:
-                position += os.sendfile(pipe, self._fd, position, piece.end - position)
-            write_all(pipe, BLOCK_END)
+                position += os.sendfile(into, self._fd, position, piece.end - position)
+            write_all(into, BLOCK_END)
 
         self._restore(["-L", str(self._lists / f"data-{piece.entry.dump_id}")], feed)
         with self._changed:
@@ -237,8 +240,8 @@ class ParallelLoad:
         assert self._layout is not None
         return self._layout.head
 
-    def _head_only(self, pipe: int) -> None:
-        write_all(pipe, self._head())
+    def _head_only(self, into: int) -> None:
+        write_all(into, self._head())
 
     def _listing(self, name: str, ids: Sequence[int]) -> Path:
         """A pg_restore -L list, written once (lanes read it side by side)."""
@@ -247,22 +250,29 @@ class ParallelLoad:
         return path
 
     def _restore(self, args: Sequence[str], feed: Callable[[int], None], source: str | None = None) -> None:
-        """One pg_restore run reading the dump from a pipe that `feed` writes (or `source`, a file); raises
-        PgRestoreFailed."""
-        with tempfile.TemporaryFile(dir=self._lists) as said:
-            process = subprocess.Popen([*self._pg_restore, *args, *([source] if source else [])], env=self._env,
-                                       stdin=subprocess.DEVNULL if source else subprocess.PIPE,
-                                       stdout=subprocess.DEVNULL, stderr=said)
+        """One pg_restore run reading the dump from a socket that `feed` writes (or `source`, a file); raises
+        PgRestoreFailed.
+
+        A socket, not a pipe: pg_restore reads its input 4 KiB at a time, and a writer blocked on a full pipe is woken
+        for every page read (as many context switches as reads, 140,000 for a 950 MB dump); a stream socket wakes
+        it once a quarter of its buffer is free."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with tempfile.TemporaryFile(dir=self._lists) as said, ours:
+            with theirs:
+                ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+                process = subprocess.Popen([*self._pg_restore, *args, *([source] if source else [])], env=self._env,
+                                           stdin=subprocess.DEVNULL if source else theirs.fileno(),
+                                           stdout=subprocess.DEVNULL, stderr=said)
             with self._changed:
                 self._processes.add(process)
                 if self._stopped:
                     process.terminate()
             try:
-                if process.stdin is not None:
+                if not source:
                     try:
-                        feed(process.stdin.fileno())
-                        process.stdin.close()
-                    except BrokenPipeError:
+                        feed(ours.fileno())
+                        ours.shutdown(socket.SHUT_WR)
+                    except (BrokenPipeError, ConnectionResetError):
                         pass  # it stopped reading: its exit status says why
                 returncode = process.wait()
             finally:
