@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.runner.restore.dump_offsets import OFFSET_NOT_SET, OFFSET_SET, ZeroRuns, fill_in_offsets, read_toc
+from pgbackup.runner.postgres.archive_toc import OFFSET_NOT_SET, OFFSET_SET, read_toc
+from pgbackup.runner.restore.dump_offsets import ZeroRuns, fill_in_offsets
 from tests.fixtures.postgres import PgServer, load_sample, table_digest
 
 EXTRAS = """

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from pgbackup.runner.backup import logical as logical_backup
 from pgbackup.runner.backup.run import backup_command
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.common.config import policy_from_document
-from pgbackup.runner.common.errors import StorageError
+from pgbackup.runner.common.errors import RunnerError, StorageError
 from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.restore.logical import restore_backup
 from pgbackup.runner.restore.reading import BackupDamaged
@@ -194,3 +195,87 @@ def test_a_scratch_too_small_for_the_staged_dump_fails_with_scratch_full_and_lea
             pytest.fail("a dump larger than scratch was handed out")
 
     assert list(tiny_volume.iterdir()) == [filler]
+
+
+def directory_backup(server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: dict[str, Any],
+                     db: str) -> str:
+    runner_env(server, monkeypatch, tmp_path)
+    document = backup_policy(server, storage, databases=[db], logical={"globals": False, "format": "directory",
+                                                                         "jobs": 2})
+    code, summary = backup_command(policy_from_document(document, "test"))
+    assert code == 0, summary.error
+    return str(summary.backup_id)
+
+
+def with_a_big_table(server: PgServer, name: str) -> str:
+    """The sample plus one table of about 50 MB: more than one piece per job."""
+    db = load_sample(server, name)
+    server.query("CREATE TABLE IF NOT EXISTS events AS SELECT i AS id, repeat(md5(i::text), 4) AS body "
+                 "FROM generate_series(1, 300000) AS i", db)
+    return db
+
+
+def test_a_directory_dump_from_s3_is_loaded_while_staged_its_big_table_split_across_the_jobs(
+        pg15: PgServer, s3_bucket: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db = with_a_big_table(pg15, "parallel_fd_source")
+    backup_id = directory_backup(pg15, tmp_path, monkeypatch, {"s3": s3_bucket.wire()}, db)
+    catalog = Catalog(S3Storage(s3_bucket.spec(), max_attempts=2))
+    capsys.readouterr()
+
+    report = restore_backup(catalog, backup_id, params_for(pg15), "parallel_fd", jobs=2, scratch=scratch)
+
+    assert report.ok and report.tables
+    assert table_digest(pg15, "parallel_fd") == table_digest(pg15, db)
+    schema = ("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE connamespace::regnamespace::text "
+              "IN ('public', 'sales') UNION ALL SELECT indexname, indexdef FROM pg_indexes "
+              "WHERE schemaname IN ('public', 'sales') ORDER BY 1, 2")
+    assert pg15.query(schema, "parallel_fd") == pg15.query(schema, db)  # indexes, keys, foreign keys
+    err = capsys.readouterr().err
+    (parallel,) = events(err, "restore.parallel")
+    assert parallel["loaded_while_staging"] is True
+    assert parallel["pieces"] > len([t for t in report.tables if t.actual])  # the big table came in several
+    assert not events(err, "restore.extracted")
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_directory_backup_whose_tar_starts_elsewhere_than_its_toc_is_extracted_then_restored(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db = load_sample(pg15)
+    monkeypatch.setattr(logical_backup, "tar_members", lambda directory: ["."])  # as backups wrote it before
+    backup_id = directory_backup(pg15, tmp_path, monkeypatch, {"volume": {"claimName": "backups"}}, db)
+    catalog = Catalog(FilesystemStorage(tmp_path / "volume"))
+    capsys.readouterr()
+
+    report = restore_backup(catalog, backup_id, params_for(pg15), "extracted_fd", jobs=2, scratch=scratch)
+
+    assert report.ok
+    assert table_digest(pg15, "extracted_fd") == table_digest(pg15, db)
+    err = capsys.readouterr().err
+    (extracted,) = events(err, "restore.extracted")
+    assert "not 'toc.dat'" in extracted["reason"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_directory_tar_whose_data_is_out_of_toc_order_fails_naming_the_file_and_restores_with_one_job(
+        pg15: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:
+    db = load_sample(pg15)
+    ordered = logical_backup.tar_members
+
+    def out_of_order(directory: Path) -> list[str]:
+        first, *data = ordered(directory)
+        return [first, *reversed(data)]
+
+    monkeypatch.setattr(logical_backup, "tar_members", out_of_order)
+    backup_id = directory_backup(pg15, tmp_path, monkeypatch, {"volume": {"claimName": "backups"}}, db)
+    catalog = Catalog(FilesystemStorage(tmp_path / "volume"))
+
+    with pytest.raises(RunnerError, match=r"should come next in the tar.*restore it with jobs: 1"):
+        restore_backup(catalog, backup_id, params_for(pg15), "disordered_fd", jobs=2, scratch=scratch)
+
+    assert not pg15.query("SELECT datname FROM pg_database WHERE datname LIKE '%disordered_fd%'")
+    assert list(scratch.iterdir()) == []
+    report = restore_backup(catalog, backup_id, params_for(pg15), "disordered_fd", jobs=1, scratch=scratch)
+    assert report.ok
+    assert table_digest(pg15, "disordered_fd") == table_digest(pg15, db)

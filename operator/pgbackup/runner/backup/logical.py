@@ -18,6 +18,7 @@ from urllib.parse import quote
 from pgbackup.api.policy import BackupPolicySpec, Compression
 from pgbackup.runner.common.log import Progress, log
 from pgbackup.runner.catalog.manifest import DatabaseGrant, DatabaseProperties
+from pgbackup.runner.postgres.archive_toc import FORMAT_DIRECTORY, NotApplicable, read_toc
 from pgbackup.runner.postgres.children import ChildOutput
 from pgbackup.runner.postgres.facts import DatabaseFacts, exported_snapshot, list_databases
 from pgbackup.runner.postgres.pg import ConnParams
@@ -154,6 +155,22 @@ def dump_database(params: ConnParams, tools: PgTools, target: StreamTarget, dbna
             DumpedDatabase(facts=facts, dump_format=dump_format, properties=properties))
 
 
+def tar_members(outdir: Path) -> list[str]:
+    """The files of a directory-format dump in the order they go into its tar: toc.dat first, then each table's
+    data file in the order of the TOC, then the rest (large objects). A restore then reads it as it would a
+    custom-format dump, each table loaded as soon as it has arrived (pgbackup.runner.restore.directory_dump relies on
+    this order, which it recognises by toc.dat coming first). A TOC this runner cannot read: the files by name,
+    toc.dat not first."""
+    names = sorted(path.name for path in outdir.iterdir())
+    try:
+        toc = read_toc((outdir / "toc.dat").read_bytes(), formats=(FORMAT_DIRECTORY,))
+    except (OSError, NotApplicable):
+        return sorted(names, key=lambda member: member == "toc.dat")
+    first = ["toc.dat", *(entry.filename for entry in toc.entries if entry.filename.endswith(".dat"))]
+    present = [member for member in first if member in names]
+    return present + [member for member in names if member not in present]
+
+
 def _dump_directory(tools: PgTools, target: StreamTarget, env: dict[str, str], name: str, dbname: str, jobs: int,
                     scratch: Path | None, common: list[str], what: str, hint: str, password: str) -> StoredObject:
     workdir = Path(tempfile.mkdtemp(prefix="pgbackup-dump-", dir=scratch))
@@ -164,7 +181,10 @@ def _dump_directory(tools: PgTools, target: StreamTarget, env: dict[str, str], n
         with dump:
             for _ in dump:  # pg_dump -Fd writes nothing to stdout; this waits and raises on failure
                 pass
-        tar = ChildOutput(["tar", "-C", str(outdir), "-cf", "-", "."], env=env, what=f"tar of the dump of {dbname!r}")
+        members = workdir / "members"
+        members.write_text("".join(f"{member}\n" for member in tar_members(outdir)))
+        tar = ChildOutput(["tar", "-C", str(outdir), "-cf", "-", "--verbatim-files-from", "-T", str(members)], env=env,
+                          what=f"tar of the dump of {dbname!r}")
         return target.store(tar, name, "dump", database=dbname)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

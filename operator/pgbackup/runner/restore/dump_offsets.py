@@ -7,8 +7,8 @@ instead of largest first. Once the dump is staged in a file, this module finds t
 offsets into the TOC, exactly as `pg_dump -Fc -f FILE` would have: the parallel restore seeks straight to each
 table's data, biggest table first.
 
-The layout read here is PostgreSQL's custom archive format (src/bin/pg_dump/pg_backup_archiver.c: ReadHead,
-ReadToc, ReadOffset; pg_backup_custom.c: the data blocks), versions 1.12 (PostgreSQL 9.0) to 1.16. Anything
+The TOC is read by pgbackup.runner.postgres.archive_toc; the data blocks are PostgreSQL's custom archive format
+(pg_backup_custom.c), versions 1.12 (PostgreSQL 9.0) to 1.16. Anything
 unexpected (another version, a block that is not where the TOC says, a compressed dump) leaves the file as it
 was: pg_restore then reads it as before, only slower.
 """
@@ -23,35 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgbackup.runner.common.log import log
+from pgbackup.runner.postgres.archive_toc import (BLOCK_DATA, BLOCK_LARGE_OBJECTS, INT_SIZE, OFFSET_NOT_SET,
+                                                 OFFSET_SET, TOC_READ_LIMIT, ArchiveReader, EndsEarly, NotApplicable,
+                                                 Toc, TocEntry, read_toc)
 
-MAGIC = b"PGDMP"
-FORMAT_CUSTOM = 1
-BLOCK_DATA = 1
-BLOCK_LARGE_OBJECTS = 3
-OFFSET_NOT_SET = 1
-OFFSET_SET = 2
-OFFSET_NO_DATA = 3
-SECTION_PRE_DATA = 2
-SECTION_POST_DATA = 4
-INT_SIZE = 4
-"""sizeof(int) of the machine pg_dump ran on: 4 on every platform PostgreSQL supports."""
 BLOCK_END = b"\0" * (1 + INT_SIZE)
 """A zero length (sign byte and int): the end of a data block, the only such run of zero bytes in COPY text."""
-OLDEST = (1, 12)
-"""The oldest version read here (PostgreSQL 9.0): sections, tablespaces and dependencies are all present."""
-NEWEST = (1, 16)
-"""The newest version whose TOC layout is known here (PostgreSQL 17 and 18)."""
-TOC_READ_LIMIT = 64 * 1024 * 1024
-"""At most this much of the file is read for the header and TOC (a schema of some 100,000 objects)."""
 _NOT_ZERO = re.compile(rb"[^\0]")
-
-
-class NotApplicable(Exception):
-    """The file is not a dump whose offsets can be filled in here; the reason says why."""
-
-
-class EndsEarly(NotApplicable):
-    """The bytes read end inside the header or TOC."""
 
 
 @dataclass
@@ -106,122 +84,13 @@ class ZeroRuns:
         return None
 
 
-@dataclass(frozen=True)
-class TocEntry:
-    dump_id: int
-    data_state: int
-    offset_at: int
-    """Where the entry's offset field (flag byte, then the offset) is in the file."""
-    desc: str = ""
-    """What the entry is: TABLE, TABLE DATA, INDEX, CONSTRAINT, ..."""
-    namespace: str = ""
-    tag: str = ""
-    """The object's name (a table's, for TABLE DATA)."""
-    section: int = 0
-    dependencies: tuple[int, ...] = ()
-    copies: bool = False
-    """Its data is COPY text (it has a COPY statement), not INSERT statements."""
-
-
-@dataclass(frozen=True)
-class Toc:
-    off_size: int
-    entries: list[TocEntry]
-    end: int
-    """Where the TOC ends and the first data block starts."""
-
-
-class _Reader:
-    """Reads the archive's bytes, ints and strings from `position` on (pg_backup_archiver.c: ReadInt, ReadStr)."""
-
-    def __init__(self, read_at: Callable[[int, int], bytes], position: int = 0) -> None:
-        self._read_at = read_at
-        self.pos = position
-
-    def take(self, n: int) -> bytes:
-        chunk = self._read_at(self.pos, n) if n >= 0 else b""
-        if len(chunk) != n:
-            raise EndsEarly(f"the archive ends early at {self.pos}")
-        self.pos += n
-        return chunk
-
-    def byte(self) -> int:
-        return self.take(1)[0]
-
-    def int(self) -> int:
-        sign = self.byte()
-        value = int.from_bytes(self.take(INT_SIZE), "little")
-        return -value if sign else value
-
-    def str(self) -> bytes | None:
-        length = self.int()
-        return None if length < 0 else self.take(length)
-
-
-def read_toc(head: bytes) -> Toc:
-    """The header and TOC of a custom-format dump from its first bytes (NotApplicable when it is not one whose
-    offsets can be filled in here)."""
-    reader = _Reader(lambda position, n: head[position:position + n])
-    if reader.take(5) != MAGIC:
-        raise NotApplicable("not a custom-format dump")
-    major, minor = reader.byte(), reader.byte()
-    version = (major, minor, reader.byte())
-    if not OLDEST <= version[:2] <= NEWEST:
-        raise NotApplicable(f"archive version {major}.{minor} is not one this runner knows")
-    if reader.byte() != INT_SIZE:
-        raise NotApplicable("the dump was made on a machine with another integer size")
-    off_size = reader.byte()
-    if reader.byte() != FORMAT_CUSTOM:
-        raise NotApplicable("not a custom-format dump")
-    compressed = reader.byte() != 0 if version[:2] >= (1, 15) else reader.int() != 0  # algorithm, or gzip level
-    if compressed:
-        raise NotApplicable("the dump's data is compressed by pg_dump")
-    for _ in range(7):  # the creation time
-        reader.int()
-    for _ in range(3):  # database name, server and pg_dump versions
-        reader.str()
-    entries = []
-    for _ in range(reader.int()):
-        dump_id = reader.int()
-        reader.int()  # had a data dumper
-        reader.str()  # table OID
-        reader.str()  # OID
-        tag, desc = _text(reader.str()), _text(reader.str())
-        section = reader.int()
-        reader.str()  # definition
-        reader.str()  # drop statement
-        copy_statement = reader.str()
-        namespace = _text(reader.str())
-        for _ in range(2 if version[:2] >= (1, 14) else 1):  # tablespace, table access method
-            reader.str()
-        if version[:2] >= (1, 16):
-            reader.int()  # relkind
-        reader.str()  # owner
-        reader.str()  # "false": WITH OIDS
-        dependencies = []
-        while (dependency := reader.str()) is not None:
-            dependencies.append(int(dependency))
-        offset_at = reader.pos
-        state = reader.byte()
-        if state not in (OFFSET_NOT_SET, OFFSET_SET, OFFSET_NO_DATA):
-            raise NotApplicable(f"unexpected data offset flag {state} in entry {dump_id}")
-        reader.take(off_size)
-        entries.append(TocEntry(dump_id, state, offset_at, desc, namespace, tag, section, tuple(dependencies),
-                                bool(copy_statement)))
-    return Toc(off_size, entries, reader.pos)
-
-
-def _text(value: bytes | None) -> str:
-    return "" if value is None else value.decode("utf-8", "replace")
-
-
 def data_offsets(read_at: Callable[[int, int], bytes], size: int, toc: Toc, runs: ZeroRuns) -> dict[int, int]:
     """Where each entry's data block starts, checked: the blocks follow the TOC one after the other, in the order
     of its entries with data, each starting with its entry's id, and the last one ends the file."""
     if runs.overflow:
         raise NotApplicable("too many runs of zero bytes to tell the data blocks apart")
     offsets: dict[int, int] = {}
-    reader = _Reader(read_at, toc.end)
+    reader = ArchiveReader(read_at, toc.end)
     for dump_id in (entry.dump_id for entry in toc.entries if entry.data_state == OFFSET_NOT_SET):
         start = reader.pos
         kind, found = reader.byte(), reader.int()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from pgbackup.runner.catalog.catalog import Catalog
 from pgbackup.runner.catalog.manifest import Manifest, ManifestObject
@@ -23,12 +24,13 @@ from pgbackup.runner.postgres.pg import ConnParams
 from pgbackup.runner.postgres.tools import PgTools
 from pgbackup.runner.postgres.privileges import require_createdb
 from pgbackup.runner.restore.ddl import RestoreSpace
+from pgbackup.runner.restore.directory_dump import DirectoryAsCustom, NotOrdered
 from pgbackup.runner.restore.dump_offsets import fill_in_offsets
 from pgbackup.runner.restore.parallel_load import ParallelLoad, PgRestoreFailed
 from pgbackup.runner.restore.pieces import LayoutUnexpected
 from pgbackup.runner.restore.ownership import Ownership
 from pgbackup.runner.restore.reading import tools_for, damage_reported, extract_tar, pick_database, run_with_stdin
-from pgbackup.runner.restore.staging import ScratchFull, scratch_room, staged_object
+from pgbackup.runner.restore.staging import Readable, ScratchFull, ScratchRoom, scratch_room, staged_object
 
 
 @dataclass(frozen=True)
@@ -191,21 +193,13 @@ def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestO
         args = [tools.path("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-"]
         returncode, stderr, written = run_with_stdin(args, env, catalog, manifest, obj, identity, "restore")
     else:
-        room = scratch_room(scratch, scratch_limit)
-        if not room.fits(obj.raw_size):
-            raise ScratchFull(f"database {obj.database!r} of backup {manifest.id} is a directory-format dump of "
-                              f"{obj.raw_size // (1024 * 1024)} MiB that is extracted into scratch before pg_restore "
-                              f"reads it, but there are only {room.describe()}; nothing was restored. Give the "
-                              f"restore more scratch (jobTemplate.scratchSizeLimit and the node's disk)")
-        workdir = Path(tempfile.mkdtemp(prefix="pgbackup-restore-", dir=scratch))
-        try:
-            with catalog.open_object(manifest, obj, identity=identity) as stream:
-                extract_tar(stream, workdir)
-            written = obj.raw_size
-            done = subprocess.run([*base, "-j", str(jobs), str(workdir)], env=env, capture_output=True, text=True)
-            returncode, stderr = done.returncode, done.stderr
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        loaded = _restore_directory_as_custom(catalog, manifest, obj, base, env, identity, jobs, scratch,
+                                              scratch_limit, _counter(target, database)) if stage and jobs > 1 else None
+        if loaded is not None:
+            returncode, stderr, written, counted = loaded
+        else:
+            returncode, stderr, written = _restore_directory(catalog, manifest, obj, base, env, identity, jobs,
+                                                             scratch, scratch_limit)
     if returncode != 0:
         refused = ownership.explain_refusal(stderr, target, database)
         if refused is not None:
@@ -220,44 +214,95 @@ def _restore_dump_unchecked(catalog: Catalog, manifest: Manifest, obj: ManifestO
 def _restore_custom(catalog: Catalog, manifest: Manifest, obj: ManifestObject, base: list[str], env: Mapping[str, str],
                     identity: str | None, jobs: int, scratch: Path | None, scratch_limit: int | None,
                     count: Callable[[str, str], int]) -> tuple[int, str, int, dict[str, int] | None]:
-    """A custom-format dump: with jobs > 1 staged in scratch and restored by `jobs` pg_restore runs while it is
-    staged (pgbackup.runner.restore.parallel_load; the row counts of the tables it loaded are returned), or by
-    `pg_restore -j jobs` from the staged file (downloaded and verified first, its data offsets filled in) when
-    the dump is not one that loads so; when scratch has no room for it, streamed into one pg_restore."""
+    """A custom-format dump: with jobs > 1 staged in scratch and restored while it is staged (_load_staged);
+    when scratch has no room for it, streamed into one pg_restore."""
     if jobs > 1:
         room = scratch_room(scratch, scratch_limit)
         if room.fits(obj.raw_size):
-            load = ParallelLoad(room.directory, obj.raw_size, jobs, base, env, count)
-            try:
-                with staged_object(catalog, manifest, obj, identity, room.directory, observe=load.feed,
-                                   opened=load.attach) as path:
-                    if not load.classic:
-                        log("restore.parallel", database=obj.database, jobs=jobs, staged_bytes=obj.raw_size,
-                            loaded_while_staging=True, pieces=load.pieces)
-                        return 0, "", obj.raw_size, load.finish(obj.raw_size)
-                    fill_in_offsets(path, load.runs)  # written to a pipe, the dump has none: each job would search
-                    log("restore.parallel", database=obj.database, jobs=jobs, staged_bytes=obj.raw_size,
-                        loaded_while_staging=False, reason=load.reason)
-                    done = subprocess.run([*base, "-j", str(jobs), str(path)], env=dict(env), capture_output=True,
-                                          text=True)
-                    return done.returncode, done.stderr, obj.raw_size, None
-            except PgRestoreFailed as exc:
-                return exc.returncode, exc.stderr, obj.raw_size, None
-            except LayoutUnexpected as exc:
-                raise RunnerError(f"database {obj.database!r} of backup {manifest.id}: its data is not laid out as "
-                                  f"its table of contents says ({exc}); restore it with jobs: 1, which streams it "
-                                  f"into one pg_restore", reason="RestoreFailed") from exc
-            except ScratchFull as exc:
-                if load.started:
-                    raise
-                log_warning("restore.streaming", database=obj.database, reason=str(exc))
-            finally:
-                load.close()
+            loaded = _load_staged(catalog, manifest, obj, base, env, identity, jobs, room, count)
+            if loaded is not None:
+                return loaded
         else:
             log_warning("restore.streaming", database=obj.database, jobs=jobs,
                         reason=f"the dump ({obj.raw_size // (1024 * 1024)} MiB) does not fit in scratch "
                                f"({room.describe()}): restored from a stream, one table at a time")
     return *run_with_stdin(base, env, catalog, manifest, obj, identity, "restore"), None
+
+
+def _load_staged(catalog: Catalog, manifest: Manifest, obj: ManifestObject, base: list[str], env: Mapping[str, str],
+                 identity: str | None, jobs: int, room: ScratchRoom, count: Callable[[str, str], int],
+                 convert: Callable[[BinaryIO], Readable] | None = None,
+                 ) -> tuple[int, str, int, dict[str, int] | None] | None:
+    """A custom-format dump (or what `convert` makes of the object) staged in scratch and restored by `jobs`
+    pg_restore runs while it is staged (pgbackup.runner.restore.parallel_load; the row counts of the tables it
+    loaded are returned), or by `pg_restore -j jobs` from the staged file (downloaded and verified first, its data
+    offsets filled in) when the dump is not one that loads so. None: scratch filled up before anything was
+    restored."""
+    load = ParallelLoad(room.directory, obj.raw_size, jobs, base, env, count)
+    try:
+        with staged_object(catalog, manifest, obj, identity, room.directory, observe=load.feed,
+                           opened=load.attach, convert=convert) as path:
+            staged = path.stat().st_size
+            if not load.classic:
+                log("restore.parallel", database=obj.database, jobs=jobs, staged_bytes=staged,
+                    loaded_while_staging=True, pieces=load.pieces)
+                return 0, "", obj.raw_size, load.finish(staged)
+            fill_in_offsets(path, load.runs)  # written to a pipe, the dump has none: each job would search
+            log("restore.parallel", database=obj.database, jobs=jobs, staged_bytes=staged,
+                loaded_while_staging=False, reason=load.reason)
+            done = subprocess.run([*base, "-j", str(jobs), str(path)], env=dict(env), capture_output=True,
+                                  text=True)
+            return done.returncode, done.stderr, obj.raw_size, None
+    except PgRestoreFailed as exc:
+        return exc.returncode, exc.stderr, obj.raw_size, None
+    except LayoutUnexpected as exc:
+        raise RunnerError(f"database {obj.database!r} of backup {manifest.id}: its data is not laid out as "
+                          f"its table of contents says ({exc}); restore it with jobs: 1, which "
+                          f"{'streams it into one pg_restore' if convert is None else 'extracts it first'}",
+                          reason="RestoreFailed") from exc
+    except ScratchFull as exc:
+        if load.started:
+            raise
+        log_warning("restore.streaming", database=obj.database, reason=str(exc))
+        return None
+    finally:
+        load.close()
+
+
+def _restore_directory_as_custom(catalog: Catalog, manifest: Manifest, obj: ManifestObject, base: list[str],
+                                 env: Mapping[str, str], identity: str | None, jobs: int, scratch: Path | None,
+                                 scratch_limit: int | None, count: Callable[[str, str], int],
+                                 ) -> tuple[int, str, int, dict[str, int] | None] | None:
+    """A directory-format dump read as a custom-format one (pgbackup.runner.restore.directory_dump) and restored
+    as one is, while it is staged; None when it is not one read so (or scratch has no room): extract it."""
+    room = scratch_room(scratch, scratch_limit)
+    if not room.fits(obj.raw_size):
+        return None
+    try:
+        return _load_staged(catalog, manifest, obj, base, env, identity, jobs, room, count, convert=DirectoryAsCustom)
+    except NotOrdered as exc:
+        log("restore.extracted", database=obj.database, reason=str(exc))
+        return None
+
+
+def _restore_directory(catalog: Catalog, manifest: Manifest, obj: ManifestObject, base: list[str],
+                       env: Mapping[str, str], identity: str | None, jobs: int, scratch: Path | None,
+                       scratch_limit: int | None) -> tuple[int, str, int]:
+    """A directory-format dump extracted into scratch, then restored by `pg_restore -j jobs`."""
+    room = scratch_room(scratch, scratch_limit)
+    if not room.fits(obj.raw_size):
+        raise ScratchFull(f"database {obj.database!r} of backup {manifest.id} is a directory-format dump of "
+                          f"{obj.raw_size // (1024 * 1024)} MiB that is extracted into scratch before pg_restore "
+                          f"reads it, but there are only {room.describe()}; nothing was restored. Give the "
+                          f"restore more scratch (jobTemplate.scratchSizeLimit and the node's disk)")
+    workdir = Path(tempfile.mkdtemp(prefix="pgbackup-restore-", dir=scratch))
+    try:
+        with catalog.open_object(manifest, obj, identity=identity) as stream:
+            extract_tar(stream, workdir)
+        done = subprocess.run([*base, "-j", str(jobs), str(workdir)], env=dict(env), capture_output=True, text=True)
+        return done.returncode, done.stderr, obj.raw_size
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _has_no_tables(target: ConnParams, database: str) -> bool:

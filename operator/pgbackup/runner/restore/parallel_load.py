@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgbackup.runner.common.writes import write_all
-from pgbackup.runner.restore.dump_offsets import (BLOCK_END, OFFSET_NOT_SET, SECTION_POST_DATA, SECTION_PRE_DATA,
-                                                  TocEntry, ZeroRuns)
+from pgbackup.runner.postgres.archive_toc import OFFSET_NOT_SET, SECTION_POST_DATA, SECTION_PRE_DATA, TocEntry
+from pgbackup.runner.restore.dump_offsets import BLOCK_END, ZeroRuns
 from pgbackup.runner.restore.pieces import DumpCutter, Layout, LayoutUnexpected, Piece
 
 MIN_PIECE = 16 * 1024 * 1024

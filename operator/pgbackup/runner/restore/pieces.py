@@ -2,9 +2,9 @@
 (pgbackup.runner.restore.parallel_load).
 
 The dump's TOC comes first; then each table's data block, in TOC order: its header (type, entry id), its rows in
-chunks (a zero sign byte and a length, then that many bytes of COPY text ending in the row's newline) and a zero
-length. COPY text has no zero byte and no newline but the one ending each row, so a chunk boundary is a newline
-followed by a chunk header that checks out, and a block ends at its first run of five zero bytes (found as in
+chunks (a zero sign byte and a length, then that many bytes of COPY text ending in a row's newline: one row per
+chunk from pg_dump, several from a directory-format dump read as a custom one) and a zero length. COPY text has no
+zero byte, so a chunk boundary is a newline followed by a chunk header that checks out, and a block ends at its first run of five zero bytes (found as in
 pgbackup.runner.restore.dump_offsets). A piece is a run of whole chunks of one block; with the TOC and the block's
 header before it and a zero length after it, it is a dump `pg_restore -L` loads on its own.
 """
@@ -15,8 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgbackup.runner.restore.dump_offsets import (BLOCK_DATA, BLOCK_END, INT_SIZE, OFFSET_NOT_SET, OFFSET_SET,
-                                                  TOC_READ_LIMIT, EndsEarly, NotApplicable, Toc, TocEntry, ZeroRuns, read_toc)
+from pgbackup.runner.postgres.archive_toc import (INT_SIZE, OFFSET_NOT_SET, OFFSET_SET, TOC_READ_LIMIT, EndsEarly,
+                                                 NotApplicable, Toc, TocEntry, data_block_header, read_toc)
+from pgbackup.runner.restore.dump_offsets import BLOCK_END, ZeroRuns
 
 SEARCH_WINDOW = 4 * 1024 * 1024
 """How far past a piece's intended end its row boundary is looked for (and how much must be staged beyond it)."""
@@ -41,7 +42,7 @@ class Piece:
     @property
     def header(self) -> bytes:
         """The block's header (its type and the entry's id), put before the chunks."""
-        return _block_header(self.entry.dump_id)
+        return data_block_header(self.entry.dump_id)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class DumpCutter:
             if self._cut is None:
                 if self._written < self._position + _BLOCK_HEADER:
                     break
-                if os.pread(self._fd, _BLOCK_HEADER, self._position) != _block_header(entry.dump_id):
+                if os.pread(self._fd, _BLOCK_HEADER, self._position) != data_block_header(entry.dump_id):
                     raise LayoutUnexpected(f"the data of entry {entry.dump_id} is not at {self._position}")
                 self._cut = self._position + _BLOCK_HEADER
             end = self.runs.block_end_at_or_after(self._cut)
@@ -167,13 +168,10 @@ class DumpCutter:
         return None
 
 
-def _block_header(dump_id: int) -> bytes:
-    """A data block's header: its type, then the entry's id (a zero sign byte and the int)."""
-    return bytes([BLOCK_DATA, 0]) + dump_id.to_bytes(INT_SIZE, "little")
-
-
 def _rows_follow(window: bytes, at: int) -> bool:
-    """Whether chunks of COPY rows start at `at`, for a few rows or up to the block's end."""
+    """Whether chunks of whole COPY rows start at `at`, for a few chunks or up to the block's end (pg_dump writes a
+    row per chunk; a directory-format dump read as a custom one has several rows in each,
+    pgbackup.runner.restore.directory_dump)."""
     for _ in range(_CHECKED_ROWS):
         if at + 5 > len(window) or window[at] != 0:
             return False
@@ -184,7 +182,7 @@ def _rows_follow(window: bytes, at: int) -> bool:
         if end > len(window):
             return False
         row = window[at + 5:end]
-        if row[-1] != 0x0A or row.find(b"\n", 0, length - 1) >= 0 or row.find(b"\0") >= 0:
+        if row[-1] != 0x0A or row.find(b"\0") >= 0:
             return False
         at = end
     return True

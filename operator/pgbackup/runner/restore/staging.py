@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from pgbackup.api import jobenv
 from pgbackup.api.policy import BackupPolicySpec
@@ -86,21 +86,27 @@ def _used(directory: Path) -> int:
     return total
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 @contextmanager
 def staged_object(catalog: Catalog, manifest: Manifest, obj: ManifestObject, identity: str | None,
                   scratch: Path, observe: Callable[[bytes], None] | None = None,
-                  opened: Callable[[Path], None] | None = None) -> Iterator[Path]:
+                  opened: Callable[[Path], None] | None = None,
+                  convert: Callable[[BinaryIO], Readable] | None = None) -> Iterator[Path]:
     """The original bytes of `obj` in a file under `scratch`, verified against the manifest (size, SHA-256) before
     it is handed out; the file and its directory are removed on leaving, on success and on every failure.
     `opened` is told the file's path once it exists; `observe` sees every chunk once it is written there (in the
-    writing thread; what it raises ends the staging)."""
+    writing thread; what it raises ends the staging). `convert`: what is staged is what it reads from the
+    object's bytes (it must read them to the end, where they are verified)."""
     workdir = Path(tempfile.mkdtemp(prefix="pgbackup-restore-", dir=scratch))
     try:
         path = workdir / "dump"
         try:
             with Progress("download", obj.raw_size) as progress, \
                     catalog.open_object(manifest, obj, identity=identity) as stream:
-                _stage(stream, path, obj.raw_size, progress.add, observe, opened)
+                _stage(convert(stream) if convert else stream, path, obj.raw_size, progress.add, observe, opened)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -114,7 +120,7 @@ def staged_object(catalog: Catalog, manifest: Manifest, obj: ManifestObject, ide
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _stage(stream: BinaryIO, path: Path, size: int, on_chunk: Callable[[int], None],
+def _stage(stream: Readable, path: Path, size: int, on_chunk: Callable[[int], None],
            observe: Callable[[bytes], None] | None, opened: Callable[[Path], None] | None = None) -> None:
     """Copy `stream` (download, checksum, decryption, decompression: this thread) into a new file at `path`
     (written by a thread of its own, so that writing overlaps decompressing: a third of the staging time of a
