@@ -37,9 +37,15 @@ TOC_READ_LIMIT = 64 * 1024 * 1024
 """At most this much is read for the header and TOC (a schema of some 100,000 objects)."""
 
 
+def archive_int(value: int) -> bytes:
+    """A non-negative int as an archive writes it (ArchiveReader.int reads it back): a zero sign byte, then INT_SIZE
+    bytes, least significant first."""
+    return b"\0" + value.to_bytes(INT_SIZE, "little")
+
+
 def data_block_header(dump_id: int) -> bytes:
-    """A custom archive's data block header: its type, then the entry's id (a zero sign byte and the int)."""
-    return bytes([BLOCK_DATA, 0]) + dump_id.to_bytes(INT_SIZE, "little")
+    """A custom archive's data block header: its type, then the entry's id."""
+    return bytes([BLOCK_DATA]) + archive_int(dump_id)
 
 
 class NotApplicable(Exception):

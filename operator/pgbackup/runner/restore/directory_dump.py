@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import IO, BinaryIO
 
 from pgbackup.runner.common.config import CHUNK
-from pgbackup.runner.postgres.archive_toc import (FORMAT_AT, FORMAT_CUSTOM, FORMAT_DIRECTORY, INT_SIZE,
-                                                 OFFSET_NO_DATA, OFFSET_NOT_SET, TOC_READ_LIMIT, NotApplicable, Toc,
+from pgbackup.runner.postgres.archive_toc import (FORMAT_AT, FORMAT_CUSTOM, FORMAT_DIRECTORY, OFFSET_NO_DATA,
+                                                 OFFSET_NOT_SET, TOC_READ_LIMIT, NotApplicable, Toc, archive_int,
                                                  data_block_header, read_toc)
 from pgbackup.runner.restore.dump_offsets import BLOCK_END
 from pgbackup.runner.restore.pieces import LayoutUnexpected
@@ -115,13 +115,13 @@ def _chunks(rows: IO[bytes]) -> Iterator[bytes]:
         parts: list[bytes] = []
         start = 0
         while (stop := _row_end(data, start)) > 0:
-            parts += (b"\0" + (stop - start).to_bytes(INT_SIZE, "little"), data[start:stop])
+            parts += (archive_int(stop - start), data[start:stop])
             start = stop
         rest = data[start:]
         if parts:
             yield b"".join(parts)
     if rest:  # not COPY text ending in a newline (INSERT statements): a chunk as it is
-        yield b"\0" + len(rest).to_bytes(INT_SIZE, "little") + rest
+        yield archive_int(len(rest)) + rest
 
 
 def _row_end(data: bytes, start: int) -> int:
